@@ -1,0 +1,35 @@
+//! Backend selection: the only place where concrete Burn backends are named.
+
+/// Which device a command runs on. CUDA exists only in builds with `--features cuda`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The `flex` CPU backend (f32).
+    #[default]
+    Cpu,
+    /// NVIDIA GPU 0 through burn-cuda.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// The CPU backend every build has.
+pub type Cpu = burn::backend::Flex;
+/// The GPU backend of `--features cuda` builds.
+#[cfg(feature = "cuda")]
+pub type Gpu = burn::backend::Cuda;
+
+/// Calls a generic function `f::<B>(device, args…)` with the backend that `kind` names, so
+/// command code stays generic over `B: Backend`.
+#[macro_export]
+macro_rules! with_backend {
+    ($kind:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
+        match $kind {
+            $crate::backend::DeviceKind::Cpu => {
+                $f::<$crate::backend::Cpu>(burn::backend::flex::FlexDevice, $($arg),*)
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::DeviceKind::Cuda => {
+                $f::<$crate::backend::Gpu>(burn::backend::cuda::CudaDevice::new(0), $($arg),*)
+            }
+        }
+    };
+}

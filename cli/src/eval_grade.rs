@@ -1,0 +1,1 @@
+//! `distill eval grade`: grade (gold, pred) pairs from JSONL.

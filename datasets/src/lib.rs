@@ -1,0 +1,1 @@
+//! The text side: tokenizers, chat templates, problem sets and trace files.

@@ -1,0 +1,1 @@
+//! Benchmark evaluation with the DeepSeek-R1 protocol.

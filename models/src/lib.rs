@@ -1,0 +1,1 @@
+//! Burn implementations of the decoder architectures distill runs.

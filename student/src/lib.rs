@@ -1,0 +1,1 @@
+//! The SFT / logit-distillation trainer for student models.

@@ -1,0 +1,1 @@
+//! Teacher sampling: problems × k completions, verified and written to Parquet.
