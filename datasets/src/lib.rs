@@ -1,1 +1,94 @@
-//! The text side: tokenizers, chat templates, problem sets and trace files.
+//! The text side of distill: tokenizers and chat templates, problem sets, trace and eval files,
+//! SFT example building and the synthetic quickstart task.
+//!
+//! Nothing here touches Burn: the `models` crate only ever sees token ids, and every conversion
+//! between text and ids goes through [`tokenizer::TextTokenizer`] so that all stages agree on it.
+
+pub mod atomic;
+pub mod chat;
+pub mod jsonl;
+pub mod problems;
+pub mod stop;
+pub mod synthetic;
+pub mod tokenizer;
+pub mod decontam;
+pub mod dedup;
+pub mod export;
+pub mod filter;
+pub mod sft;
+pub mod traces;
+
+pub use chat::{ChatMessage, ChatTemplate};
+pub use problems::{load_problems, Problem, ProblemColumns};
+pub use stop::{IncrementalDecoder, StopStringMatcher};
+pub use tokenizer::TextTokenizer;
+
+use std::path::PathBuf;
+
+/// One error type for the text side, so that every failure names the file, line, key or column
+/// that caused it (the user fixes input files, not stack traces).
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying OS error.
+        source: std::io::Error,
+    },
+    /// A line of a JSON/JSONL file (1-based; 0 for whole-file JSON) could not be used.
+    #[error("{path}:{line}: {message}")]
+    Line {
+        /// The file involved.
+        path: PathBuf,
+        /// 1-based line number (row number for Parquet, 0 when not line-oriented).
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file as a whole is unusable (bad Parquet, missing column, bad JSON config, …).
+    #[error("{path}: {message}")]
+    File {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The tokenizer failed (loading, encoding, decoding or training).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template failed to compile or to render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// An invalid argument or configuration value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DatasetError {
+    /// Shorthand for an I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DatasetError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for a whole-file error on `path`.
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        DatasetError::File {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for an error at `line` (1-based) of `path`.
+    pub fn line(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        DatasetError::Line {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The synthetic quickstart task (work in progress).
