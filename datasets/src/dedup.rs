@@ -1,0 +1,388 @@
+//! Exact and near-duplicate detection for trace datasets.
+//!
+//! Teachers sampled k times at temperature 0.6 repeat themselves on easy problems, and problem
+//! collections stitched from several sources carry the same problem under different ids. Training
+//! on such repeats over-weights them, so `distill data filter` drops (a) exact duplicates — the
+//! same problem and response up to whitespace — and (b) near-duplicates found with MinHash over
+//! word shingles and banded locality-sensitive hashing (the datasketch / text-dedup scheme: 64-bit
+//! shingle hashes permuted by `(a·h + b) mod (2^61 − 1)`, a document's signature is the minimum of
+//! each permutation, documents sharing any band are candidates, and a candidate is a duplicate
+//! when the signature agreement, an unbiased Jaccard estimate, reaches the threshold).
+//!
+//! Everything is deterministic for a given seed and input order: the first occurrence is kept.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The Mersenne prime 2^61 − 1 used as the modulus of the MinHash permutations.
+const MERSENNE_61: u64 = (1u64 << 61) - 1;
+
+/// Errors in a near-duplicate configuration; they name the offending key.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DedupError {
+    /// A key of `[near_dup]` has a value that cannot work.
+    #[error("near_dup.{key}: {message}")]
+    InvalidConfig {
+        /// The configuration key, relative to `[near_dup]`.
+        key: &'static str,
+        /// Why the value is rejected.
+        message: String,
+    },
+}
+
+/// `[near_dup]`: MinHash/LSH near-duplicate removal.
+///
+/// With the defaults (128 permutations in 16 bands of 8 rows) the LSH S-curve is at 50% recall
+/// near Jaccard ≈ 0.71, comfortably below the 0.8 decision threshold, so nearly every true pair
+/// above the threshold becomes a candidate while dissimilar pairs are rarely compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NearDupConfig {
+    /// Whether near-duplicate removal runs at all. Default `true`.
+    pub enabled: bool,
+    /// Words per shingle. Default 5 (long enough that shared boilerplate is not enough).
+    pub shingle_words: usize,
+    /// Number of MinHash permutations (signature length). Default 128.
+    pub num_perm: usize,
+    /// Number of LSH bands; must divide `num_perm`. Default 16.
+    pub bands: usize,
+    /// Estimated Jaccard similarity at or above which a document is a duplicate. Default 0.8.
+    pub threshold: f64,
+    /// Seed of the permutation coefficients, recorded so a run is reproducible. Default 42.
+    pub seed: u64,
+}
+
+impl Default for NearDupConfig {
+    fn default() -> Self {
+        Self { enabled: true, shingle_words: 5, num_perm: 128, bands: 16, threshold: 0.8, seed: 42 }
+    }
+}
+
+impl NearDupConfig {
+    /// Rejects values that would make the index meaningless, naming the key.
+    pub fn validate(&self) -> Result<(), DedupError> {
+        let bad = |key, message: &str| Err(DedupError::InvalidConfig { key, message: message.into() });
+        if self.shingle_words == 0 {
+            return bad("shingle_words", "must be at least 1");
+        }
+        if self.num_perm == 0 {
+            return bad("num_perm", "must be at least 1");
+        }
+        if self.bands == 0 || self.num_perm % self.bands != 0 {
+            return bad("bands", &format!("must be ≥ 1 and divide num_perm ({})", self.num_perm));
+        }
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return bad("threshold", "must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// Lower-cased maximal runs of alphanumeric characters: the word sequence that both
+/// decontamination and MinHash compare, so LaTeX spacing, punctuation and case do not matter.
+pub fn normalized_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// A stable 64-bit hash (FNV-1a followed by the splitmix64 finaliser). Unlike `std`'s hasher it
+/// is the same in every process and release, so signatures and reports are reproducible.
+pub fn stable_hash64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    splitmix64(h)
+}
+
+/// The splitmix64 finaliser: spreads FNV's weak low bits over the whole word.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Hash of a word window joined by single spaces (what n-gram and shingle sets store).
+pub fn hash_words(words: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            h ^= u64::from(b' ');
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        for &b in w.as_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    splitmix64(h)
+}
+
+/// Key for exact-duplicate detection: SHA-256 of the parts with runs of whitespace collapsed,
+/// so re-wrapped or re-indented copies of the same text collide and nothing else does.
+pub fn exact_key(parts: &[&str]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        let mut first = true;
+        for token in part.split_whitespace() {
+            if !first {
+                hasher.update(b" ");
+            }
+            hasher.update(token.as_bytes());
+            first = false;
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// Index of the first occurrence each item duplicates exactly, `None` for first occurrences.
+pub fn exact_duplicates(keys: &[[u8; 32]]) -> Vec<Option<usize>> {
+    let mut first: HashMap<[u8; 32], usize> = HashMap::with_capacity(keys.len());
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| match first.get(k) {
+            Some(&j) => Some(j),
+            None => {
+                first.insert(*k, i);
+                None
+            }
+        })
+        .collect()
+}
+
+/// MinHash signature computer: `num_perm` random affine permutations of the shingle hashes.
+#[derive(Debug, Clone)]
+pub struct MinHasher {
+    a: Vec<u64>,
+    b: Vec<u64>,
+    shingle_words: usize,
+}
+
+impl MinHasher {
+    /// Draws the permutation coefficients from `cfg.seed` (ChaCha8, so the same on every platform).
+    pub fn new(cfg: &NearDupConfig) -> Result<Self, DedupError> {
+        cfg.validate()?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+        let a = (0..cfg.num_perm).map(|_| rng.random_range(1..MERSENNE_61)).collect();
+        let b = (0..cfg.num_perm).map(|_| rng.random_range(0..MERSENNE_61)).collect();
+        Ok(Self { a, b, shingle_words: cfg.shingle_words })
+    }
+
+    /// The signature of `text`: per permutation, the minimum permuted shingle hash. A text shorter
+    /// than one shingle is a single shingle; an empty text has the all-`u64::MAX` signature.
+    pub fn signature(&self, text: &str) -> Vec<u64> {
+        let words = normalized_words(text);
+        let mut shingles: HashSet<u64> = HashSet::new();
+        if words.len() <= self.shingle_words {
+            if !words.is_empty() {
+                shingles.insert(hash_words(&words));
+            }
+        } else {
+            for window in words.windows(self.shingle_words) {
+                shingles.insert(hash_words(window));
+            }
+        }
+        let mut sig = vec![u64::MAX; self.a.len()];
+        for &h in &shingles {
+            let h = h % MERSENNE_61;
+            for (slot, (&a, &b)) in sig.iter_mut().zip(self.a.iter().zip(&self.b)) {
+                let v = permute(a, b, h);
+                if v < *slot {
+                    *slot = v;
+                }
+            }
+        }
+        sig
+    }
+
+    /// Signatures of many texts, computed on all available cores; order matches `texts`.
+    pub fn signatures(&self, texts: &[&str]) -> Vec<Vec<u64>> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if threads <= 1 || texts.len() < 64 {
+            return texts.iter().map(|t| self.signature(t)).collect();
+        }
+        let chunk = texts.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = texts
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|t| self.signature(t)).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("MinHash worker panicked")).collect()
+        })
+    }
+}
+
+/// `(a·h + b) mod (2^61 − 1)` without overflow, using the Mersenne reduction.
+fn permute(a: u64, b: u64, h: u64) -> u64 {
+    let x = u128::from(a) * u128::from(h) + u128::from(b);
+    let lo = (x as u64) & MERSENNE_61;
+    let hi = (x >> 61) as u64;
+    let mut r = lo + (hi & MERSENNE_61) + (hi >> 61);
+    while r >= MERSENNE_61 {
+        r -= MERSENNE_61;
+    }
+    r
+}
+
+/// Fraction of agreeing signature positions: the MinHash estimate of Jaccard similarity.
+pub fn estimated_jaccard(a: &[u64], b: &[u64]) -> f64 {
+    if a.is_empty() || a.len() != b.len() {
+        return 0.0;
+    }
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len() as f64
+}
+
+/// A banded LSH index over the signatures of kept documents.
+#[derive(Debug)]
+pub struct LshIndex {
+    rows: usize,
+    buckets: Vec<HashMap<u64, Vec<usize>>>,
+    signatures: Vec<Vec<u64>>,
+}
+
+impl LshIndex {
+    /// An empty index for signatures of `num_perm` values split into `bands` bands.
+    pub fn new(num_perm: usize, bands: usize) -> Self {
+        let bands = bands.max(1);
+        Self { rows: num_perm / bands, buckets: vec![HashMap::new(); bands], signatures: Vec::new() }
+    }
+
+    fn band_key(&self, sig: &[u64], band: usize) -> u64 {
+        let mut h: u64 = band as u64;
+        for &v in &sig[band * self.rows..(band + 1) * self.rows] {
+            h = splitmix64(h ^ v);
+        }
+        h
+    }
+
+    /// The most similar indexed document sharing a band with `sig` whose estimated Jaccard
+    /// reaches `threshold`: `(its insertion number, estimate)`.
+    pub fn query(&self, sig: &[u64], threshold: f64) -> Option<(usize, f64)> {
+        let mut seen: HashSet<usize> = HashSet::new();
+        let mut best: Option<(usize, f64)> = None;
+        for band in 0..self.buckets.len() {
+            let Some(ids) = self.buckets[band].get(&self.band_key(sig, band)) else { continue };
+            for &id in ids {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let j = estimated_jaccard(sig, &self.signatures[id]);
+                if j >= threshold && best.is_none_or(|(_, bj)| j > bj) {
+                    best = Some((id, j));
+                }
+            }
+        }
+        best
+    }
+
+    /// Adds a signature; returns its insertion number (what `query` reports).
+    pub fn insert(&mut self, sig: Vec<u64>) -> usize {
+        let id = self.signatures.len();
+        for band in 0..self.buckets.len() {
+            let key = self.band_key(&sig, band);
+            self.buckets[band].entry(key).or_default().push(id);
+        }
+        self.signatures.push(sig);
+        id
+    }
+}
+
+/// A near-duplicate decision: the earlier kept document this one duplicates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearDuplicate {
+    /// Position (in the input slice) of the kept document it resembles.
+    pub of: usize,
+    /// The estimated Jaccard similarity of the two.
+    pub similarity: f64,
+}
+
+/// For each text in order, `Some` when it near-duplicates an earlier *kept* text. Only kept texts
+/// enter the index, so chains A≈B≈C with A≉C keep A and C.
+pub fn near_duplicates(texts: &[&str], cfg: &NearDupConfig) -> Result<Vec<Option<NearDuplicate>>, DedupError> {
+    let hasher = MinHasher::new(cfg)?;
+    let signatures = hasher.signatures(texts);
+    let mut index = LshIndex::new(cfg.num_perm, cfg.bands);
+    let mut kept_position: Vec<usize> = Vec::new();
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, sig) in signatures.into_iter().enumerate() {
+        match index.query(&sig, cfg.threshold) {
+            Some((id, similarity)) => out.push(Some(NearDuplicate { of: kept_position[id], similarity })),
+            None => {
+                index.insert(sig);
+                kept_position.push(i);
+                out.push(None);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_ignore_case_and_punctuation() {
+        assert_eq!(normalized_words("Find $x^2+3$, then ADD."), ["find", "x", "2", "3", "then", "add"]);
+    }
+
+    #[test]
+    fn permute_matches_wide_arithmetic() {
+        for &(a, b, h) in &[(1u64, 0u64, 5u64), (MERSENNE_61 - 1, MERSENNE_61 - 1, MERSENNE_61 - 1), (123_456_789, 987, 1 << 60)] {
+            let want = ((u128::from(a) * u128::from(h) + u128::from(b)) % u128::from(MERSENNE_61)) as u64;
+            assert_eq!(permute(a, b, h), want);
+        }
+    }
+
+    #[test]
+    fn exact_key_collapses_whitespace_only() {
+        assert_eq!(exact_key(&["a  b\n", "c"]), exact_key(&["a b", " c "]));
+        assert_ne!(exact_key(&["a b", "c"]), exact_key(&["a", "b c"]));
+        assert_ne!(exact_key(&["A b", "c"]), exact_key(&["a b", "c"]));
+        assert_eq!(exact_duplicates(&[[1; 32], [2; 32], [1; 32]]), [None, None, Some(0)]);
+    }
+
+    #[test]
+    fn near_duplicates_found_and_distinct_texts_kept() {
+        let base: String = (0..200).map(|i| format!("word{} ", i % 97 + i / 3)).collect();
+        let mut edited = base.clone();
+        edited.push_str("one extra sentence at the end");
+        let other: String = (0..200).map(|i| format!("other{} ", i * 7)).collect();
+        let texts = [base.as_str(), other.as_str(), edited.as_str()];
+        let got = near_duplicates(&texts, &NearDupConfig::default()).unwrap();
+        assert!(got[0].is_none() && got[1].is_none());
+        let dup = got[2].expect("edited copy must be a near-duplicate");
+        assert_eq!(dup.of, 0);
+        assert!(dup.similarity >= 0.8);
+    }
+
+    #[test]
+    fn estimate_tracks_true_jaccard() {
+        // Two sets of 5-shingles with known overlap: 300 shared words of 400.
+        let a: String = (0..400).map(|i| format!("w{i} ")).collect();
+        let b: String = (100..500).map(|i| format!("w{i} ")).collect();
+        let cfg = NearDupConfig { num_perm: 256, bands: 32, ..NearDupConfig::default() };
+        let h = MinHasher::new(&cfg).unwrap();
+        let j = estimated_jaccard(&h.signature(&a), &h.signature(&b));
+        let truth = 296.0 / 496.0; // shingles: 396 each, 296 shared, union 496
+        assert!((j - truth).abs() < 0.1, "estimate {j} vs {truth}");
+    }
+
+    #[test]
+    fn invalid_config_names_key() {
+        let cfg = NearDupConfig { bands: 7, ..NearDupConfig::default() };
+        let err = MinHasher::new(&cfg).unwrap_err();
+        assert!(err.to_string().starts_with("near_dup.bands"), "{err}");
+    }
+}
