@@ -1,52 +1,139 @@
-//! Equivalence of answers (placeholder normaliser; replaced by the expression engine).
+//! The public grading entry points: normalise, parse, compare.
 
-use crate::{extract, Grade, Verdict};
+use crate::ast::Answer;
+use crate::normalize::{normalize, text_key};
+use crate::{compare, extract, lexer, parse, Grade, Verdict};
 
-fn norm(s: &str) -> String {
-    extract::strip_math_delims(s).chars().filter(|c| !c.is_whitespace()).collect()
+/// An answer prepared for comparison: its cleaned text, word key and parse (any may be absent).
+pub(crate) struct Prepared {
+    norm: String,
+    text: Option<String>,
+    parsed: Option<Answer>,
 }
 
-/// Grades a bare answer against a gold answer.
+impl Prepared {
+    /// Gold answers must yield something comparable; otherwise the gold is unparseable.
+    fn usable(&self) -> bool {
+        !self.norm.is_empty() && (self.parsed.is_some() || self.text.is_some())
+    }
+}
+
+pub(crate) fn prepare(s: &str) -> Prepared {
+    let Some(norm) = normalize(s) else {
+        return Prepared { norm: String::new(), text: None, parsed: None };
+    };
+    let text = text_key(&norm);
+    let parsed = parse_str(&norm);
+    Prepared { norm, text, parsed }
+}
+
+/// Lex and parse; on failure retry with only the part after the last `=` (Math-Verify's
+/// fallback for `a = b = c` chains it cannot read).
+fn parse_str(s: &str) -> Option<Answer> {
+    let parsed = lexer::lex(s).and_then(parse::parse_answer);
+    if parsed.is_some() {
+        return parsed;
+    }
+    if !s.contains([',', ';']) {
+        if let Some(p) = s.rfind('=') {
+            let tail = &s[p + 1..];
+            return lexer::lex(tail).and_then(parse::parse_answer);
+        }
+    }
+    None
+}
+
+fn squash(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+fn prepared_eq(g: &Prepared, p: &Prepared) -> bool {
+    if p.norm.is_empty() {
+        return false;
+    }
+    if squash(&g.norm) == squash(&p.norm) {
+        return true;
+    }
+    if let (Some(a), Some(b)) = (&g.text, &p.text) {
+        if a == b {
+            return true;
+        }
+    }
+    match (&g.parsed, &p.parsed) {
+        (Some(a), Some(b)) => compare::answers_eq(a, b),
+        _ => false,
+    }
+}
+
+/// Grades a bare answer (already extracted) against a gold answer.
 pub fn grade_answer(gold: &str, answer: &str) -> Verdict {
-    if norm(gold).is_empty() {
+    let g = prepare(gold);
+    if !g.usable() {
         return Verdict::UnparseableGold;
     }
-    if answers_equivalent(gold, answer) {
+    if prepared_eq(&g, &prepare(answer)) {
         Verdict::Correct
     } else {
         Verdict::Incorrect
     }
 }
 
-/// True when two answers denote the same mathematical object.
+/// True when two answers denote the same mathematical object (symmetric use for voting; an
+/// unparseable or empty answer equals nothing).
 pub fn answers_equivalent(a: &str, b: &str) -> bool {
-    let (a, b) = (norm(a), norm(b));
-    !a.is_empty() && a == b
+    let (pa, pb) = (prepare(a), prepare(b));
+    pa.usable() && pb.usable() && (prepared_eq(&pa, &pb) || prepared_eq(&pb, &pa))
 }
 
 /// Equivalence-class id per answer (`None` for missing answers), classes numbered by first
-/// appearance, for cons@k majority voting.
+/// appearance, for cons@k majority voting. Each answer is parsed once.
 pub fn cluster_answers(answers: &[Option<String>]) -> Vec<Option<usize>> {
-    let mut reps: Vec<&str> = Vec::new();
+    let mut reps: Vec<Prepared> = Vec::new();
     answers
         .iter()
         .map(|a| {
-            let a = a.as_deref()?;
-            if let Some(i) = reps.iter().position(|r| answers_equivalent(r, a)) {
+            let p = prepare(a.as_deref()?);
+            if !p.usable() {
+                // Unreadable answers still vote as themselves (by exact text).
+                if let Some(i) = reps.iter().position(|r| !r.norm.is_empty() && r.norm == p.norm) {
+                    return Some(i);
+                }
+                if p.norm.is_empty() {
+                    return None;
+                }
+            } else if let Some(i) = reps
+                .iter()
+                .position(|r| r.usable() && (prepared_eq(r, &p) || prepared_eq(&p, r)))
+            {
                 return Some(i);
             }
-            reps.push(a);
+            reps.push(p);
             Some(reps.len() - 1)
         })
         .collect()
 }
 
 pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
+    let g = prepare(gold);
     let extracted = extract::extract_answer(response);
-    let verdict = match &extracted {
-        Some(a) => grade_answer(gold, a),
-        None if norm(gold).is_empty() => Verdict::UnparseableGold,
-        None => Verdict::Incorrect,
+    if !g.usable() {
+        return Grade { verdict: Verdict::UnparseableGold, extracted };
+    }
+    let Some(answer) = extracted else {
+        return Grade { verdict: Verdict::Incorrect, extracted: None };
     };
-    Grade { verdict, extracted }
+    if prepared_eq(&g, &prepare(&answer)) {
+        return Grade { verdict: Verdict::Correct, extracted: Some(answer) };
+    }
+    // Several distinct boxes form a set only when the gold is a set/list.
+    if matches!(g.parsed, Some(Answer::Set(_) | Answer::List(_))) {
+        let boxes = extract::extract_final_boxes(response);
+        if boxes.len() > 1 {
+            let joined = boxes.join(", ");
+            if prepared_eq(&g, &prepare(&joined)) {
+                return Grade { verdict: Verdict::Correct, extracted: Some(joined) };
+            }
+        }
+    }
+    Grade { verdict: Verdict::Incorrect, extracted: Some(answer) }
 }

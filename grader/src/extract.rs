@@ -44,6 +44,14 @@ pub fn extract_final_boxes(response: &str) -> Vec<String> {
     out
 }
 
+/// The last box of a bare answer that itself contains `\boxed{…}`.
+pub(crate) fn extract_answer_boxes_only(answer: &str) -> Option<String> {
+    if !answer.contains("\\boxed") && !answer.contains("\\fbox") {
+        return None;
+    }
+    last_box(answer)
+}
+
 /// The part of a response that may hold the final answer.
 fn final_region(response: &str) -> Option<&str> {
     let mut text = response;

@@ -5,8 +5,14 @@
 //! answer. Everything is pure Rust, bounded in work (length and depth limits) and never panics;
 //! no code is ever evaluated.
 
+mod ast;
+mod compare;
 mod equiv;
+mod eval;
 mod extract;
+mod lexer;
+mod normalize;
+mod parse;
 
 pub use equiv::{answers_equivalent, cluster_answers, grade_answer};
 pub use extract::{extract_answer, extract_final_boxes};
