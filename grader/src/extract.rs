@@ -213,10 +213,25 @@ fn clip_sentence(rest: &str) -> Option<String> {
 fn leading_math(s: &str) -> Option<&str> {
     for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
         if let Some(body) = s.strip_prefix(open) {
-            if let Some(end) = body.find(close) {
+            if let Some(end) = find_unescaped(body, close) {
                 return Some(&body[..end]);
             }
         }
+    }
+    None
+}
+
+/// Byte offset of the first `pat` in `s` not preceded by a backslash (`\$` is a dollar sign,
+/// not a math delimiter).
+fn find_unescaped(s: &str, pat: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = s[from..].find(pat) {
+        let at = from + p;
+        if pat == "$" && at > 0 && s.as_bytes()[at - 1] == b'\\' {
+            from = at + 1;
+            continue;
+        }
+        return Some(at);
     }
     None
 }
@@ -225,7 +240,11 @@ fn leading_math(s: &str) -> Option<&str> {
 pub(crate) fn strip_math_delims(s: &str) -> &str {
     let s = s.trim();
     for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
-        if s.len() >= open.len() + close.len() && s.starts_with(open) && s.ends_with(close) {
+        if s.len() >= open.len() + close.len()
+            && s.starts_with(open)
+            && s.ends_with(close)
+            && !(close == "$" && s.ends_with("\\$"))
+        {
             return s[open.len()..s.len() - close.len()].trim();
         }
     }
@@ -255,9 +274,9 @@ fn last_math_segment(text: &str) -> Option<String> {
     for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
         let mut from = 0;
         let mut last = None;
-        while let Some(o) = text[from..].find(open) {
+        while let Some(o) = find_unescaped(&text[from..], open) {
             let start = from + o + open.len();
-            let Some(c) = text[start..].find(close) else {
+            let Some(c) = find_unescaped(&text[start..], close) else {
                 break;
             };
             last = Some((from + o, &text[start..start + c]));

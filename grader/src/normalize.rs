@@ -26,6 +26,7 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         t = inner;
     }
     for (from, to) in [
+        (",\\! ", ","),
         ("\\left", ""),
         ("\\right", ""),
         ("\\!", ""),
@@ -50,10 +51,10 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
             t = t.replace(from, to);
         }
     }
+    t = strip_trailing_units(&t);
     t = remove_thin_space_thousands(&t);
     t = words_to_commas(&t);
     t = remove_comma_thousands(&t);
-    t = strip_trailing_units(&t);
     t = strip_leading_words(&t);
     let t = t.trim().trim_end_matches(['.', ';']).trim();
     let t = t.strip_prefix('$').unwrap_or(t);
@@ -136,7 +137,7 @@ fn strip_trailing_units(s: &str) -> String {
             .or_else(|| core.strip_suffix("^{3}"))
             .unwrap_or(core);
         if let Some(stripped) = strip_trailing_text_command(core) {
-            if has_value_char(&stripped) {
+            if !stripped.trim().is_empty() {
                 t = stripped;
             }
         } else {
