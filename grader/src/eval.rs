@@ -19,6 +19,9 @@ pub(crate) fn exact(e: &Expr) -> Option<BigRational> {
             let mut acc = BigRational::zero();
             for x in v {
                 acc += exact(x)?;
+                if bits(&acc) > MAX_EXACT_BITS {
+                    return None;
+                }
             }
             acc
         }
@@ -26,6 +29,9 @@ pub(crate) fn exact(e: &Expr) -> Option<BigRational> {
             let mut acc = BigRational::one();
             for x in v {
                 acc *= exact(x)?;
+                if bits(&acc) > MAX_EXACT_BITS {
+                    return None;
+                }
             }
             acc
         }

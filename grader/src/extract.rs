@@ -73,9 +73,14 @@ fn final_region(response: &str) -> Option<&str> {
 
 const BOX_COMMANDS: [&str; 2] = ["\\boxed", "\\fbox"];
 
-/// Every `\boxed`/`\fbox` argument in `text`, in order.
+/// Every `\boxed`/`\fbox` argument in `text`, in order. Braces are matched once for the whole
+/// text, so adversarial input (thousands of unclosed boxes) stays linear.
 fn all_boxes(text: &str) -> Vec<String> {
+    if !text.contains("\\boxed") && !text.contains("\\fbox") {
+        return Vec::new();
+    }
     let bytes = text.as_bytes();
+    let closes = brace_partners(bytes);
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -87,7 +92,7 @@ fn all_boxes(text: &str) -> Vec<String> {
                     i = after;
                     continue;
                 }
-                if let Some((arg, end)) = box_argument(text, after) {
+                if let Some((arg, end)) = box_argument(text, after, &closes) {
                     let arg = arg.trim();
                     if !arg.is_empty() && arg.chars().count() <= MAX_ANSWER_CHARS {
                         out.push(arg.to_string());
@@ -104,13 +109,38 @@ fn all_boxes(text: &str) -> Vec<String> {
     out
 }
 
+/// For every `{` byte, the index of its matching `}` (escaped `\{`/`\}` ignored).
+fn brace_partners(bytes: &[u8]) -> std::collections::HashMap<usize, usize> {
+    let mut stack = Vec::new();
+    let mut map = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'{' => stack.push(i),
+            b'}' => {
+                if let Some(open) = stack.pop() {
+                    map.insert(open, i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    map
+}
+
 fn last_box(text: &str) -> Option<String> {
     all_boxes(text).pop()
 }
 
 /// Argument of a box command starting at byte `start`: `{…}` brace-matched or, after spaces,
 /// one token (`\boxed 5`). Returns the argument and the byte just after it.
-fn box_argument(text: &str, start: usize) -> Option<(&str, usize)> {
+fn box_argument<'a>(
+    text: &'a str,
+    start: usize,
+    closes: &std::collections::HashMap<usize, usize>,
+) -> Option<(&'a str, usize)> {
     let bytes = text.as_bytes();
     let mut i = start;
     while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
@@ -120,7 +150,7 @@ fn box_argument(text: &str, start: usize) -> Option<(&str, usize)> {
         return None;
     }
     if bytes[i] == b'{' {
-        let close = matching_brace(bytes, i)?;
+        let close = *closes.get(&i)?;
         return Some((&text[i + 1..close], close + 1));
     }
     if i == start {
@@ -135,30 +165,6 @@ fn box_argument(text: &str, start: usize) -> Option<(&str, usize)> {
     } else {
         Some((tok, end))
     }
-}
-
-/// Index of the `}` matching the `{` at `open`, honouring `\{`/`\}` escapes.
-pub(crate) fn matching_brace(bytes: &[u8], open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut i = open;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => {
-                i += 2;
-                continue;
-            }
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 /// "final answer is X" / "answer: X" (last occurrence, case-insensitive), up to the end of the

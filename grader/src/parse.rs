@@ -7,7 +7,7 @@ use num_bigint::BigInt;
 use num_rational::BigRational;
 
 /// Deepest nesting accepted; deeper input is rejected rather than risking the stack.
-const MAX_DEPTH: usize = 60;
+const MAX_DEPTH: usize = 200;
 /// Most tokens accepted in one answer.
 pub(crate) const MAX_TOKENS: usize = 1500;
 
