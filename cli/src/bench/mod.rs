@@ -1,6 +1,8 @@
 //! `distill bench …`: speed and memory benchmarks. Each prints our figure next to its peer's,
 //! measured in the same run (the peer scripts live in `benches/`).
 
+pub mod grade;
+
 /// Arguments of `distill bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -9,9 +11,14 @@ pub struct BenchArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum BenchCommand {}
+enum BenchCommand {
+    /// Grader answers/s on 500 × 64 MATH-500 responses next to Math-Verify.
+    Grade(grade::GradeBenchArgs),
+}
 
 /// Runs one benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.command {}
+    match args.command {
+        BenchCommand::Grade(a) => grade::run(a),
+    }
 }
