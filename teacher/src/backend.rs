@@ -25,11 +25,17 @@ pub struct Message {
 impl Message {
     /// A `user` message: the usual single-turn prompt.
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: "user".into(), content: content.into() }
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
     /// A `system` message.
     pub fn system(content: impl Into<String>) -> Self {
-        Self { role: "system".into(), content: content.into() }
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -219,14 +225,23 @@ mod tests {
         );
         // Template already opened <think>: the completion starts inside the block.
         assert_eq!(split_reasoning("a\n</think>b"), ("a".into(), "b".into()));
-        assert_eq!(split_reasoning("no thinking"), ("".into(), "no thinking".into()));
-        assert_eq!(split_reasoning("<think> truncated"), ("truncated".into(), "".into()));
+        assert_eq!(
+            split_reasoning("no thinking"),
+            ("".into(), "no thinking".into())
+        );
+        assert_eq!(
+            split_reasoning("<think> truncated"),
+            ("truncated".into(), "".into())
+        );
     }
 
     #[test]
     fn joins_round_trip() {
         let full = join_reasoning("step 1", "\\boxed{3}");
-        assert_eq!(split_reasoning(&full), ("step 1".into(), "\\boxed{3}".into()));
+        assert_eq!(
+            split_reasoning(&full),
+            ("step 1".into(), "\\boxed{3}".into())
+        );
         assert_eq!(join_reasoning("", "x"), "x");
     }
 

@@ -1,0 +1,194 @@
+//! The engine thread: one OS thread owns the `models` continuous-batching engine, and async
+//! callers (the native backend, `distill serve`) submit requests to it over a channel.
+//!
+//! Requests that arrive while others are decoding join the next step, so concurrent callers
+//! share forward passes. Each request streams its tokens back on its own channel; when a caller
+//! goes away (client disconnect, stop string matched, sampler cancelled) its channel closes and
+//! the request is cancelled in the engine, freeing its cache slot at once.
+
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use burn::prelude::Backend;
+use models::generate::{GenerationOutput, GenerationRequest};
+use models::lm::CausalLm;
+use models::{Engine, EngineConfig, ModelError};
+use tokio::sync::mpsc;
+
+/// What the engine sends back for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// Newly generated ids (usually one per step).
+    Tokens(Vec<u32>),
+    /// The request finished; carries the full output.
+    Finished(GenerationOutput),
+    /// The request was rejected or the engine failed.
+    Failed(String),
+}
+
+enum Command {
+    Submit {
+        request: GenerationRequest,
+        events: mpsc::UnboundedSender<EngineEvent>,
+    },
+}
+
+/// Sizing and identity of a running engine, for validation on the async side.
+#[derive(Clone, Debug)]
+pub struct EngineInfo {
+    /// Cache slots (sequences decoded together).
+    pub max_batch: usize,
+    /// Prompt + completion capacity per sequence.
+    pub max_seq_len: usize,
+    /// Vocabulary size of the model.
+    pub vocab_size: usize,
+}
+
+/// Handle to the engine thread. Cloning is cheap; the thread stops when every handle is gone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: std_mpsc::Sender<Command>,
+    info: EngineInfo,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread. `make` builds the model on that thread (so device state and
+    /// weights live where they are used); its error is returned here.
+    pub fn spawn<B, M, F>(
+        make: F,
+        config: EngineConfig,
+    ) -> Result<(Self, JoinHandle<()>), ModelError>
+    where
+        B: Backend,
+        M: CausalLm<B> + 'static,
+        F: FnOnce() -> Result<M, ModelError> + Send + 'static,
+    {
+        let (tx, rx) = std_mpsc::channel::<Command>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<EngineInfo, ModelError>>();
+        let thread = std::thread::Builder::new()
+            .name("distill-engine".into())
+            .spawn(move || {
+                let model = match make() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let vocab_size = model.config().vocab_size;
+                let engine = Engine::<B, M>::new(model, config);
+                let info = EngineInfo {
+                    max_batch: engine.config().max_batch,
+                    max_seq_len: engine.config().max_seq_len,
+                    vocab_size,
+                };
+                if ready_tx.send(Ok(info)).is_err() {
+                    return;
+                }
+                run_loop(engine, rx);
+            })
+            .map_err(|e| ModelError::InvalidInput(format!("cannot start engine thread: {e}")))?;
+        let info = ready_rx.recv().map_err(|_| {
+            ModelError::InvalidInput("engine thread exited during start-up".into())
+        })??;
+        Ok((EngineHandle { tx, info }, thread))
+    }
+
+    /// The engine's sizing.
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    /// Queues a request; tokens arrive on the returned channel. Dropping the receiver cancels it.
+    pub fn submit(
+        &self,
+        request: GenerationRequest,
+    ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, String> {
+        let (events, rx) = mpsc::unbounded_channel();
+        self.tx
+            .send(Command::Submit { request, events })
+            .map_err(|_| "the engine thread has stopped".to_string())?;
+        Ok(rx)
+    }
+}
+
+fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::Receiver<Command>) {
+    let mut routes: HashMap<u64, mpsc::UnboundedSender<EngineEvent>> = HashMap::new();
+    loop {
+        if !engine.has_work() {
+            // Idle: block until a request arrives (or every handle is dropped).
+            match rx.recv() {
+                Ok(cmd) => accept(&mut engine, cmd, &mut routes),
+                Err(_) => return,
+            }
+        }
+        // Everything that arrived meanwhile joins this step.
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => accept(&mut engine, cmd, &mut routes),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    if !engine.has_work() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        // Callers that went away free their slots before the next forward pass.
+        let gone: Vec<u64> = routes
+            .iter()
+            .filter(|(_, tx)| tx.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            engine.cancel(id);
+            routes.remove(&id);
+        }
+        if !engine.has_work() {
+            continue;
+        }
+        match engine.step() {
+            Ok(events) => {
+                for ev in events {
+                    let Some(tx) = routes.get(&ev.id) else {
+                        continue;
+                    };
+                    if !ev.new_tokens.is_empty() {
+                        let _ = tx.send(EngineEvent::Tokens(ev.new_tokens));
+                    }
+                    if let Some(out) = ev.finished {
+                        let _ = tx.send(EngineEvent::Finished(out));
+                        routes.remove(&ev.id);
+                    }
+                }
+            }
+            Err(e) => {
+                // A failed step leaves the batch in an unknown state: fail everything in it.
+                tracing::error!(error = %e, "engine step failed");
+                for (id, tx) in routes.drain() {
+                    let _ = tx.send(EngineEvent::Failed(format!("engine step failed: {e}")));
+                    engine.cancel(id);
+                }
+            }
+        }
+    }
+}
+
+fn accept<B: Backend, M: CausalLm<B>>(
+    engine: &mut Engine<B, M>,
+    cmd: Command,
+    routes: &mut HashMap<u64, mpsc::UnboundedSender<EngineEvent>>,
+) {
+    match cmd {
+        Command::Submit { request, events } => match engine.add_request(request) {
+            Ok(id) => {
+                routes.insert(id, events);
+            }
+            Err(e) => {
+                let _ = events.send(EngineEvent::Failed(e.to_string()));
+            }
+        },
+    }
+}

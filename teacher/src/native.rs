@@ -1,0 +1,347 @@
+//! The native backend: a checkpoint run in-process by the `models` engine, behind the same
+//! [`Backend`] trait as the HTTP client, and the text layer `distill serve` uses.
+//!
+//! [`NativeModel`] turns prompts into ids (the model's own chat template), submits them to the
+//! engine thread and turns the token stream back into text with incremental detokenisation and
+//! stop strings. Concurrent calls are batched by the engine into shared forward passes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::prelude::Backend as BurnBackend;
+use burn::tensor::DType;
+use datasets::stop::StopStringMatcher;
+use datasets::{ChatMessage, IncrementalDecoder, TextTokenizer};
+use futures::future::BoxFuture;
+use models::generate::GenerationRequest;
+use models::sampling::SamplingParams;
+use models::{EngineConfig, GenerationConfig, ModelConfig};
+use tokio::sync::mpsc;
+
+use crate::backend::{
+    split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt,
+};
+use crate::engine_worker::{EngineEvent, EngineHandle};
+use crate::TeacherError;
+
+/// Sampling settings of one native generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenParams {
+    /// Maximum new tokens.
+    pub max_tokens: usize,
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Top-k (0 = off).
+    pub top_k: usize,
+    /// RNG seed.
+    pub seed: u64,
+    /// Stop strings (not included in the output).
+    pub stop: Vec<String>,
+}
+
+/// One piece of a streamed generation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TextEvent {
+    /// Text safe to show (stop strings never appear).
+    Delta(String),
+    /// The end: why, and token counts.
+    Done {
+        /// `Stop` (EOS or stop string) or `Length`.
+        finish_reason: FinishReason,
+        /// Prompt length in tokens.
+        prompt_tokens: u32,
+        /// Generated tokens (up to and including the one completing a stop string / EOS).
+        completion_tokens: u32,
+    },
+    /// Generation failed (bad prompt, engine error).
+    Error(String),
+}
+
+/// A finished, non-streamed generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextOutput {
+    /// Generated text.
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+}
+
+/// A loaded model with its tokenizer, ready to generate text.
+#[derive(Clone)]
+pub struct NativeModel {
+    engine: EngineHandle,
+    tokenizer: Arc<TextTokenizer>,
+    name: String,
+    eos: Vec<u32>,
+}
+
+impl NativeModel {
+    /// Wraps a running engine and its tokenizer. `eos` lists every id that ends generation
+    /// (tokenizer EOS and generation_config EOS).
+    pub fn new(
+        engine: EngineHandle,
+        tokenizer: Arc<TextTokenizer>,
+        name: String,
+        mut eos: Vec<u32>,
+    ) -> Self {
+        for &id in tokenizer.eos_token_ids() {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+        NativeModel {
+            engine,
+            tokenizer,
+            name,
+            eos,
+        }
+    }
+
+    /// Loads checkpoint `dir` (weights, config, tokenizer files) on `device` in `dtype` and
+    /// starts its engine thread.
+    pub fn load<B: BurnBackend>(
+        dir: &Path,
+        device: B::Device,
+        dtype: DType,
+        engine: EngineConfig,
+        name: Option<String>,
+    ) -> Result<Self, TeacherError> {
+        let tokenizer = Arc::new(TextTokenizer::from_dir(dir)?);
+        let model_cfg =
+            ModelConfig::from_dir(dir).map_err(|e| TeacherError::Model(e.to_string()))?;
+        let gen = GenerationConfig::from_dir(dir, &model_cfg)
+            .map_err(|e| TeacherError::Model(e.to_string()))?;
+        let owned: PathBuf = dir.to_path_buf();
+        let (handle, _thread) = EngineHandle::spawn::<B, _, _>(
+            move || models::loader::load_model::<B>(&owned, &device, dtype).map(|l| l.model),
+            engine,
+        )
+        .map_err(|e| TeacherError::Model(e.to_string()))?;
+        let name = name.unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into())
+        });
+        Ok(Self::new(handle, tokenizer, name, gen.eos_token_ids))
+    }
+
+    /// The served model name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The engine handle (sizing information).
+    pub fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    /// Prompt → ids: messages through the chat template (with the generation prompt), text with
+    /// the tokenizer's special tokens (BOS) as `/v1/completions` does, ids as given.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, String> {
+        match prompt {
+            Prompt::Messages(m) => {
+                let msgs: Vec<ChatMessage> = m
+                    .iter()
+                    .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+                    .collect();
+                self.tokenizer
+                    .encode_chat(&msgs, true)
+                    .map_err(|e| e.to_string())
+            }
+            Prompt::Text(t) => self.tokenizer.encode(t, true).map_err(|e| e.to_string()),
+            Prompt::Tokens(ids) => Ok(ids.clone()),
+        }
+    }
+
+    /// Starts generating from `prompt_ids`; text arrives on the returned channel. Dropping the
+    /// receiver cancels the generation. Must be called inside a Tokio runtime.
+    pub fn generate_stream(
+        &self,
+        prompt_ids: Vec<u32>,
+        params: &GenParams,
+    ) -> mpsc::UnboundedReceiver<TextEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let prompt_tokens = prompt_ids.len() as u32;
+        let sampling = SamplingParams {
+            max_new_tokens: params.max_tokens,
+            temperature: params.temperature,
+            top_p: params.top_p,
+            top_k: params.top_k,
+            seed: params.seed,
+            stop_token_ids: self.eos.clone(),
+        };
+        let mut engine_rx = match self
+            .engine
+            .submit(GenerationRequest::new(prompt_ids, sampling))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(TextEvent::Error(e));
+                return rx;
+            }
+        };
+        let tokenizer = self.tokenizer.clone();
+        let eos = self.eos.clone();
+        let stops = params.stop.clone();
+        tokio::spawn(async move {
+            let mut decoder = IncrementalDecoder::new(true);
+            let mut matcher = StopStringMatcher::new(&stops);
+            let mut generated = 0u32;
+            let send = |ev: TextEvent| tx.send(ev).is_ok();
+            while let Some(ev) = engine_rx.recv().await {
+                match ev {
+                    EngineEvent::Tokens(ids) => {
+                        for id in ids {
+                            generated += 1;
+                            if eos.contains(&id) {
+                                continue;
+                            }
+                            let piece = match decoder.push(&tokenizer, id) {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    send(TextEvent::Error(e.to_string()));
+                                    return;
+                                }
+                            };
+                            let out = matcher.push(&piece);
+                            if !out.emit.is_empty() && !send(TextEvent::Delta(out.emit)) {
+                                return; // caller gone: dropping engine_rx cancels
+                            }
+                            if out.stopped.is_some() {
+                                send(TextEvent::Done {
+                                    finish_reason: FinishReason::Stop,
+                                    prompt_tokens,
+                                    completion_tokens: generated,
+                                });
+                                return;
+                            }
+                        }
+                    }
+                    EngineEvent::Finished(out) => {
+                        let tail = decoder.finish(&tokenizer).unwrap_or_default();
+                        let mut pushed = matcher.push(&tail);
+                        if pushed.stopped.is_none() {
+                            pushed.emit.push_str(&matcher.finish());
+                        }
+                        if !pushed.emit.is_empty() {
+                            send(TextEvent::Delta(pushed.emit));
+                        }
+                        let finish_reason = match (pushed.stopped, out.finish_reason) {
+                            (Some(_), _) | (None, models::FinishReason::Stop) => FinishReason::Stop,
+                            (None, models::FinishReason::Length) => FinishReason::Length,
+                        };
+                        send(TextEvent::Done {
+                            finish_reason,
+                            prompt_tokens: out.prompt_tokens as u32,
+                            completion_tokens: out.completion_tokens as u32,
+                        });
+                        return;
+                    }
+                    EngineEvent::Failed(m) => {
+                        send(TextEvent::Error(m));
+                        return;
+                    }
+                }
+            }
+            send(TextEvent::Error("the engine stopped".into()));
+        });
+        rx
+    }
+
+    /// Generates to the end and returns the whole text.
+    pub async fn generate(
+        &self,
+        prompt_ids: Vec<u32>,
+        params: &GenParams,
+    ) -> Result<TextOutput, String> {
+        let mut rx = self.generate_stream(prompt_ids, params);
+        let mut text = String::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                TextEvent::Delta(t) => text.push_str(&t),
+                TextEvent::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    return Ok(TextOutput {
+                        text,
+                        finish_reason,
+                        prompt_tokens,
+                        completion_tokens,
+                    })
+                }
+                TextEvent::Error(e) => return Err(e),
+            }
+        }
+        Err("generation ended without a result".into())
+    }
+}
+
+/// [`Backend`] over a [`NativeModel`].
+pub struct NativeBackend {
+    model: NativeModel,
+}
+
+impl NativeBackend {
+    /// Wraps a loaded model.
+    pub fn new(model: NativeModel) -> Self {
+        NativeBackend { model }
+    }
+
+    async fn complete_inner(&self, req: ChatRequest) -> Result<Completion, BackendError> {
+        let started = Instant::now();
+        let ids = match self.model.prompt_ids(&req.prompt) {
+            Ok(ids) => ids,
+            Err(e) => return Ok(Completion::failed(format!("prompt: {e}"), 0)),
+        };
+        let params = GenParams {
+            max_tokens: req.max_tokens as usize,
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: 0,
+            seed: req.seed.unwrap_or(0),
+            stop: req.stop.clone(),
+        };
+        match self.model.generate(ids, &params).await {
+            Ok(out) => {
+                let (reasoning, content) = split_reasoning(&out.text);
+                Ok(Completion {
+                    reasoning,
+                    content,
+                    completion: out.text,
+                    finish_reason: out.finish_reason,
+                    prompt_tokens: out.prompt_tokens,
+                    completion_tokens: out.completion_tokens,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    error: None,
+                })
+            }
+            Err(e) if e.contains("engine") && e.contains("stopped") => Err(BackendError::Shutdown),
+            // Rejected inputs (prompt too long, bad ids) are properties of the request.
+            Err(e) => Ok(Completion::failed(e, started.elapsed().as_millis() as u64)),
+        }
+    }
+}
+
+impl Backend for NativeBackend {
+    fn model_name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, BackendError>> {
+        Box::pin(self.complete_inner(request))
+    }
+}
