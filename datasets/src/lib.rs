@@ -17,6 +17,7 @@ pub mod export;
 pub mod filter;
 pub mod sft;
 pub mod traces;
+pub mod eval_records;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use problems::{load_problems, Problem, ProblemColumns};
