@@ -64,9 +64,11 @@ fn eq(g: &Answer, p: &Answer, depth: usize) -> bool {
             rel_to_set(ge, gops).is_some_and(|s| eq(&s, other, depth + 1))
         }
         (A::Rel(ge, gops), other) if !matches!(other, A::Rel(..)) => {
-            // `x = 3` ↔ `3`: the gold's value is its last right-hand side.
+            // `x = 3` ↔ `3`: an assignment's value is its last right-hand side (`7 = 11a + c`
+            // is an equation, not an assignment, and has no single value).
             gops.iter().all(|o| *o == RelOp::Eq)
                 && ge.len() >= 2
+                && only_symbols(&ge[0])
                 && eq(&expand(&A::Expr(ge[ge.len() - 1].clone())), other, depth + 1)
         }
         (other, A::Rel(pe, pops)) if !matches!(other, A::Rel(..)) && !is_set_like(other) => {
@@ -97,6 +99,18 @@ fn eq(g: &Answer, p: &Answer, depth: usize) -> bool {
         {
             eq(&a[0], single, depth + 1)
         }
+        _ => false,
+    }
+}
+
+/// `x`, `f(x)`, `x_1`, `ab`: a left side made of names only, as in an assignment.
+fn only_symbols(e: &Expr) -> bool {
+    match e {
+        Expr::Var(_) => true,
+        Expr::Mul(v) => v.iter().all(only_symbols),
+        Expr::Func(_, v) => v.iter().all(only_symbols),
+        // Ratios of names: `A:B = 1`, `\frac{NO}{BO} = …`.
+        Expr::Div(a, b) => only_symbols(a) && only_symbols(b),
         _ => false,
     }
 }
@@ -147,8 +161,13 @@ fn dedup(v: &[Answer], depth: usize) -> Vec<&Answer> {
 fn rel_to_set(es: &[Expr], ops: &[RelOp]) -> Option<Answer> {
     let neg_inf = Expr::Neg(Box::new(Expr::Const(Const::Inf)));
     let pos_inf = Expr::Const(Const::Inf);
+    let symbolic = |e: &Expr| {
+        let mut v = Vec::new();
+        e.vars(&mut v);
+        !v.is_empty()
+    };
     match (es, ops) {
-        ([a, Expr::Var(_), b], [o1, o2]) => {
+        ([a, mid, b], [o1, o2]) if symbolic(mid) && !symbolic(a) && !symbolic(b) => {
             let (lo, hi, lc, hc) = match (o1, o2) {
                 (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => (a, b, *o1 == RelOp::Le, *o2 == RelOp::Le),
                 (RelOp::Gt | RelOp::Ge, RelOp::Gt | RelOp::Ge) => (b, a, *o2 == RelOp::Ge, *o1 == RelOp::Ge),

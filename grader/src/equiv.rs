@@ -27,6 +27,38 @@ pub(crate) fn prepare(s: &str) -> Prepared {
     Prepared { norm, text, parsed }
 }
 
+/// A gold answer: a bare answer, or a text holding one (several boxes form a list, as in
+/// `\boxed{1} and \boxed{2}`; otherwise the answer is extracted like a response's).
+pub(crate) fn prepare_gold(s: &str) -> Prepared {
+    let boxes = extract::extract_final_boxes(s);
+    if boxes.len() > 1 {
+        let joined = prepare(&boxes.join(", "));
+        if joined.usable() {
+            return joined;
+        }
+    }
+    prepare_lenient(s)
+}
+
+/// `prepare`, falling back to the extracted answer when the text is not one itself.
+fn prepare_lenient(s: &str) -> Prepared {
+    let p = prepare(s);
+    if p.usable() {
+        return p;
+    }
+    match extract::extract_answer(s) {
+        Some(a) if a.trim() != s.trim() => {
+            let q = prepare(&a);
+            if q.usable() {
+                q
+            } else {
+                p
+            }
+        }
+        _ => p,
+    }
+}
+
 /// Lex and parse; on failure retry with only the part after the last `=` (Math-Verify's
 /// fallback for `a = b = c` chains it cannot read).
 fn parse_str(s: &str) -> Option<Answer> {
@@ -67,11 +99,11 @@ fn prepared_eq(g: &Prepared, p: &Prepared) -> bool {
 
 /// Grades a bare answer (already extracted) against a gold answer.
 pub fn grade_answer(gold: &str, answer: &str) -> Verdict {
-    let g = prepare(gold);
+    let g = prepare_gold(gold);
     if !g.usable() {
         return Verdict::UnparseableGold;
     }
-    if prepared_eq(&g, &prepare(answer)) {
+    if prepared_eq(&g, &prepare_lenient(answer)) {
         Verdict::Correct
     } else {
         Verdict::Incorrect
@@ -114,7 +146,7 @@ pub fn cluster_answers(answers: &[Option<String>]) -> Vec<Option<usize>> {
 }
 
 pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
-    let g = prepare(gold);
+    let g = prepare_gold(gold);
     let extracted = extract::extract_answer(response);
     if !g.usable() {
         return Grade { verdict: Verdict::UnparseableGold, extracted };

@@ -1,5 +1,7 @@
 //! Pulling the final answer out of a free-form model response.
 
+use crate::prose;
+
 /// Longest response considered; longer ones are cut from the front (the answer is at the end).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Longest extracted answer kept; anything longer is not a final answer.
@@ -13,32 +15,59 @@ const MAX_ANSWER_CHARS: usize = 2000;
 /// the whole text when it is itself a short bare answer; the last math segment; the last number.
 pub fn extract_answer(response: &str) -> Option<String> {
     let text = final_region(response)?;
-    if let Some(b) = last_box(text) {
+    if let Some((_, end, b)) = box_spans(text).pop() {
+        // A "final answer is …" sentence after the last box is the model's last word (the
+        // Minerva "I hope it is correct" ending); Math-Verify prefers it too.
+        if let Some(pos) = text.to_ascii_lowercase().rfind("final answer is") {
+            if pos > end {
+                if let Some(a) = prose::after_phrase(&text[pos..]) {
+                    return Some(a);
+                }
+            }
+        }
         return Some(b);
     }
-    if let Some(a) = after_phrase(text) {
+    if let Some(a) = prose::after_phrase(text) {
         return Some(a);
     }
-    let bare = strip_math_delims(text.trim());
-    if looks_like_bare_answer(bare) {
-        return Some(bare.trim().to_string());
+    if prose::is_bare_answer(text) {
+        let bare = strip_math_delims(text.trim()).trim();
+        if !bare.is_empty() && bare.chars().count() <= MAX_ANSWER_CHARS {
+            return Some(bare.to_string());
+        }
     }
-    if let Some(m) = last_math_segment(text) {
-        return Some(m);
-    }
-    last_number(text)
+    prose::rightmost_value(text)
 }
 
 /// All distinct boxed answers in the final-answer region, in order of appearance, so a grader
 /// can treat `\boxed{1}, \boxed{2}` as the set `{1, 2}` when the gold is a set.
+///
+/// Like Math-Verify, only the last run of boxes counts: going backwards from the last box, an
+/// earlier box joins when fewer than 10 characters separate them, or fewer than 70 that
+/// include a separator (`,`, `;`, "and", "or").
 pub fn extract_final_boxes(response: &str) -> Vec<String> {
     let Some(text) = final_region(response) else {
         return Vec::new();
     };
+    let spans = box_spans(text);
+    let mut group: Vec<&(usize, usize, String)> = Vec::new();
+    for span in spans.iter().rev() {
+        if let Some(next) = group.last() {
+            let between = &text[span.1.min(next.0)..next.0];
+            let lower = between.to_ascii_lowercase();
+            let separated = between.contains([',', ';'])
+                || lower.split(|c: char| !c.is_ascii_alphabetic()).any(|w| w == "and" || w == "or");
+            let close = between.len() < 10 || (between.len() < 70 && separated && span.2 != next.2);
+            if !close {
+                break;
+            }
+        }
+        group.push(span);
+    }
     let mut out: Vec<String> = Vec::new();
-    for b in all_boxes(text) {
-        if !out.contains(&b) {
-            out.push(b);
+    for (_, _, b) in group.into_iter().rev() {
+        if !out.contains(b) {
+            out.push(b.clone());
         }
     }
     out
@@ -76,6 +105,11 @@ const BOX_COMMANDS: [&str; 2] = ["\\boxed", "\\fbox"];
 /// Every `\boxed`/`\fbox` argument in `text`, in order. Braces are matched once for the whole
 /// text, so adversarial input (thousands of unclosed boxes) stays linear.
 fn all_boxes(text: &str) -> Vec<String> {
+    box_spans(text).into_iter().map(|(_, _, b)| b).collect()
+}
+
+/// Every box as (start of the command, end of the argument, argument).
+fn box_spans(text: &str) -> Vec<(usize, usize, String)> {
     if !text.contains("\\boxed") && !text.contains("\\fbox") {
         return Vec::new();
     }
@@ -95,7 +129,7 @@ fn all_boxes(text: &str) -> Vec<String> {
                 if let Some((arg, end)) = box_argument(text, after, &closes) {
                     let arg = arg.trim();
                     if !arg.is_empty() && arg.chars().count() <= MAX_ANSWER_CHARS {
-                        out.push(arg.to_string());
+                        out.push((i, end, arg.to_string()));
                     }
                     i = end;
                     continue;
@@ -169,79 +203,6 @@ fn box_argument<'a>(
 
 /// "final answer is X" / "answer: X" (last occurrence, case-insensitive), up to the end of the
 /// line or sentence.
-fn after_phrase(text: &str) -> Option<String> {
-    let lower = text.to_ascii_lowercase();
-    let patterns = [
-        "final answer is",
-        "final answer:",
-        "the answer is",
-        "answer is:",
-        "answer:",
-    ];
-    for pat in patterns {
-        if let Some(pos) = lower.rfind(pat) {
-            let rest = &text[pos + pat.len()..];
-            let rest = rest.trim_start_matches([':', ' ', '\t']);
-            if let Some(ans) = clip_sentence(rest) {
-                return Some(ans);
-            }
-        }
-    }
-    None
-}
-
-/// First line of `rest`, with math delimiters and trailing sentence punctuation removed.
-fn clip_sentence(rest: &str) -> Option<String> {
-    let rest = rest.trim_start();
-    let line = if let Some(inner) = leading_math(rest) {
-        inner
-    } else {
-        let end = rest.find('\n').unwrap_or(rest.len());
-        let mut line = &rest[..end];
-        // A period followed by a space ends the sentence (but `3.5` does not).
-        if let Some(p) = line.find(". ") {
-            line = &line[..p];
-        }
-        line
-    };
-    let ans = strip_math_delims(line.trim())
-        .trim()
-        .trim_end_matches(['.', ',', ';', '!'])
-        .trim();
-    if ans.is_empty() || ans.chars().count() > MAX_ANSWER_CHARS {
-        None
-    } else {
-        Some(ans.to_string())
-    }
-}
-
-/// Content of a math segment that `s` starts with (`$…$`, `$$…$$`, `\(…\)`, `\[…\]`).
-fn leading_math(s: &str) -> Option<&str> {
-    for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
-        if let Some(body) = s.strip_prefix(open) {
-            if let Some(end) = find_unescaped(body, close) {
-                return Some(&body[..end]);
-            }
-        }
-    }
-    None
-}
-
-/// Byte offset of the first `pat` in `s` not preceded by a backslash (`\$` is a dollar sign,
-/// not a math delimiter).
-fn find_unescaped(s: &str, pat: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(p) = s[from..].find(pat) {
-        let at = from + p;
-        if pat == "$" && at > 0 && s.as_bytes()[at - 1] == b'\\' {
-            from = at + 1;
-            continue;
-        }
-        return Some(at);
-    }
-    None
-}
-
 /// Removes one layer of enclosing math delimiters.
 pub(crate) fn strip_math_delims(s: &str) -> &str {
     let s = s.trim();
@@ -255,80 +216,6 @@ pub(crate) fn strip_math_delims(s: &str) -> &str {
         }
     }
     s
-}
-
-/// A whole response that is short, single-line and free of prose is itself the answer.
-fn looks_like_bare_answer(s: &str) -> bool {
-    let s = s.trim();
-    if s.is_empty() || s.chars().count() > 200 || s.contains('\n') {
-        return false;
-    }
-    // Prose has several multi-letter words outside LaTeX commands.
-    let mut words = 0;
-    for w in s.split_whitespace() {
-        let w = w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\\');
-        if w.len() > 3 && !w.starts_with('\\') && w.chars().all(|c| c.is_ascii_alphabetic()) {
-            words += 1;
-        }
-    }
-    words <= 2
-}
-
-/// Content of the last inline/display math segment.
-fn last_math_segment(text: &str) -> Option<String> {
-    let mut best: Option<(usize, &str)> = None;
-    for (open, close) in [("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")] {
-        let mut from = 0;
-        let mut last = None;
-        while let Some(o) = find_unescaped(&text[from..], open) {
-            let start = from + o + open.len();
-            let Some(c) = find_unescaped(&text[start..], close) else {
-                break;
-            };
-            last = Some((from + o, &text[start..start + c]));
-            from = start + c + close.len();
-        }
-        if let Some((pos, body)) = last {
-            if best.is_none_or(|(b, _)| pos > b) {
-                best = Some((pos, body));
-            }
-        }
-    }
-    let (_, body) = best?;
-    let body = body.trim();
-    // `x = 5` → the right-most side is the value.
-    let body = body.rsplit('=').next().unwrap_or(body).trim();
-    if body.is_empty() || body.chars().count() > MAX_ANSWER_CHARS {
-        None
-    } else {
-        Some(body.trim_end_matches(['.', ',']).trim().to_string())
-    }
-}
-
-/// The last number (optionally signed, with decimals or a `/` fraction) in `text`.
-fn last_number(text: &str) -> Option<String> {
-    let b = text.as_bytes();
-    let mut i = b.len();
-    while i > 0 {
-        i -= 1;
-        if b[i].is_ascii_digit() {
-            let end = i + 1;
-            let mut start = i;
-            while start > 0
-                && (b[start - 1].is_ascii_digit()
-                    || ((b[start - 1] == b'.' || b[start - 1] == b'/' || b[start - 1] == b',')
-                        && start >= 2
-                        && b[start - 2].is_ascii_digit()))
-            {
-                start -= 1;
-            }
-            if start > 0 && b[start - 1] == b'-' {
-                start -= 1;
-            }
-            return Some(text[start..end].replace(',', ""));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ const IGNORED_COMMANDS: [&str; 22] = [
     "boldsymbol", "mathbb", "hfill",
 ];
 
+/// Commands that models glue to the next letter (`\quadx`); matched only for unknown names.
+const GLUED_PREFIXES: [&str; 6] = ["qquad", "quad", "cdot", "times", "pi", "infty"];
+
 /// Splits `s` into tokens; `None` for characters that have no meaning in an answer.
 pub(crate) fn lex(s: &str) -> Option<Vec<Tok>> {
     let chars: Vec<char> = s.chars().collect();
@@ -187,6 +190,21 @@ pub(crate) fn lex(s: &str) -> Option<Vec<Tok>> {
                     continue;
                 }
                 if IGNORED_COMMANDS.contains(&name.as_str()) {
+                    continue;
+                }
+                // `\quadx`, `\cdotx`: a known command glued to a letter.
+                if let Some(known) = GLUED_PREFIXES
+                    .iter()
+                    .find(|k| name.len() > k.len() && name.starts_with(**k) && name != "cdots")
+                {
+                    i -= name.len() - known.len();
+                    if IGNORED_COMMANDS.contains(known) {
+                        continue;
+                    }
+                    out.push(match *known {
+                        "cdot" | "times" => Tok::Star,
+                        k => Tok::Cmd(k.to_string()),
+                    });
                     continue;
                 }
                 let tok = match name.as_str() {

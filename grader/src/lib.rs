@@ -13,6 +13,7 @@ mod extract;
 mod lexer;
 mod normalize;
 mod parse;
+mod prose;
 
 pub use equiv::{answers_equivalent, cluster_answers, grade_answer};
 pub use extract::{extract_answer, extract_final_boxes};

@@ -21,6 +21,10 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         return None;
     }
     let mut t = crate::extract::strip_math_delims(s.trim()).to_string();
+    // `\\frac` written with a doubled backslash (outside matrices, where `\\` is a row break).
+    if t.contains("\\\\") && !t.contains("matrix") && !t.contains("array") {
+        t = fix_doubled_backslashes(&t);
+    }
     // Answer boxes inside the answer (`\boxed{5}` as a bare answer).
     if let Some(inner) = crate::extract::extract_answer_boxes_only(&t) {
         t = inner;
@@ -44,6 +48,11 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         ("\\displaystyle", ""),
         ("\\mathrm{th}", ""),
         ("\\%", "%"),
+        ("€", ""),
+        ("£", ""),
+        ("¥", ""),
+        ("²", "^2"),
+        ("³", "^3"),
         ("\\le ", "\\le "),
         ("\u{a0}", " "),
     ] {
@@ -51,6 +60,18 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
             t = t.replace(from, to);
         }
     }
+    // `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer.
+    // `x \approx 11`: with only a name before it, the value after is the answer.
+    if let Some(p) = t.find("\\approx") {
+        let head = t[..p].trim();
+        if head.chars().all(|c| c.is_ascii_alphabetic()) && !head.is_empty() {
+            t = t[p + "\\approx".len()..].to_string();
+        } else if !head.is_empty() {
+            t.truncate(p);
+        }
+    }
+    t = percent_words(&t);
+    t = t.trim().trim_start_matches('$').trim_end_matches('$').to_string();
     t = strip_trailing_units(&t);
     t = remove_thin_space_thousands(&t);
     t = words_to_commas(&t);
@@ -92,12 +113,66 @@ fn remove_thin_space_thousands(s: &str) -> String {
     out
 }
 
-/// `1 and 3`, `1 or 3` → `1, 3` (outside `\text{}` too).
+/// `1 and 3`, `(1,2)or(2,1)` → `1, 3`, `(1,2),(2,1)`: "and"/"or" not part of a longer word
+/// separate list items (also inside `\text{}`).
 fn words_to_commas(s: &str) -> String {
-    if !s.contains(" and ") && !s.contains(" or ") {
+    if !s.contains("and") && !s.contains("or") {
         return s.to_string();
     }
-    s.replace(" and ", ", ").replace(" or ", ", ")
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let word_len = if chars[i..].starts_with(&['a', 'n', 'd']) {
+            3
+        } else if chars[i..].starts_with(&['o', 'r']) {
+            2
+        } else {
+            0
+        };
+        let before_ok = i == 0 || !chars[i - 1].is_alphabetic() && chars[i - 1] != '\\';
+        let after_ok = chars.get(i + word_len).is_none_or(|c| !c.is_alphabetic());
+        if word_len > 0 && before_ok && after_ok {
+            out.push(',');
+            i += word_len;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out.replace("\\text{,}", ",").replace("\\text{ , }", ",")
+}
+
+/// `\\\\frac` → `\\frac` (a doubled backslash before a command name).
+fn fix_doubled_backslashes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '\\'
+            && chars.get(i + 1) == Some(&'\\')
+            && chars.get(i + 2).is_some_and(|c| c.is_ascii_alphabetic())
+        {
+            i += 1;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `28 percent`, `28 pct`, `28 percentage` → `28%`.
+fn percent_words(s: &str) -> String {
+    let t = s.trim_end();
+    for w in ["percentage", "percent", "pct", "\\text{percent}", "\\text{ percent}"] {
+        if let Some(head) = t.strip_suffix(w) {
+            if head.ends_with(|c: char| c.is_ascii_digit() || c == ' ' || c == '$' || c == '}') {
+                return format!("{}%", head.trim_end().trim_end_matches('$'));
+            }
+        }
+    }
+    s.to_string()
 }
 
 /// `1,234,567` → `1234567` when the commas group digits by three. Bare lists like `1,2,3` are
@@ -178,7 +253,9 @@ fn strip_trailing_text_command(s: &str) -> Option<String> {
     if !s.ends_with('}') {
         return None;
     }
-    for cmd in ["\\text", "\\mbox", "\\mathrm", "\\textrm", "\\textnormal"] {
+    for cmd in [
+        "\\text", "\\mbox", "\\mathrm", "\\textrm", "\\textnormal", "\\textbf", "\\textit", "\\mathbf",
+    ] {
         if let Some(p) = s.rfind(cmd) {
             let rest = s[p + cmd.len()..].trim_start();
             if let Some(body) = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {

@@ -135,6 +135,14 @@ impl Parser {
         }
         match self.peek() {
             Some(Tok::LSet) => return self.set_literal(),
+            Some(Tok::LBrace) => {
+                // `{1, 2, 3}` written without escaped braces is a set too.
+                let start = self.pos;
+                if let Some(set) = self.brace_set() {
+                    return Some(set);
+                }
+                self.pos = start;
+            }
             Some(Tok::Cmd(c)) if c == "emptyset" || c == "varnothing" => {
                 self.pos += 1;
                 return Some(Answer::Set(Vec::new()));
@@ -162,9 +170,32 @@ impl Parser {
         }
         self.pos = start;
         if matches!(self.peek(), Some(Tok::LParen | Tok::LBrack | Tok::RBrack)) {
-            return self.bracket_group();
+            let group = self.bracket_group()?;
+            // `(x, y) = (5, 8)`: named coordinates; the values are the answer.
+            if self.peek() == Some(&Tok::Eq) {
+                if let Answer::Tuple(names) = &group {
+                    if names.iter().all(|n| matches!(n, Answer::Expr(Expr::Var(_)))) {
+                        self.pos += 1;
+                        return self.union();
+                    }
+                }
+            }
+            return Some(group);
         }
         None
+    }
+
+    /// `{a, b, …}` with at least one comma (a braced single value is just grouping).
+    fn brace_set(&mut self) -> Option<Answer> {
+        self.pos += 1;
+        let mut items = vec![self.union()?];
+        while self.eat(&Tok::Comma) || self.eat(&Tok::Semicolon) {
+            items.push(self.union()?);
+        }
+        if items.len() < 2 || !self.eat(&Tok::RBrace) {
+            return None;
+        }
+        Some(Answer::Set(items))
     }
 
     fn try_expr(&mut self) -> Option<Expr> {
@@ -185,13 +216,19 @@ impl Parser {
     fn at_item_end(&self) -> bool {
         match self.peek() {
             None => true,
-            Some(Tok::Comma | Tok::Semicolon | Tok::RParen | Tok::RBrack | Tok::RSet) => true,
+            Some(Tok::Comma | Tok::Semicolon | Tok::RParen | Tok::RBrack | Tok::RSet | Tok::RBrace) => {
+                true
+            }
             Some(Tok::Cmd(c)) => c == "cup",
             Some(t) => is_separator_word(t),
         }
     }
 
     fn rel_op(&mut self) -> Option<RelOp> {
+        if self.peek() == Some(&Tok::Bang) && self.peek_at(1) == Some(&Tok::Eq) {
+            self.pos += 2;
+            return Some(RelOp::Ne);
+        }
         let op = match self.peek()? {
             Tok::Eq => RelOp::Eq,
             Tok::Ne => RelOp::Ne,
@@ -259,8 +296,15 @@ impl Parser {
         let lo_closed = open == Tok::LBrack;
         let hi_closed = close == Tok::RBrack;
         if items.len() == 1 {
-            // `(expr)` that was not an expression on its own (e.g. `(x = 1)`).
-            return if open == Tok::LParen && close == Tok::RParen { items.pop() } else { None };
+            // `(expr)` that was not an expression on its own (e.g. `(x = 1)`), or a matrix in
+            // brackets (`\left[\begin{array}…\end{array}\right]`).
+            let paren = open == Tok::LParen && close == Tok::RParen;
+            let bracket = open == Tok::LBrack && close == Tok::RBrack;
+            return match items.pop()? {
+                m @ Answer::Matrix(_) if paren || bracket => Some(m),
+                other if paren => Some(other),
+                _ => None,
+            };
         }
         if open == Tok::LParen && close == Tok::RParen {
             return Some(Answer::Tuple(items));
@@ -479,7 +523,7 @@ impl Parser {
         let mut e = self.primary()?;
         loop {
             match self.peek() {
-                Some(Tok::Bang) => {
+                Some(Tok::Bang) if self.peek_at(1) != Some(&Tok::Eq) => {
                     self.pos += 1;
                     e = Expr::Func("fact".into(), vec![e]);
                 }

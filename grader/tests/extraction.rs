@@ -34,7 +34,8 @@ fn phrases_then_last_number() {
         Some("\\frac{1}{4}")
     );
     assert_eq!(extract_answer("Answer: 12\n").as_deref(), Some("12"));
-    assert_eq!(extract_answer("We computed it to be\n$$x = 17$$").as_deref(), Some("17"));
+    assert_eq!(extract_answer("We computed it to be\n$$x = 17$$").as_deref(), Some("x = 17"));
+    assert_eq!(grade("17", "We computed it to be\n$$x = 17$$").verdict, Verdict::Correct);
     assert_eq!(
         extract_answer("there were 3 cats and after that there were 45 dogs left over").as_deref(),
         Some("45")
