@@ -14,6 +14,10 @@ pub(crate) fn after_phrase(text: &str) -> Option<String> {
         let Some(pos) = lower.rfind(pat) else {
             continue;
         };
+        // A phrase inside braces (`\text{the answer is yes}`) is part of an answer, not prose.
+        if brace_depth(&text[..pos]) > 0 {
+            continue;
+        }
         let rest = text[pos + pat.len()..].trim_start_matches([':', ' ', '\t', '*']);
         if pat == "answer" {
             // Bare "answer" only counts when math follows within a few words.
@@ -75,6 +79,23 @@ pub(crate) fn rightmost_value(text: &str) -> Option<String> {
         (None, Some((_, n))) => Some(n),
         (None, None) => None,
     }
+}
+
+/// Unclosed `{` count of `s` (escaped braces ignored).
+fn brace_depth(s: &str) -> i64 {
+    let b = s.as_bytes();
+    let mut depth = 0i64;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'{' => depth += 1,
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    depth
 }
 
 fn clean(s: &str) -> Option<String> {
@@ -154,6 +175,12 @@ pub(crate) fn is_bare_answer(s: &str) -> bool {
     }
     if s.contains('\n') {
         return false;
+    }
+    // One `\text{…}` group is a word answer however many words it has.
+    if let Some(body) = s.strip_prefix("\\text{").and_then(|r| r.strip_suffix('}')) {
+        if brace_depth(body) == 0 && !body.contains('}') {
+            return true;
+        }
     }
     // Prose has several words; `12 inches`, `x = 3`, `no solution` do not.
     let mut words = 0;

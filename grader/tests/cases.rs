@@ -1,13 +1,17 @@
 //! The (gold, prediction, expected) table in `tests/cases.jsonl`: every normalisation and
 //! equivalence rule the grader promises, with expectations checked against Math-Verify.
 
-use grader::{grade_answer, Verdict};
+use grader::{grade, grade_answer, Verdict};
 
 #[derive(serde::Deserialize)]
 struct Case {
     gold: String,
     pred: String,
     expected: Verdict,
+    /// `pred` is a full response (graded with `grade`, extraction included) rather than a
+    /// bare answer (graded with `grade_answer`).
+    #[serde(default)]
+    response: bool,
 }
 
 #[test]
@@ -23,7 +27,11 @@ fn table_of_cases() {
         let case: Case = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("cases.jsonl line {}: {e}", i + 1));
         total += 1;
-        let got = grade_answer(&case.gold, &case.pred);
+        let got = if case.response {
+            grade(&case.gold, &case.pred).verdict
+        } else {
+            grade_answer(&case.gold, &case.pred)
+        };
         if got != case.expected {
             failures.push(format!(
                 "line {}: gold {:?} pred {:?}: expected {:?}, got {:?}",
