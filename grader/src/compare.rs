@@ -7,7 +7,7 @@ use num_rational::BigRational;
 use num_traits::{Signed, ToPrimitive, Zero};
 
 /// Points at which expressions with variables are compared.
-const SAMPLE_POINTS: usize = 6;
+const SAMPLE_POINTS: usize = 8;
 /// Largest collection compared element by element.
 const MAX_ELEMENTS: usize = 64;
 
@@ -279,8 +279,10 @@ fn vars_of(a: &Expr, b: &Expr) -> Vec<String> {
     v
 }
 
-/// Deterministic pseudo-random values per (variable, point), away from 0 and 1 so that
-/// coincidences like `x^2 = x` do not pass.
+/// Deterministic pseudo-random values per (variable, point), of both signs and away from 0 and
+/// ±1 so that coincidences like `x^2 = x` do not pass, and identities that hold only for
+/// positive values (`\ln(x^2) = 2\ln x`, `\sqrt{x^2} = x`) fail as they do for real
+/// variables in Math-Verify.
 fn sample_env(vars: &[String], k: usize) -> Vec<(String, C)> {
     vars.iter()
         .map(|name| {
@@ -293,7 +295,8 @@ fn sample_env(vars: &[String], k: usize) -> Vec<(String, C)> {
             h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
             h ^= h >> 33;
             let u = (h >> 11) as f64 / (1u64 << 53) as f64;
-            (name.clone(), C::real(1.1 + 2.3 * u))
+            let sign = if k % 2 == 1 { -1.0 } else { 1.0 };
+            (name.clone(), C::real(sign * (1.1 + 2.3 * u)))
         })
         .collect()
 }
@@ -357,6 +360,12 @@ fn scalar_eq(a: &Expr, b: &Expr) -> bool {
             return true;
         }
         if !decimal {
+            return false;
+        }
+        // An exact integer is matched exactly, even by a decimal (`1` ≠ `1.0000001`), as in
+        // Math-Verify; other values agree to 6 decimal places (`1/3` = `0.333333`).
+        let exact_int = |v: &BigRational, e: &Expr| v.is_integer() && !e.has_decimal();
+        if exact_int(&x, a) || exact_int(&y, b) {
             return false;
         }
         return rationals_round_eq(&x, &y);

@@ -250,7 +250,21 @@ pub(crate) fn numeric(e: &Expr, env: &[(String, C)]) -> C {
         Expr::Neg(a) => numeric(a, env).neg(),
         Expr::Percent(a) => numeric(a, env).div(C::real(100.0)),
         Expr::Div(a, b) => numeric(a, env).div(numeric(b, env)),
-        Expr::Pow(a, b) => numeric(a, env).pow(numeric(b, env)),
+        Expr::Pow(a, b) => {
+            let base = numeric(a, env);
+            // Real odd roots of negative reals (`(-8)^{1/3} = -2`), matching `\sqrt[3]{-8}`.
+            if base.im == 0.0 && base.re < 0.0 {
+                if let Some(q) = exact(b) {
+                    if let (Some(p), Some(d)) = (q.numer().to_i64(), q.denom().to_i64()) {
+                        if d % 2 == 1 && d > 1 {
+                            let m = (-base.re).powf(p as f64 / d as f64);
+                            return C::real(if p % 2 == 0 { m } else { -m });
+                        }
+                    }
+                }
+            }
+            base.pow(numeric(b, env))
+        }
         Expr::PlusMinus(..) => NAN,
         Expr::Func(name, args) => {
             let vals: Vec<C> = args.iter().map(|a| numeric(a, env)).collect();
