@@ -285,7 +285,8 @@ fn vars_of(a: &Expr, b: &Expr) -> Vec<String> {
 /// variables in Math-Verify.
 fn sample_env(vars: &[String], k: usize) -> Vec<(String, C)> {
     vars.iter()
-        .map(|name| {
+        .enumerate()
+        .map(|(j, name)| {
             let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             for b in name.bytes() {
                 h ^= u64::from(b);
@@ -295,7 +296,10 @@ fn sample_env(vars: &[String], k: usize) -> Vec<(String, C)> {
             h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
             h ^= h >> 33;
             let u = (h >> 11) as f64 / (1u64 << 53) as f64;
-            let sign = if k % 2 == 1 { -1.0 } else { 1.0 };
+            // Signs alternate over points and differ between variables, so every sign
+            // combination of the first variables occurs.
+            let negative = ((11 * k + 3) >> (j % 8)) & 1 == 1;
+            let sign = if negative { -1.0 } else { 1.0 };
             (name.clone(), C::real(sign * (1.1 + 2.3 * u)))
         })
         .collect()
