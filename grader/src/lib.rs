@@ -4,6 +4,29 @@
 //! Math-Verify and Qwen2.5-Math's grader do — whether a response's final answer equals the gold
 //! answer. Everything is pure Rust, bounded in work (length and depth limits) and never panics;
 //! no code is ever evaluated.
+//!
+//! # Extraction ([`extract_answer`])
+//! Only the text after the last `</think>` counts (an unclosed `<think>` means the response was
+//! truncated: no answer). Then: the last `\boxed{…}`/`\fbox{…}` (brace-matched; `\boxed 5`),
+//! unless a "final answer is …" sentence follows it; "final answer is", "the answer is",
+//! "answer:" (refined to the math or number in the sentence); the whole text when it is itself a
+//! bare answer; the right-most math segment or number.
+//!
+//! # Equivalence ([`grade_answer`], [`answers_equivalent`])
+//! Answers are normalised (`\left`/`\right`/`\!`/`$`, `\dfrac`, thousands separators `1,000`
+//! `1{,}000` `1\,000`, degrees, currency, trailing units and `\text{…}` units, "and"/"or" as
+//! commas, percent words) and parsed into a small AST: exact rationals, `+ - * / ^`, `\frac`
+//! (also `\frac12` and mixed numbers `2\frac13`), `\sqrt`, `\pi`, `e`, `i`, functions,
+//! factorials, `\binom`, `±`, percentages, scientific notation; sets (unordered), tuples
+//! (ordered), intervals (ends matter; `(a, b)` also reads as an open interval), unions,
+//! matrices, relations (`x = 3` ↔ `3`, inequalities ↔ intervals) and word answers
+//! (case-insensitive). Scalars compare exactly over the rationals when possible; a decimal
+//! literal compares to 6 decimal places (but an exact integer stays exact); otherwise both sides
+//! are evaluated over the complex numbers, at 8 deterministic points of both signs when
+//! variables occur.
+//!
+//! # Verdicts
+//! [`Verdict::UnparseableGold`] when the gold cannot be understood — never counted as correct.
 
 mod ast;
 mod compare;
