@@ -101,6 +101,7 @@ fn prepared_eq(g: &Prepared, p: &Prepared) -> bool {
 pub fn grade_answer(gold: &str, answer: &str) -> Verdict {
     let g = prepare_gold(gold);
     if !g.usable() {
+        tracing::debug!(gold, "unparseable gold answer");
         return Verdict::UnparseableGold;
     }
     if prepared_eq(&g, &prepare_lenient(answer)) {
@@ -149,6 +150,7 @@ pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
     let g = prepare_gold(gold);
     let extracted = extract::extract_answer(response);
     if !g.usable() {
+        tracing::debug!(gold, "unparseable gold answer");
         return Grade { verdict: Verdict::UnparseableGold, extracted };
     }
     let Some(answer) = extracted else {
