@@ -35,6 +35,7 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         ("\\right", ""),
         ("\\!", ""),
         ("{,}", ""),
+        ("{, }", ""),
         ("^{\\circ}", ""),
         ("^\\circ", ""),
         ("^{\\prime}", ""),

@@ -788,7 +788,7 @@ fn word_expr(w: &str) -> Option<Expr> {
         "e" => Some(Expr::Const(Const::E)),
         "i" => Some(Expr::Const(Const::I)),
         _ if w.chars().count() == 1 && w.chars().all(char::is_alphabetic) => {
-            Some(Expr::Var(w.to_string()))
+            Some(Expr::Var(w.to_lowercase()))
         }
         _ => None,
     }
