@@ -1,0 +1,482 @@
+//! Hugging Face `config.json` and `generation_config.json`, parsed into the fields our
+//! architectures need.
+//!
+//! Parsing is by hand over `serde_json::Value` rather than a derived struct because hub
+//! configs spell the same thing several ways (`rope_scaling` vs transformers-5
+//! `rope_parameters`, `eos_token_id` scalar vs list, optional `head_dim`) and carry dozens of
+//! keys we ignore. The raw JSON is kept so that saving writes back every key the user had and
+//! so architecture-specific code (DeepSeek-V3) can read its own keys.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::ModelError;
+
+/// Which decoder family a checkpoint is. Decides which Burn module is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// `Qwen2ForCausalLM` (Qwen2, Qwen2.5, R1-Distill-Qwen): q/k/v biases.
+    Qwen2,
+    /// `LlamaForCausalLM` (Llama 3 / 3.1, R1-Distill-Llama).
+    Llama,
+    /// `DeepseekV3ForCausalLM` (DeepSeek-V3 / R1): MLA + MoE, see `crate::deepseek`.
+    DeepseekV3,
+}
+
+impl Architecture {
+    /// The HF `model_type` string.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Llama => "llama",
+            Architecture::DeepseekV3 => "deepseek_v3",
+        }
+    }
+
+    /// The HF `architectures[0]` class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::DeepseekV3 => "DeepseekV3ForCausalLM",
+        }
+    }
+
+    fn from_model_type(s: &str) -> Option<Self> {
+        match s {
+            "qwen2" => Some(Architecture::Qwen2),
+            "llama" => Some(Architecture::Llama),
+            "deepseek_v3" => Some(Architecture::DeepseekV3),
+            _ => None,
+        }
+    }
+}
+
+/// RoPE frequency scaling (`rope_scaling` / `rope_parameters`), when not the default.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Llama 3.1 by-parts scaling: long wavelengths divided by `factor`, short kept, a smooth
+    /// blend between.
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f64,
+        /// Wavelength threshold factor for the low-frequency regime.
+        low_freq_factor: f64,
+        /// Wavelength threshold factor for the high-frequency regime.
+        high_freq_factor: f64,
+        /// Context length the model was pretrained with.
+        original_max_position_embeddings: usize,
+    },
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear {
+        /// Divisor of all frequencies.
+        factor: f64,
+    },
+    /// YaRN (DeepSeek-V3/R1). Interpreted by `crate::deepseek`.
+    Yarn {
+        /// Context extension factor.
+        factor: f64,
+        /// Context length the model was pretrained with.
+        original_max_position_embeddings: usize,
+        /// High-frequency correction bound (default 32).
+        beta_fast: f64,
+        /// Low-frequency correction bound (default 1).
+        beta_slow: f64,
+        /// Attention-scale mscale (default 1).
+        mscale: f64,
+        /// mscale applied over all dims (default 0).
+        mscale_all_dim: f64,
+    },
+}
+
+/// The architecture-defining part of a HF `config.json`.
+///
+/// Field names follow HF so a reader can map them one to one. Values are validated at parse
+/// time (heads divide hidden size, kv heads divide heads, …).
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// Decoder family.
+    pub architecture: Architecture,
+    /// Token vocabulary size (rows of `embed_tokens`).
+    pub vocab_size: usize,
+    /// Residual stream width.
+    pub hidden_size: usize,
+    /// MLP inner width (dense MLP; DeepSeek's dense layers).
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (GQA); equals `num_attention_heads` when absent from the file.
+    pub num_key_value_heads: usize,
+    /// Per-head width; `hidden_size / num_attention_heads` when absent from the file.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// RoPE frequency scaling, `None` for plain RoPE.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Longest context the model supports.
+    pub max_position_embeddings: usize,
+    /// When true there is no `lm_head.weight`: logits use `embed_tokens.weight`.
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections carry a bias (Qwen2 always; Llama when `attention_bias`).
+    pub attention_bias: bool,
+    /// MLP projections carry a bias (Llama `mlp_bias`).
+    pub mlp_bias: bool,
+    /// Beginning-of-sequence id from config.json.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence ids from config.json (a scalar becomes a one-element list).
+    pub eos_token_ids: Vec<u32>,
+    /// Padding id, if any.
+    pub pad_token_id: Option<u32>,
+    /// `torch_dtype` / `dtype` string as stored (e.g. "bfloat16"); informational.
+    pub torch_dtype: Option<String>,
+    /// The whole file, so saving round-trips unknown keys and DeepSeek code can read its own.
+    pub raw: Value,
+}
+
+/// `generation_config.json`: the defaults `model.generate` would use.
+#[derive(Clone, Debug, Default)]
+pub struct GenerationConfig {
+    /// Beginning-of-sequence id.
+    pub bos_token_id: Option<u32>,
+    /// Any of these ends generation.
+    pub eos_token_ids: Vec<u32>,
+    /// Padding id.
+    pub pad_token_id: Option<u32>,
+    /// Whether the model's authors sample by default.
+    pub do_sample: Option<bool>,
+    /// Default sampling temperature.
+    pub temperature: Option<f64>,
+    /// Default nucleus mass.
+    pub top_p: Option<f64>,
+    /// Default top-k.
+    pub top_k: Option<usize>,
+    /// The whole file, for round-tripping on save.
+    pub raw: Value,
+}
+
+fn key_err(path: &Path, key: &str, message: impl Into<String>) -> ModelError {
+    ModelError::BadValue { path: path.to_path_buf(), key: key.to_string(), message: message.into() }
+}
+
+fn read_json(path: &Path) -> Result<Value, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ModelError::Json { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Typed getters over a JSON object that report the file and key on failure.
+struct Keys<'a> {
+    path: &'a Path,
+    obj: &'a Map<String, Value>,
+}
+
+impl<'a> Keys<'a> {
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+    fn req(&self, key: &str) -> Result<&'a Value, ModelError> {
+        self.get(key).ok_or_else(|| ModelError::MissingKey {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+        })
+    }
+    fn usize_of(&self, key: &str, v: &Value) -> Result<usize, ModelError> {
+        v.as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| key_err(self.path, key, format!("expected a non-negative integer, found {v}")))
+    }
+    fn f64_of(&self, key: &str, v: &Value) -> Result<f64, ModelError> {
+        v.as_f64().ok_or_else(|| key_err(self.path, key, format!("expected a number, found {v}")))
+    }
+    fn req_usize(&self, key: &str) -> Result<usize, ModelError> {
+        self.usize_of(key, self.req(key)?)
+    }
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>, ModelError> {
+        self.get(key).map(|v| self.usize_of(key, v)).transpose()
+    }
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, ModelError> {
+        self.get(key).map(|v| self.f64_of(key, v)).transpose()
+    }
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, ModelError> {
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| key_err(self.path, key, format!("expected a boolean, found {v}"))))
+            .transpose()
+    }
+    fn opt_u32(&self, key: &str) -> Result<Option<u32>, ModelError> {
+        Ok(self.opt_usize(key)?.map(|x| x as u32))
+    }
+    /// A scalar id or a list of ids (HF allows both for `eos_token_id`).
+    fn id_list(&self, key: &str) -> Result<Vec<u32>, ModelError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| self.usize_of(key, v).map(|x| x as u32)).collect()
+            }
+            Some(v) => Ok(vec![self.usize_of(key, v)? as u32]),
+        }
+    }
+}
+
+fn as_object<'a>(path: &Path, v: &'a Value) -> Result<&'a Map<String, Value>, ModelError> {
+    v.as_object().ok_or_else(|| ModelError::Json {
+        path: path.to_path_buf(),
+        message: "top level is not a JSON object".into(),
+    })
+}
+
+/// Parses `rope_scaling` (hub spelling) or `rope_parameters` (transformers ≥ 5 spelling, which
+/// also carries `rope_theta`). Returns (theta override, scaling).
+fn parse_rope(keys: &Keys<'_>) -> Result<(Option<f64>, Option<RopeScaling>), ModelError> {
+    let (key, obj) = if let Some(v) = keys.get("rope_scaling") {
+        ("rope_scaling", v)
+    } else if let Some(v) = keys.get("rope_parameters") {
+        ("rope_parameters", v)
+    } else {
+        return Ok((None, None));
+    };
+    let map = obj
+        .as_object()
+        .ok_or_else(|| key_err(keys.path, key, format!("expected an object, found {obj}")))?;
+    let sub = Keys { path: keys.path, obj: map };
+    let theta = sub.opt_f64("rope_theta")?;
+    let kind = sub
+        .get("rope_type")
+        .or_else(|| sub.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let need = |k: &str| -> Result<f64, ModelError> {
+        sub.opt_f64(k)?.ok_or_else(|| ModelError::MissingKey {
+            path: keys.path.to_path_buf(),
+            key: format!("{key}.{k}"),
+        })
+    };
+    let scaling = match kind {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear { factor: need("factor")? }),
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: need("factor")?,
+            low_freq_factor: need("low_freq_factor")?,
+            high_freq_factor: need("high_freq_factor")?,
+            original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
+        }),
+        "yarn" => Some(RopeScaling::Yarn {
+            factor: need("factor")?,
+            original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
+            beta_fast: sub.opt_f64("beta_fast")?.unwrap_or(32.0),
+            beta_slow: sub.opt_f64("beta_slow")?.unwrap_or(1.0),
+            mscale: sub.opt_f64("mscale")?.unwrap_or(1.0),
+            mscale_all_dim: sub.opt_f64("mscale_all_dim")?.unwrap_or(0.0),
+        }),
+        other => {
+            return Err(key_err(
+                keys.path,
+                key,
+                format!("unsupported rope type `{other}` (supported: default, linear, llama3, yarn)"),
+            ))
+        }
+    };
+    Ok((theta, scaling))
+}
+
+impl ModelConfig {
+    /// Reads `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self, ModelError> {
+        Self::from_file(&dir.join("config.json"))
+    }
+
+    /// Reads and validates one config.json file.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        let raw = read_json(path)?;
+        Self::from_value(raw, path)
+    }
+
+    /// Parses an already-read config; `path` is only used in error messages.
+    pub fn from_value(raw: Value, path: &Path) -> Result<Self, ModelError> {
+        let obj = as_object(path, &raw)?;
+        let k = Keys { path, obj };
+        let model_type = k
+            .req("model_type")?
+            .as_str()
+            .ok_or_else(|| key_err(path, "model_type", "expected a string"))?;
+        let architecture = Architecture::from_model_type(model_type).ok_or_else(|| {
+            ModelError::UnsupportedArchitecture { path: path.to_path_buf(), model_type: model_type.into() }
+        })?;
+        let hidden_size = k.req_usize("hidden_size")?;
+        let num_attention_heads = k.req_usize("num_attention_heads")?;
+        let num_key_value_heads = k.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
+        if num_attention_heads == 0 || num_key_value_heads == 0 {
+            return Err(key_err(path, "num_attention_heads", "head counts must be positive"));
+        }
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(key_err(
+                path,
+                "num_key_value_heads",
+                format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
+            ));
+        }
+        let head_dim = match k.opt_usize("head_dim")? {
+            Some(d) => d,
+            None => {
+                if architecture != Architecture::DeepseekV3 && hidden_size % num_attention_heads != 0 {
+                    return Err(key_err(
+                        path,
+                        "hidden_size",
+                        format!("{hidden_size} is not divisible by num_attention_heads {num_attention_heads} and no head_dim is given"),
+                    ));
+                }
+                hidden_size / num_attention_heads
+            }
+        };
+        if architecture != Architecture::DeepseekV3 && head_dim % 2 != 0 {
+            return Err(key_err(path, "head_dim", format!("RoPE needs an even head_dim, found {head_dim}")));
+        }
+        let (theta_override, rope_scaling) = parse_rope(&k)?;
+        let rope_theta = match k.opt_f64("rope_theta")? {
+            Some(t) => t,
+            None => theta_override.unwrap_or(10_000.0),
+        };
+        let hidden_act = k.get("hidden_act").and_then(|v| v.as_str()).unwrap_or("silu");
+        if hidden_act != "silu" {
+            return Err(key_err(path, "hidden_act", format!("only silu is supported, found `{hidden_act}`")));
+        }
+        let attention_bias = match architecture {
+            Architecture::Qwen2 => true,
+            _ => k.opt_bool("attention_bias")?.unwrap_or(false),
+        };
+        let torch_dtype = k
+            .get("torch_dtype")
+            .or_else(|| k.get("dtype"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let cfg = ModelConfig {
+            architecture,
+            vocab_size: k.req_usize("vocab_size")?,
+            hidden_size,
+            intermediate_size: k.req_usize("intermediate_size")?,
+            num_hidden_layers: k.req_usize("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: k.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: k.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+            tie_word_embeddings: k.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            attention_bias,
+            mlp_bias: k.opt_bool("mlp_bias")?.unwrap_or(false),
+            bos_token_id: k.opt_u32("bos_token_id")?,
+            eos_token_ids: k.id_list("eos_token_id")?,
+            pad_token_id: k.opt_u32("pad_token_id")?,
+            torch_dtype,
+            raw: Value::Null,
+        };
+        Ok(ModelConfig { raw, ..cfg })
+    }
+
+    /// Number of parameters the architecture holds (tied embeddings counted once). Dense
+    /// families only; DeepSeek computes its own from its module.
+    pub fn dense_param_count(&self) -> usize {
+        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (q, kv) = (self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim);
+        let attn = h * q + 2 * h * kv + q * h + if self.attention_bias { q + 2 * kv } else { 0 };
+        let mlp = 3 * h * i + if self.mlp_bias { 2 * i + h } else { 0 };
+        let layer = attn + mlp + 2 * h;
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        v * h + self.num_hidden_layers * layer + h + head
+    }
+
+    /// The config as JSON for saving: the raw file with our parsed fields written back, so a
+    /// round trip keeps every key the user had.
+    pub fn to_json(&self) -> Value {
+        let mut v = if self.raw.is_object() { self.raw.clone() } else { Value::Object(Map::new()) };
+        let o = v.as_object_mut().expect("object");
+        o.insert("model_type".into(), self.architecture.model_type().into());
+        o.insert("architectures".into(), Value::Array(vec![self.architecture.class_name().into()]));
+        o.insert("vocab_size".into(), self.vocab_size.into());
+        o.insert("hidden_size".into(), self.hidden_size.into());
+        o.insert("intermediate_size".into(), self.intermediate_size.into());
+        o.insert("num_hidden_layers".into(), self.num_hidden_layers.into());
+        o.insert("num_attention_heads".into(), self.num_attention_heads.into());
+        o.insert("num_key_value_heads".into(), self.num_key_value_heads.into());
+        o.insert("rms_norm_eps".into(), self.rms_norm_eps.into());
+        o.insert("max_position_embeddings".into(), self.max_position_embeddings.into());
+        o.insert("tie_word_embeddings".into(), self.tie_word_embeddings.into());
+        if !o.contains_key("rope_parameters") {
+            o.insert("rope_theta".into(), self.rope_theta.into());
+        }
+        v
+    }
+}
+
+impl GenerationConfig {
+    /// Reads `dir/generation_config.json`; an absent file gives the defaults (HF does the same),
+    /// with bos/eos/pad taken from `model` so callers can always use this struct.
+    pub fn from_dir(dir: &Path, model: &ModelConfig) -> Result<Self, ModelError> {
+        let path = dir.join("generation_config.json");
+        if !path.exists() {
+            return Ok(GenerationConfig {
+                bos_token_id: model.bos_token_id,
+                eos_token_ids: model.eos_token_ids.clone(),
+                pad_token_id: model.pad_token_id,
+                ..Default::default()
+            });
+        }
+        let raw = read_json(&path)?;
+        let mut g = Self::from_value(raw, &path)?;
+        if g.eos_token_ids.is_empty() {
+            g.eos_token_ids = model.eos_token_ids.clone();
+        }
+        g.bos_token_id = g.bos_token_id.or(model.bos_token_id);
+        g.pad_token_id = g.pad_token_id.or(model.pad_token_id);
+        Ok(g)
+    }
+
+    /// Parses an already-read generation config; `path` is only used in error messages.
+    pub fn from_value(raw: Value, path: &Path) -> Result<Self, ModelError> {
+        let obj = as_object(path, &raw)?;
+        let k = Keys { path, obj };
+        let g = GenerationConfig {
+            bos_token_id: k.opt_u32("bos_token_id")?,
+            eos_token_ids: k.id_list("eos_token_id")?,
+            pad_token_id: k.opt_u32("pad_token_id")?,
+            do_sample: k.opt_bool("do_sample")?,
+            temperature: k.opt_f64("temperature")?,
+            top_p: k.opt_f64("top_p")?,
+            top_k: k.opt_usize("top_k")?,
+            raw: Value::Null,
+        };
+        Ok(GenerationConfig { raw, ..g })
+    }
+
+    /// JSON for saving: the raw file with bos/eos/pad written back.
+    pub fn to_json(&self) -> Value {
+        let mut v = if self.raw.is_object() { self.raw.clone() } else { Value::Object(Map::new()) };
+        let o = v.as_object_mut().expect("object");
+        if let Some(b) = self.bos_token_id {
+            o.insert("bos_token_id".into(), b.into());
+        }
+        match self.eos_token_ids.as_slice() {
+            [] => {}
+            [one] => {
+                o.insert("eos_token_id".into(), (*one).into());
+            }
+            many => {
+                o.insert("eos_token_id".into(), Value::Array(many.iter().map(|&x| x.into()).collect()));
+            }
+        }
+        if let Some(p) = self.pad_token_id {
+            o.insert("pad_token_id".into(), p.into());
+        }
+        v
+    }
+}
+
+/// The path a config error should name for a directory.
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join("config.json")
+}

@@ -1,0 +1,288 @@
+//! The Qwen2 / Llama decoder (`Qwen2ForCausalLM`, `LlamaForCausalLM`).
+//!
+//! Module field paths equal HF tensor names (`model.layers.3.self_attn.q_proj.weight`), so
+//! loading asks for exactly the names in the file and saving writes them back unchanged.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::module::embedding;
+use burn::tensor::DType;
+
+use crate::attention::{Attention, FullMask};
+use crate::config::{Architecture, ModelConfig};
+use crate::error::ModelError;
+use crate::kv_cache::{CachePlan, DecoderCache};
+use crate::layers::{HfLinear, HfRmsNorm, Mlp};
+use crate::lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
+use crate::rope::RopeFreqs;
+use crate::weights::WeightSource;
+
+/// Token embedding table `weight [vocab, hidden]` (same layout as torch).
+#[derive(Module, Debug)]
+pub struct HfEmbedding<B: Backend> {
+    /// `[vocab, hidden]`.
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Self-attention.
+    pub self_attn: Attention<B>,
+    /// Feed-forward.
+    pub mlp: Mlp<B>,
+    /// Norm before attention.
+    pub input_layernorm: HfRmsNorm<B>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: HfRmsNorm<B>,
+}
+
+/// The `model.` part: embeddings, blocks, final norm.
+#[derive(Module, Debug)]
+pub struct DecoderModel<B: Backend> {
+    /// Token embeddings.
+    pub embed_tokens: HfEmbedding<B>,
+    /// Decoder blocks.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final RMSNorm.
+    pub norm: HfRmsNorm<B>,
+}
+
+/// A Qwen2 or Llama causal LM.
+#[derive(Module, Debug)]
+pub struct DecoderForCausalLM<B: Backend> {
+    /// Body.
+    pub model: DecoderModel<B>,
+    /// Output projection; `None` when embeddings are tied.
+    pub lm_head: Option<HfLinear<B>>,
+    /// The config it was built from.
+    pub config: ModelConfig,
+    /// RoPE frequencies.
+    pub rope: RopeFreqs,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>, mask: &FullMask<B>) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, mask);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+
+    fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        kv: &mut crate::kv_cache::LayerKv<B>,
+        plan: &CachePlan,
+    ) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward_cached(self.input_layernorm.forward(x), cos, sin, kv, plan);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+impl<B: Backend> DecoderForCausalLM<B> {
+    /// Builds the model from `weights`, asking for every tensor by HF name. Tied models read
+    /// no `lm_head.weight`; an untied model without one is an error.
+    pub fn load<W: WeightSource<B>>(config: &ModelConfig, w: &mut W) -> Result<Self, ModelError> {
+        if !matches!(config.architecture, Architecture::Qwen2 | Architecture::Llama) {
+            return Err(ModelError::InvalidInput(format!(
+                "DecoderForCausalLM cannot build {}",
+                config.architecture.class_name()
+            )));
+        }
+        let c = config;
+        let (h, eps) = (c.hidden_size, c.rms_norm_eps);
+        let embed = HfEmbedding { weight: Param::from_tensor(w.tensor("model.embed_tokens.weight", [c.vocab_size, h])?) };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(DecoderLayer {
+                self_attn: Attention::<B>::load(
+                    w,
+                    &format!("{p}.self_attn"),
+                    h,
+                    c.num_attention_heads,
+                    c.num_key_value_heads,
+                    c.head_dim,
+                    c.attention_bias,
+                )?,
+                mlp: Mlp::<B>::load(w, &format!("{p}.mlp"), h, c.intermediate_size, c.mlp_bias)?,
+                input_layernorm: HfRmsNorm::<B>::load(w, &format!("{p}.input_layernorm"), h, eps)?,
+                post_attention_layernorm: HfRmsNorm::<B>::load(w, &format!("{p}.post_attention_layernorm"), h, eps)?,
+            });
+        }
+        let norm = HfRmsNorm::<B>::load(w, "model.norm", h, eps)?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(HfLinear::<B>::load(w, "lm_head", h, c.vocab_size, false)?)
+        };
+        Ok(DecoderForCausalLM {
+            model: DecoderModel { embed_tokens: embed, layers, norm },
+            lm_head,
+            config: c.clone(),
+            rope: RopeFreqs::from_config(c)?,
+        })
+    }
+
+    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        embedding(self.model.embed_tokens.weight.val(), ids)
+    }
+
+    /// Resolves the layout to a kernel mask and the positions to use.
+    fn mask_and_positions(&self, input: &ForwardInput<B>) -> (FullMask<B>, Tensor<B, 2, Int>) {
+        let [b, t] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let arange = || Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).expand([b, t]);
+        match &input.layout {
+            AttentionLayout::Causal => (FullMask::Causal, input.position_ids.clone().unwrap_or_else(arange)),
+            AttentionLayout::CausalPadded { key_mask } => {
+                let causal = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device).reshape([1, t, t]).expand([b, t, t]);
+                let pad = key_mask.clone().bool_not().reshape([b, 1, t]).expand([b, t, t]);
+                // tril_mask(offset) is true where j > i + offset: "above" is j > i, "upper" is j >= i.
+                let above = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device);
+                let upper = Tensor::<B, 2, Bool>::tril_mask([t, t], -1, &device);
+                let diag = upper.bool_and(above.bool_not()).reshape([1, t, t]).expand([b, t, t]);
+                let masked = causal.bool_or(pad.bool_and(diag.bool_not()));
+                (FullMask::Explicit(masked.reshape([b, 1, t, t])), input.position_ids.clone().unwrap_or_else(arange))
+            }
+            AttentionLayout::Packed { segment_ids } => {
+                let causal = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device).reshape([1, t, t]).expand([b, t, t]);
+                let qi = segment_ids.clone().reshape([b, t, 1]).expand([b, t, t]);
+                let kj = segment_ids.clone().reshape([b, 1, t]).expand([b, t, t]);
+                let masked = causal.bool_or(qi.not_equal(kj));
+                let positions = input.position_ids.clone().unwrap_or_else(|| packed_positions(segment_ids));
+                (FullMask::Explicit(masked.reshape([b, 1, t, t])), positions)
+            }
+        }
+    }
+
+    fn run(&self, input: ForwardInput<B>, mut keep: Option<&mut Vec<Tensor<B, 3>>>) -> Tensor<B, 3> {
+        let (mask, positions) = self.mask_and_positions(&input);
+        let mut x = self.embed(input.input_ids);
+        let (cos, sin) = self.rope.cos_sin(positions, x.dtype());
+        if let Some(k) = keep.as_deref_mut() {
+            k.push(x.clone());
+        }
+        for layer in &self.model.layers {
+            x = layer.forward(x, &cos, &sin, &mask);
+            if let Some(k) = keep.as_deref_mut() {
+                k.push(x.clone());
+            }
+        }
+        self.model.norm.forward(x)
+    }
+}
+
+/// Positions restarting at 0 at every segment change along each row.
+fn packed_positions<B: Backend>(segment_ids: &Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+    let [b, t] = segment_ids.dims();
+    let seg: Vec<i64> = segment_ids.clone().into_data().iter::<i64>().collect();
+    let mut pos = vec![0i64; b * t];
+    for r in 0..b {
+        for i in 1..t {
+            let k = r * t + i;
+            pos[k] = if seg[k] == seg[k - 1] { pos[k - 1] + 1 } else { 0 };
+        }
+    }
+    Tensor::from_data(TensorData::new(pos, [b, t]), &segment_ids.device())
+}
+
+impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
+    type Cache = DecoderCache<B>;
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn device(&self) -> B::Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.model.embed_tokens.weight.val().dtype()
+    }
+
+    fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
+        self.run(input, None)
+    }
+
+    fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B> {
+        let mut kept = Vec::new();
+        let final_norm = self.run(input, Some(&mut kept));
+        let embed = kept.remove(0);
+        HiddenStates { embed, layers: kept, final_norm }
+    }
+
+    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, h] = hidden.dims();
+                let w = self.model.embed_tokens.weight.val();
+                let v = w.dims()[0];
+                hidden.reshape([b * t, h]).matmul(w.transpose()).reshape([b, t, v])
+            }
+        }
+    }
+
+    fn new_cache(&self, slots: usize, capacity: usize) -> DecoderCache<B> {
+        let c = &self.config;
+        DecoderCache::new(c.num_hidden_layers, slots, c.num_key_value_heads, capacity, c.head_dim, &self.device(), self.dtype())
+    }
+
+    fn forward_cached(&self, input: CachedInput<B>, cache: &mut DecoderCache<B>) -> Result<Tensor<B, 3>, ModelError> {
+        let plan = make_plan(&input, cache)?;
+        let device = input.input_ids.device();
+        let (n, t) = (plan.slots.len(), plan.t);
+        let pos: Vec<i64> = plan.offsets.iter().flat_map(|&o| (0..t).map(move |i| (o + i) as i64)).collect();
+        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [n, t]), &device);
+        let mut x = self.embed(input.input_ids);
+        let (cos, sin) = self.rope.cos_sin(positions, x.dtype());
+        for (layer, kv) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward_cached(x, &cos, &sin, kv, &plan);
+        }
+        for (r, &s) in plan.slots.iter().enumerate() {
+            cache.lens[s] = plan.offsets[r] + plan.lengths[r];
+        }
+        Ok(self.model.norm.forward(x))
+    }
+}
+
+/// Validates a cached input against the cache and computes where each row reads/writes.
+pub fn make_plan<B: Backend, C: KvCache>(input: &CachedInput<B>, cache: &C) -> Result<CachePlan, ModelError> {
+    let [n, t] = input.input_ids.dims();
+    if n != input.slots.len() || n == 0 || t == 0 {
+        return Err(ModelError::InvalidInput(format!(
+            "cached forward got {n} rows of {t} tokens for {} slots",
+            input.slots.len()
+        )));
+    }
+    let mut seen = vec![false; cache.num_slots()];
+    for &s in &input.slots {
+        if s >= cache.num_slots() || std::mem::replace(&mut seen[s], true) {
+            return Err(ModelError::InvalidInput(format!("slot {s} out of range or repeated")));
+        }
+    }
+    let lengths = match &input.lengths {
+        Some(l) if l.len() != n || l.iter().any(|&x| x > t) => {
+            return Err(ModelError::InvalidInput("cached forward lengths must be one per row and <= t".into()))
+        }
+        Some(l) => l.clone(),
+        None => vec![t; n],
+    };
+    let offsets: Vec<usize> = input.slots.iter().map(|&s| cache.len(s)).collect();
+    for r in 0..n {
+        if offsets[r] + lengths[r] > cache.capacity() {
+            return Err(ModelError::InvalidInput(format!(
+                "slot {} would hold {} tokens, cache capacity is {}",
+                input.slots[r],
+                offsets[r] + lengths[r],
+                cache.capacity()
+            )));
+        }
+    }
+    let key_len = offsets.iter().map(|&o| o + t).max().unwrap_or(t).min(cache.capacity());
+    let contiguous = input.slots.iter().enumerate().all(|(i, &s)| i == s);
+    Ok(CachePlan { slots: input.slots.clone(), offsets, lengths, t, key_len, contiguous })
+}

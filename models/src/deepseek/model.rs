@@ -1,0 +1,331 @@
+//! `DeepseekV3ForCausalLM`: embedding, decoder layers (MLA + dense MLP or MoE), final norm,
+//! lm_head. Module paths mirror the HF tensor names (`model.layers.N.self_attn.q_a_proj`,
+//! `model.layers.N.mlp.experts.E.gate_proj`, …); the dense/MoE choice is an enum, so
+//! burn-store users must pass `.skip_enum_variants(true)`.
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{backend::Backend, Bool, DType, Int, Tensor, TensorData};
+
+use super::attention::{AttnCtx, CacheRows, MlaAttention};
+use super::cache::{KvLayout, MlaCache, MlaCacheShape};
+use super::config::DeepseekV3Config;
+use super::layers::{Mlp, RmsNorm};
+use super::moe::{DeepseekMoe, RouterChoices};
+use super::rope::RopeFrequencies;
+use crate::config::ModelConfig;
+use crate::error::ModelError;
+use crate::lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
+
+/// Feed-forward of one layer: dense for the first `first_k_dense_replace` layers, MoE after.
+#[derive(Module, Debug)]
+pub enum DeepseekFfn<B: Backend> {
+    /// `mlp.{gate,up,down}_proj`.
+    Dense(Mlp<B>),
+    /// `mlp.gate`, `mlp.experts.E`, `mlp.shared_experts`.
+    Moe(DeepseekMoe<B>),
+}
+
+/// One decoder layer (`model.layers.N`).
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Pre-attention norm.
+    pub input_layernorm: RmsNorm<B>,
+    /// MLA.
+    pub self_attn: MlaAttention<B>,
+    /// Pre-MLP norm.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Dense MLP or MoE.
+    pub mlp: DeepseekFfn<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn ffn(&self, h: Tensor<B, 3>, record: bool) -> (Tensor<B, 3>, Option<RouterChoices>) {
+        match &self.mlp {
+            DeepseekFfn::Dense(m) => (m.forward(h), None),
+            DeepseekFfn::Moe(m) => m.forward(h, record),
+        }
+    }
+}
+
+/// The decoder stack (`model.*`).
+#[derive(Module, Debug)]
+pub struct DeepseekV3Model<B: Backend> {
+    /// Token embedding.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers (MTP layers are not loaded).
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+}
+
+/// The full causal LM.
+#[derive(Module, Debug)]
+pub struct DeepseekV3ForCausalLM<B: Backend> {
+    /// Decoder.
+    pub model: DeepseekV3Model<B>,
+    /// Output projection; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    /// Generic config (what [`CausalLm::config`] returns).
+    pub model_config: ModelConfig,
+    /// DeepSeek-specific config.
+    pub config: DeepseekV3Config,
+    /// Rotary frequencies (host side).
+    pub rope: RopeFrequencies,
+}
+
+/// Everything a traced forward records: hidden states and per-layer router choices
+/// (`None` for dense layers).
+#[derive(Clone, Debug)]
+pub struct DeepseekTrace<B: Backend> {
+    /// Residual stream snapshots.
+    pub hidden: HiddenStates<B>,
+    /// Router choices of every layer.
+    pub router: Vec<Option<RouterChoices>>,
+}
+
+/// Host-side view of a full-sequence input: positions per row and the explicit mask.
+fn plan_layout<B: Backend>(
+    input: &ForwardInput<B>,
+) -> (Vec<Vec<usize>>, Option<Tensor<B, 4, Bool>>) {
+    let [b, t] = input.input_ids.dims();
+    let device = input.input_ids.device();
+    let host_ints = |x: &Tensor<B, 2, Int>| -> Vec<i64> { x.clone().into_data().iter::<i64>().collect() };
+    let mut positions: Vec<Vec<usize>> = match &input.position_ids {
+        Some(p) => host_ints(p).chunks(t).map(|r| r.iter().map(|&x| x.max(0) as usize).collect()).collect(),
+        None => vec![(0..t).collect(); b],
+    };
+    let allowed: Option<Vec<bool>> = match &input.layout {
+        AttentionLayout::Causal => None,
+        AttentionLayout::CausalPadded { key_mask } => {
+            let km: Vec<bool> = key_mask.clone().into_data().iter::<bool>().collect();
+            let mut m = vec![false; b * t * t];
+            for r in 0..b {
+                for i in 0..t {
+                    for j in 0..=i {
+                        m[(r * t + i) * t + j] = km[r * t + j] || i == j;
+                    }
+                }
+            }
+            Some(m)
+        }
+        AttentionLayout::Packed { segment_ids } => {
+            let seg = host_ints(segment_ids);
+            let mut m = vec![false; b * t * t];
+            for r in 0..b {
+                for i in 0..t {
+                    for j in 0..=i {
+                        m[(r * t + i) * t + j] = seg[r * t + i] == seg[r * t + j];
+                    }
+                }
+            }
+            if input.position_ids.is_none() {
+                for (r, row) in positions.iter_mut().enumerate() {
+                    let mut p = 0;
+                    for i in 0..t {
+                        if i > 0 && seg[r * t + i] != seg[r * t + i - 1] {
+                            p = 0;
+                        }
+                        row[i] = p;
+                        p += 1;
+                    }
+                }
+            }
+            Some(m)
+        }
+    };
+    let mask = allowed.map(|a| {
+        let masked: Vec<bool> = a.into_iter().map(|x| !x).collect();
+        Tensor::<B, 4, Bool>::from_data(TensorData::new(masked, [b, 1, t, t]), &device)
+    });
+    (positions, mask)
+}
+
+impl<B: Backend> DeepseekV3ForCausalLM<B> {
+    /// Shapes of this model's KV cache.
+    pub fn cache_shape(&self) -> MlaCacheShape {
+        let c = &self.config;
+        MlaCacheShape {
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            kv_lora_rank: c.kv_lora_rank,
+            rope_dim: c.qk_rope_head_dim,
+            qk_head_dim: c.qk_head_dim(),
+            v_head_dim: c.v_head_dim,
+        }
+    }
+
+    /// A cache in a chosen layout (`Expanded` exists for benchmarks and checks).
+    pub fn new_cache_with_layout(&self, slots: usize, capacity: usize, layout: KvLayout) -> MlaCache<B> {
+        MlaCache::new(self.cache_shape(), layout, slots, capacity, self.dtype(), &self.device())
+    }
+
+    /// cos/sin `[rows, 1, t, half]` for per-row positions (one table row if all rows agree).
+    fn rope_ctx(&self, positions: &[Vec<usize>], mask: Option<Tensor<B, 4, Bool>>) -> AttnCtx<B> {
+        let device = self.device();
+        let rows: Vec<&Vec<usize>> = if positions.iter().all(|p| p == &positions[0]) {
+            vec![&positions[0]]
+        } else {
+            positions.iter().collect()
+        };
+        let t = rows[0].len();
+        let (cos, sin) = self.rope.tables::<B>(rows.iter().map(|r| r.as_slice()), &device);
+        let half = self.config.qk_rope_head_dim / 2;
+        let dtype = self.dtype();
+        AttnCtx {
+            cos: cos.reshape([rows.len(), 1, t, half]).cast(dtype),
+            sin: sin.reshape([rows.len(), 1, t, half]).cast(dtype),
+            mask,
+            interleaved: self.rope.interleaved,
+        }
+    }
+
+    /// Full forward recording what `record` asks for.
+    fn run(&self, input: ForwardInput<B>, record: bool) -> (Tensor<B, 3>, Option<DeepseekTrace<B>>) {
+        let (positions, mask) = plan_layout(&input);
+        let ctx = self.rope_ctx(&positions, mask);
+        let mut x = self.model.embed_tokens.forward(input.input_ids);
+        let embed = record.then(|| x.clone());
+        let mut layers = Vec::new();
+        let mut router = Vec::new();
+        for layer in &self.model.layers {
+            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &ctx);
+            x = x + h;
+            let (h, choices) = layer.ffn(layer.post_attention_layernorm.forward(x.clone()), record);
+            x = x + h;
+            if record {
+                layers.push(x.clone());
+                router.push(choices);
+            }
+        }
+        let out = self.model.norm.forward(x);
+        let trace = embed.map(|embed| DeepseekTrace {
+            hidden: HiddenStates { embed, layers, final_norm: out.clone() },
+            router,
+        });
+        (out, trace)
+    }
+
+    /// Full forward returning hidden states and router choices of every layer (for
+    /// comparisons with reference implementations and routing statistics).
+    pub fn forward_traced(&self, input: ForwardInput<B>) -> DeepseekTrace<B> {
+        self.run(input, true).1.expect("recorded")
+    }
+
+    /// Cached forward with an explicit choice of absorbed (latent-space) vs up-projected
+    /// attention; [`CausalLm::forward_cached`] absorbs for single-token decode steps.
+    pub fn forward_cached_with(
+        &self,
+        input: CachedInput<B>,
+        cache: &mut MlaCache<B>,
+        absorb: bool,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let [n, t] = input.input_ids.dims();
+        if input.slots.len() != n {
+            return Err(ModelError::InvalidInput(format!(
+                "{} slots for {n} input rows",
+                input.slots.len()
+            )));
+        }
+        let mut seen = vec![false; cache.num_slots()];
+        for &s in &input.slots {
+            if s >= seen.len() || std::mem::replace(&mut seen[s], true) {
+                return Err(ModelError::InvalidInput(format!(
+                    "slot {s} is out of range or repeated (cache has {} slots)",
+                    seen.len()
+                )));
+            }
+        }
+        let valid = match &input.lengths {
+            Some(l) if l.len() != n || l.iter().any(|&v| v > t) => {
+                return Err(ModelError::InvalidInput(format!("lengths {l:?} do not fit {n} rows of {t}")))
+            }
+            Some(l) => l.clone(),
+            None => vec![t; n],
+        };
+        let starts: Vec<usize> = input.slots.iter().map(|&s| cache.len(s)).collect();
+        for r in 0..n {
+            if starts[r] + valid[r] > cache.capacity() {
+                return Err(ModelError::InvalidInput(format!(
+                    "slot {} would hold {} tokens, capacity is {}",
+                    input.slots[r],
+                    starts[r] + valid[r],
+                    cache.capacity()
+                )));
+            }
+        }
+        let kv_len = (0..n).map(|r| starts[r] + valid[r]).max().unwrap_or(0).max(1);
+        let positions: Vec<Vec<usize>> = starts.iter().map(|&s| (s..s + t).collect()).collect();
+        // Query i of row r (position start+i) sees keys 0..=start+i.
+        let uniform = starts.iter().all(|&s| s == starts[0]) && starts[0] + t == kv_len;
+        let mask = (!uniform).then(|| {
+            let mut m = vec![false; n * t * kv_len];
+            for r in 0..n {
+                for i in 0..t {
+                    for j in 0..kv_len {
+                        m[(r * t + i) * kv_len + j] = j > starts[r] + i;
+                    }
+                }
+            }
+            Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [n, 1, t, kv_len]), &self.device())
+        });
+        let ctx = self.rope_ctx(&positions, mask);
+        let rows = CacheRows { slots: input.slots.clone(), starts, valid: valid.clone(), kv_len, absorb };
+        let mut x = self.model.embed_tokens.forward(input.input_ids);
+        for (li, layer) in self.model.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(x.clone());
+            x = x + layer.self_attn.forward_cached(h, &ctx, cache, li, &rows);
+            x = x.clone() + layer.ffn(layer.post_attention_layernorm.forward(x), false).0;
+        }
+        for (r, &s) in input.slots.iter().enumerate() {
+            cache.lens[s] += valid[r];
+        }
+        Ok(self.model.norm.forward(x))
+    }
+}
+
+impl<B: Backend> CausalLm<B> for DeepseekV3ForCausalLM<B> {
+    type Cache = MlaCache<B>;
+
+    fn config(&self) -> &ModelConfig {
+        &self.model_config
+    }
+
+    fn device(&self) -> B::Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.model.embed_tokens.weight.val().dtype()
+    }
+
+    fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
+        self.run(input, false).0
+    }
+
+    fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B> {
+        self.forward_traced(input).hidden
+    }
+
+    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
+    }
+
+    fn new_cache(&self, slots: usize, capacity: usize) -> MlaCache<B> {
+        self.new_cache_with_layout(slots, capacity, KvLayout::Latent)
+    }
+
+    fn forward_cached(
+        &self,
+        input: CachedInput<B>,
+        cache: &mut MlaCache<B>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        // Decode (one new token per row) attends in latent space; prefill chunks up-project the
+        // latents, which costs fewer FLOPs when many queries share them.
+        let absorb = input.input_ids.dims()[1] == 1;
+        self.forward_cached_with(input, cache, absorb)
+    }
+}

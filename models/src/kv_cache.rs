@@ -1,0 +1,87 @@
+//! Preallocated per-slot key/value cache of the GQA decoder.
+//!
+//! One `[slots, kv_heads, capacity, head_dim]` tensor per layer for keys and one for values,
+//! allocated once; new tokens are written in place (the tensor is uniquely owned, so Burn's
+//! `slice_assign` reuses its buffer) and sequences are forgotten by resetting a length.
+
+use burn::prelude::*;
+use burn::tensor::DType;
+
+use crate::lm::KvCache;
+
+/// Keys and values of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerKv<B: Backend> {
+    /// `[slots, kv_heads, capacity, head_dim]`.
+    pub k: Tensor<B, 4>,
+    /// `[slots, kv_heads, capacity, head_dim]`.
+    pub v: Tensor<B, 4>,
+}
+
+/// Cache of a Qwen2/Llama decoder.
+#[derive(Clone, Debug)]
+pub struct DecoderCache<B: Backend> {
+    /// Per layer.
+    pub layers: Vec<LayerKv<B>>,
+    /// Tokens cached per slot.
+    pub lens: Vec<usize>,
+    capacity: usize,
+}
+
+impl<B: Backend> DecoderCache<B> {
+    /// Zero-filled cache for `layers` layers.
+    pub fn new(
+        layers: usize,
+        slots: usize,
+        kv_heads: usize,
+        capacity: usize,
+        head_dim: usize,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Self {
+        let shape = [slots, kv_heads, capacity, head_dim];
+        let layers = (0..layers)
+            .map(|_| LayerKv { k: Tensor::zeros(shape, (device, dtype)), v: Tensor::zeros(shape, (device, dtype)) })
+            .collect();
+        DecoderCache { layers, lens: vec![0; slots], capacity }
+    }
+}
+
+impl<B: Backend> KvCache for DecoderCache<B> {
+    fn num_slots(&self) -> usize {
+        self.lens.len()
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self, slot: usize) -> usize {
+        self.lens[slot]
+    }
+    fn reset(&mut self, slot: usize) {
+        self.lens[slot] = 0;
+    }
+    fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| 2 * l.k.shape().num_elements() * l.k.dtype().size())
+            .sum()
+    }
+}
+
+/// Where each row of a cached forward reads and writes: computed once per forward from the
+/// cache lengths, shared by all layers.
+#[derive(Clone, Debug)]
+pub struct CachePlan {
+    /// Cache slot of each row.
+    pub slots: Vec<usize>,
+    /// Tokens already cached per row (= position of the row's first new token).
+    pub offsets: Vec<usize>,
+    /// Valid new tokens per row (≤ t).
+    pub lengths: Vec<usize>,
+    /// New tokens per row including padding.
+    pub t: usize,
+    /// Keys read per row: `max(offset + t)` clamped to capacity.
+    pub key_len: usize,
+    /// Rows are slots `0..n` in order (reads can slice instead of gather).
+    pub contiguous: bool,
+}

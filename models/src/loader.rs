@@ -1,0 +1,78 @@
+//! `load_model`: a HF checkpoint directory → a ready [`Model`] on a device.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::DType;
+
+use crate::config::{GenerationConfig, ModelConfig};
+use crate::error::ModelError;
+use crate::model::Model;
+use crate::weights::{CheckpointWeights, RandomWeights, SafetensorsFiles};
+
+/// A loaded checkpoint: the model plus everything around it the caller needs.
+#[derive(Debug)]
+pub struct LoadedModel<B: Backend> {
+    /// The network.
+    pub model: Model<B>,
+    /// Parsed config.json.
+    pub config: ModelConfig,
+    /// Parsed generation_config.json (or defaults from config.json).
+    pub generation: GenerationConfig,
+    /// Tensors in the files that the architecture did not use (also logged as a warning).
+    pub unused_tensors: Vec<String>,
+    /// The directory it came from.
+    pub dir: PathBuf,
+}
+
+/// Loads `dir` (config.json, generation_config.json, model.safetensors or an index + shards)
+/// onto `device`, casting floats to `dtype` (F32, F16 or BF16).
+pub fn load_model<B: Backend>(dir: &Path, device: &B::Device, dtype: DType) -> Result<LoadedModel<B>, ModelError> {
+    load_model_with(dir, device, dtype, |_| Ok(()))
+}
+
+/// Like [`load_model`], but lets the caller prepare the opened files first (install a
+/// [`crate::weights::DtypeDecoder`] for FP8 checkpoints).
+pub fn load_model_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    dtype: DType,
+    prepare: impl FnOnce(&mut SafetensorsFiles) -> Result<(), ModelError>,
+) -> Result<LoadedModel<B>, ModelError> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(ModelError::InvalidInput(format!("compute dtype must be f32, f16 or bf16, got {dtype:?}")));
+    }
+    let config = ModelConfig::from_dir(dir)?;
+    let generation = GenerationConfig::from_dir(dir, &config)?;
+    let mut files = SafetensorsFiles::open(dir)?;
+    prepare(&mut files)?;
+    let mut weights = CheckpointWeights::<B>::new(&files, device, dtype);
+    let model = Model::<B>::load(&config, &mut weights)?;
+    let unused_tensors = files.unused();
+    if !unused_tensors.is_empty() {
+        let shown: Vec<&str> = unused_tensors.iter().take(8).map(String::as_str).collect();
+        tracing::warn!(
+            dir = %dir.display(),
+            count = unused_tensors.len(),
+            "checkpoint tensors not used by {}: {}{}",
+            config.architecture.class_name(),
+            shown.join(", "),
+            if unused_tensors.len() > shown.len() { ", …" } else { "" }
+        );
+    }
+    Ok(LoadedModel { model, config, generation, unused_tensors, dir: dir.to_path_buf() })
+}
+
+/// A freshly initialised model for `config` (norms 1, biases 0, other weights
+/// `N(0, std²)`), seeded through the backend RNG: benchmarks and training from scratch.
+pub fn random_model<B: Backend>(
+    config: &ModelConfig,
+    device: &B::Device,
+    dtype: DType,
+    std: f64,
+    seed: u64,
+) -> Result<Model<B>, ModelError> {
+    B::seed(device, seed);
+    let mut w = RandomWeights::<B>::new(device, dtype, std, config.tie_word_embeddings);
+    Model::<B>::load(config, &mut w)
+}
