@@ -36,6 +36,7 @@ mod extract;
 mod lexer;
 mod normalize;
 mod parse;
+mod parse_expr;
 mod prose;
 
 pub use equiv::{answers_equivalent, cluster_answers, grade_answer};
