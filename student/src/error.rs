@@ -1,0 +1,68 @@
+//! Errors of the trainer. Every variant names the file, key or tensor at fault so that a
+//! failed run can be fixed without reading the code.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training or merge run.
+#[derive(Debug, thiserror::Error)]
+pub enum StudentError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TOML config (or a `--set` override) is malformed or has an unknown key.
+    #[error("config {path}: {msg}")]
+    Config {
+        /// The config file (or `--set` for overrides).
+        path: String,
+        /// What is wrong, with the key.
+        msg: String,
+    },
+    /// A JSON state/manifest file is malformed.
+    #[error("{path}: invalid JSON: {msg}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        msg: String,
+    },
+    /// Training data could not be loaded or is unusable.
+    #[error("data: {0}")]
+    Data(String),
+    /// The model could not be loaded, built or saved.
+    #[error("model: {0}")]
+    Model(String),
+    /// A checkpoint (weights, optimizer or trainer state) is missing or inconsistent.
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A numerical problem that makes continuing pointless (e.g. a NaN loss).
+    #[error("training diverged at step {step}: {msg}")]
+    Diverged {
+        /// The optimizer step.
+        step: u64,
+        /// What was observed.
+        msg: String,
+    },
+}
+
+impl StudentError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StudentError> = std::result::Result<T, E>;

@@ -1,0 +1,46 @@
+//! Small file helpers: every output is written to a temporary sibling and renamed, so a crash
+//! never leaves a half-written file under the final name.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Result, StudentError};
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| StudentError::io(dir, e))?;
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| StudentError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| StudentError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| StudentError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| StudentError::io(path, e))
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(value).map_err(|e| StudentError::Json {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads and parses a JSON file, naming the file on error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|e| StudentError::io(path, e))?;
+    serde_json::from_str(&s).map_err(|e| StudentError::Json {
+        path: path.into(),
+        msg: e.to_string(),
+    })
+}
+
+/// Replaces directory `dst` by the fully written directory `tmp` (same parent).
+pub fn replace_dir(tmp: &Path, dst: &Path) -> Result<()> {
+    if dst.exists() {
+        std::fs::remove_dir_all(dst).map_err(|e| StudentError::io(dst, e))?;
+    }
+    std::fs::rename(tmp, dst).map_err(|e| StudentError::io(dst, e))
+}

@@ -1,0 +1,441 @@
+//! AdamW with PyTorch's exact semantics, gradient accumulation and global-norm clipping.
+//!
+//! Burn 0.21's AdamW has no parameter groups, clips per tensor and leaves params without a
+//! gradient untouched; `torch.optim.AdamW` decays every trainable parameter it steps (a
+//! zero gradient still decays), and HF clips by the global norm. This module keeps its own
+//! moments, keyed by HF parameter name so that they survive a save/load (Burn's `ParamId`s do
+//! not), and applies the update of `torch.optim.AdamW(foreach=False)`:
+//! `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β1)`, `v ← β2·v + (1 − β2)·g²`,
+//! `p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+
+use crate::error::{Result, StudentError};
+use crate::params::{is_no_decay, PathStack};
+
+/// Hyperparameters of one AdamW instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamWParams {
+    /// (β1, β2).
+    pub betas: [f64; 2],
+    /// ε outside the square root.
+    pub eps: f64,
+    /// Decoupled weight decay for parameters not matched by `no_decay`.
+    pub weight_decay: f64,
+    /// Name substrings exempt from decay (`[]` = decay everything).
+    pub no_decay: Vec<String>,
+}
+
+/// First and second moments of one parameter, flattened.
+#[derive(Debug, Clone)]
+struct Moments<B: Backend> {
+    exp_avg: Tensor<B, 1>,
+    exp_avg_sq: Tensor<B, 1>,
+}
+
+/// AdamW state: step count and moments keyed by parameter name.
+#[derive(Debug)]
+pub struct AdamW<B: Backend> {
+    /// Hyperparameters.
+    pub params: AdamWParams,
+    /// Optimizer steps taken so far (PyTorch's per-param `step`, equal for all params here).
+    pub step: u64,
+    moments: HashMap<String, Moments<B>>,
+}
+
+impl<B: Backend> AdamW<B> {
+    /// A fresh optimizer (no moments, step 0).
+    pub fn new(params: AdamWParams) -> Self {
+        Self {
+            params,
+            step: 0,
+            moments: HashMap::new(),
+        }
+    }
+
+    /// Applies one update to every trainable float parameter of `module`.
+    ///
+    /// `grads` holds the (accumulated) gradients on the inner backend; a trainable parameter
+    /// without one is stepped with a zero gradient (so it is decayed, as in PyTorch).
+    /// `grad_scale` multiplies every gradient first (the global-norm clip coefficient).
+    pub fn step<AB, M>(&mut self, module: M, grads: &mut GradientsParams, lr: f64, grad_scale: f64) -> M
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.step += 1;
+        let t = self.step as i32;
+        let [b1, b2] = self.params.betas;
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let mut mapper = AdamWMapper::<AB> {
+            opt: self,
+            grads,
+            lr,
+            grad_scale,
+            step_size: lr / bc1,
+            bc2_sqrt,
+            stack: PathStack::default(),
+            _b: std::marker::PhantomData,
+        };
+        module.map(&mut mapper)
+    }
+
+    /// Writes the moments to a safetensors file (`<name>.exp_avg`, `<name>.exp_avg_sq`, f32).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Vec<u8>, usize)> = Vec::new();
+        let mut names: Vec<&String> = self.moments.keys().collect();
+        names.sort();
+        for name in names {
+            let m = &self.moments[name];
+            for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
+                let v: Vec<f32> = t.clone().into_data().iter::<f32>().collect();
+                let n = v.len();
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                tensors.push((format!("{name}.{suffix}"), bytes, n));
+            }
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(k, b, n)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*n], b)
+                    .map(|v| (k.clone(), v))
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| StudentError::Checkpoint {
+                path: path.into(),
+                msg: e.to_string(),
+            })?;
+        let bytes = safetensors::serialize(views, None).map_err(|e| StudentError::Checkpoint {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+
+    /// Restores moments written by [`AdamW::save`] (the step count lives in the trainer state).
+    pub fn load(&mut self, path: &Path, step: u64, device: &B::Device) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| StudentError::io(path, e))?;
+        let ck = |msg: String| StudentError::Checkpoint {
+            path: path.into(),
+            msg,
+        };
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ck(e.to_string()))?;
+        let mut pending: HashMap<String, (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>)> = HashMap::new();
+        for (key, view) in st.tensors() {
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(ck(format!("{key}: expected F32, found {:?}", view.dtype())));
+            }
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let n = v.len();
+            let t = Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device);
+            let (name, which) = key
+                .rsplit_once('.')
+                .ok_or_else(|| ck(format!("bad key {key}")))?;
+            let e = pending.entry(name.to_string()).or_default();
+            match which {
+                "exp_avg" => e.0 = Some(t),
+                "exp_avg_sq" => e.1 = Some(t),
+                _ => return Err(ck(format!("bad key {key}"))),
+            }
+        }
+        self.moments.clear();
+        for (name, (m, v)) in pending {
+            match (m, v) {
+                (Some(exp_avg), Some(exp_avg_sq)) => {
+                    self.moments.insert(name, Moments { exp_avg, exp_avg_sq });
+                }
+                _ => return Err(ck(format!("{name}: exp_avg/exp_avg_sq incomplete"))),
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+
+    /// Number of parameters with moments.
+    pub fn num_tracked(&self) -> usize {
+        self.moments.len()
+    }
+}
+
+struct AdamWMapper<'a, AB: AutodiffBackend> {
+    opt: &'a mut AdamW<AB::InnerBackend>,
+    grads: &'a mut GradientsParams,
+    lr: f64,
+    grad_scale: f64,
+    step_size: f64,
+    bc2_sqrt: f64,
+    stack: PathStack,
+    _b: std::marker::PhantomData<AB>,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        if !tensor.is_require_grad() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let name = self.stack.path();
+        let p = tensor.inner();
+        let dims = p.dims();
+        let n: usize = dims.iter().product();
+        let g = match self.grads.remove::<AB::InnerBackend, D>(id) {
+            Some(g) => g.reshape([n]),
+            None => Tensor::zeros([n], &p.device()),
+        };
+        let g = if self.grad_scale != 1.0 {
+            g.mul_scalar(self.grad_scale)
+        } else {
+            g
+        };
+        let [b1, b2] = self.opt.params.betas;
+        let Moments { exp_avg, exp_avg_sq } = self.opt.moments.remove(&name).unwrap_or_else(|| Moments {
+            exp_avg: Tensor::zeros([n], &g.device()),
+            exp_avg_sq: Tensor::zeros([n], &g.device()),
+        });
+        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+        let exp_avg = exp_avg.clone() + (g.clone() - exp_avg).mul_scalar(1.0 - b1);
+        let exp_avg_sq = exp_avg_sq.mul_scalar(b2) + g.square().mul_scalar(1.0 - b2);
+        let wd = if is_no_decay(&name, &self.opt.params.no_decay) {
+            0.0
+        } else {
+            self.opt.params.weight_decay
+        };
+        let mut pf = p.reshape([n]);
+        if wd != 0.0 {
+            pf = pf.mul_scalar(1.0 - self.lr * wd);
+        }
+        let denom = exp_avg_sq
+            .clone()
+            .sqrt()
+            .div_scalar(self.bc2_sqrt)
+            .add_scalar(self.opt.params.eps);
+        let pf = pf - (exp_avg.clone() / denom).mul_scalar(self.step_size);
+        self.opt.moments.insert(name, Moments { exp_avg, exp_avg_sq });
+        let new = Tensor::<AB, D>::from_inner(pf.reshape(dims)).require_grad();
+        Param::from_mapped_value(id, new, mapper)
+    }
+}
+
+/// Sums gradients over micro-batches, keyed by `ParamId`, on the inner backend.
+#[derive(Default)]
+pub struct GradAccumulator {
+    grads: GradientsParams,
+}
+
+struct Collect<'a, AB: AutodiffBackend> {
+    src: &'a mut AB::Gradients,
+    dst: &'a mut GradientsParams,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        let t = param.val();
+        if !t.is_require_grad() {
+            return;
+        }
+        if let Some(g) = t.grad_remove(self.src) {
+            let g = match self.dst.remove::<AB::InnerBackend, D>(param.id) {
+                Some(prev) => prev + g,
+                None => g,
+            };
+            self.dst.register::<AB::InnerBackend, D>(param.id, g);
+        }
+    }
+}
+
+impl GradAccumulator {
+    /// An empty accumulator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the gradients of one backward pass for every trainable parameter of `module`.
+    pub fn add<AB: AutodiffBackend, M: AutodiffModule<AB>>(&mut self, module: &M, mut grads: AB::Gradients) {
+        let mut c = Collect::<AB> {
+            src: &mut grads,
+            dst: &mut self.grads,
+        };
+        module.visit(&mut c);
+    }
+
+    /// Takes the sum, leaving the accumulator empty.
+    pub fn take(&mut self) -> GradientsParams {
+        std::mem::take(&mut self.grads)
+    }
+}
+
+struct SquareSum<'a, AB: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    acc: Option<Tensor<AB::InnerBackend, 1>>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for SquareSum<'_, AB> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
+            let s = g.square().sum();
+            self.acc = Some(match self.acc.take() {
+                Some(a) => a + s,
+                None => s,
+            });
+        }
+    }
+}
+
+/// Global L2 norm of all gradients of `module`'s parameters (a tied weight counted once),
+/// as `torch.nn.utils.clip_grad_norm_` reports it before clipping.
+pub fn global_grad_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M, grads: &GradientsParams) -> f64 {
+    let mut v = SquareSum::<AB> { grads, acc: None };
+    module.visit(&mut v);
+    match v.acc {
+        Some(a) => a.into_scalar().elem::<f64>().sqrt(),
+        None => 0.0,
+    }
+}
+
+/// The factor `clip_grad_norm_` multiplies gradients by: `min(1, max_norm / (norm + 1e-6))`;
+/// 1 when clipping is off (`max_norm == 0`).
+pub fn clip_coefficient(norm: f64, max_norm: f64) -> f64 {
+    if max_norm <= 0.0 {
+        1.0
+    } else {
+        (max_norm / (norm + 1e-6)).min(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::Module;
+
+    type AB = Autodiff<Flex>;
+
+    #[derive(Module, Debug)]
+    struct Toy<B: Backend> {
+        weight: Param<Tensor<B, 2>>,
+        norm: Param<Tensor<B, 1>>,
+        unused: Param<Tensor<B, 1>>,
+    }
+
+    fn toy() -> Toy<AB> {
+        let dev = Default::default();
+        Toy {
+            weight: Param::from_tensor(Tensor::from_floats([[1.0, -2.0], [0.5, 3.0]], &dev)),
+            norm: Param::from_tensor(Tensor::from_floats([1.0, 1.0], &dev)),
+            unused: Param::from_tensor(Tensor::from_floats([2.0], &dev)),
+        }
+    }
+
+    /// Reference: a hand-rolled scalar AdamW in f64, exactly torch's update.
+    fn reference(p: f64, grads: &[f64], lr: f64, wd: f64) -> f64 {
+        let (b1, b2, eps) = (0.9f64, 0.95f64, 1e-8f64);
+        let (mut p, mut m, mut v) = (p, 0.0, 0.0);
+        for (i, &g) in grads.iter().enumerate() {
+            let t = (i + 1) as i32;
+            p *= 1.0 - lr * wd;
+            m += (g - m) * (1.0 - b1);
+            v = b2 * v + (1.0 - b2) * g * g;
+            let denom = v.sqrt() / (1.0 - b2.powi(t)).sqrt() + eps;
+            p -= lr / (1.0 - b1.powi(t)) * m / denom;
+        }
+        p
+    }
+
+    #[test]
+    fn matches_torch_update_with_groups_and_zero_grad_decay() {
+        let dev = Default::default();
+        let mut model = toy();
+        let mut opt = AdamW::<Flex>::new(AdamWParams {
+            betas: [0.9, 0.95],
+            eps: 1e-8,
+            weight_decay: 0.1,
+            no_decay: vec!["norm".into()],
+        });
+        let x = Tensor::<AB, 1>::from_floats([0.3, -0.7], &dev);
+        let mut history: Vec<Vec<f64>> = vec![vec![]; 6];
+        for _ in 0..3 {
+            // loss = sum(W x * norm) ; unused param gets no grad
+            let y = model.weight.val().matmul(x.clone().unsqueeze_dim(1)).squeeze_dim::<1>(1) * model.norm.val();
+            let loss = y.sum();
+            let grads = loss.backward();
+            let mut acc = GradAccumulator::new();
+            acc.add(&model, grads);
+            let mut g = acc.take();
+            let gw: Vec<f64> = g.get::<Flex, 2>(model.weight.id).unwrap().into_data().iter::<f64>().collect();
+            let gn: Vec<f64> = g.get::<Flex, 1>(model.norm.id).unwrap().into_data().iter::<f64>().collect();
+            for i in 0..4 {
+                history[i].push(gw[i]);
+            }
+            history[4].push(gn[0]);
+            history[5].push(gn[1]);
+            model = opt.step::<AB, _>(model, &mut g, 1e-2, 1.0);
+        }
+        let w: Vec<f64> = model.weight.val().into_data().iter::<f64>().collect();
+        let init_w = [1.0, -2.0, 0.5, 3.0];
+        for i in 0..4 {
+            assert!((w[i] - reference(init_w[i], &history[i], 1e-2, 0.1)).abs() < 1e-6, "w[{i}]");
+        }
+        let n: Vec<f64> = model.norm.val().into_data().iter::<f64>().collect();
+        assert!((n[0] - reference(1.0, &history[4], 1e-2, 0.0)).abs() < 1e-6);
+        // the unused param has no grad: torch with a zero grad only decays it
+        let u: f64 = model.unused.val().into_scalar().elem();
+        assert!((u - 2.0 * (1.0 - 1e-3f64).powi(3)).abs() < 1e-6, "{u}");
+        assert_eq!(opt.num_tracked(), 3);
+    }
+
+    #[test]
+    fn global_norm_and_clip() {
+        let dev: <Flex as Backend>::Device = Default::default();
+        let model = toy();
+        let mut g = GradientsParams::new();
+        g.register::<Flex, 2>(model.weight.id, Tensor::from_floats([[3.0, 0.0], [0.0, 0.0]], &dev));
+        g.register::<Flex, 1>(model.norm.id, Tensor::from_floats([0.0, 4.0], &dev));
+        let n = global_grad_norm::<AB, _>(&model, &g);
+        assert!((n - 5.0).abs() < 1e-9);
+        assert!((clip_coefficient(n, 1.0) - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
+        assert_eq!(clip_coefficient(n, 0.0), 1.0);
+        assert_eq!(clip_coefficient(0.5, 1.0), 1.0);
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = toy();
+        let mut opt = AdamW::<Flex>::new(AdamWParams {
+            betas: [0.9, 0.95],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            no_decay: vec![],
+        });
+        let mut g = GradientsParams::new();
+        g.register::<Flex, 2>(model.weight.id, Tensor::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev));
+        model = opt.step::<AB, _>(model, &mut g, 1e-3, 1.0);
+        let f = dir.path().join("optimizer.safetensors");
+        opt.save(&f).unwrap();
+        let mut back = AdamW::<Flex>::new(opt.params.clone());
+        back.load(&f, opt.step, &dev).unwrap();
+        assert_eq!(back.num_tracked(), 3);
+        let a: Vec<f32> = opt.moments["weight"].exp_avg_sq.clone().into_data().iter::<f32>().collect();
+        let b: Vec<f32> = back.moments["weight"].exp_avg_sq.clone().into_data().iter::<f32>().collect();
+        assert_eq!(a, b);
+        let _ = model;
+    }
+}
