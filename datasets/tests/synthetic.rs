@@ -96,7 +96,7 @@ fn files_load_as_problem_sets_and_tokenizer_fits_the_task() {
     assert!(tok.bos_token_id().is_some() && tok.pad_token_id().is_some());
 
     // Generation prompt = prefix of the full SFT conversation; traces are short.
-    let mut longest = 0;
+    let (mut longest, mut total, mut prompt_total) = (0, 0, 0);
     for e in &splits.train {
         let prompt = tok.apply_chat_template(&e.messages()[..1], true).unwrap();
         let full = tok.apply_chat_template(&e.messages(), false).unwrap();
@@ -107,7 +107,16 @@ fn files_load_as_problem_sets_and_tokenizer_fits_the_task() {
         let f_ids = tok.encode(&full, false).unwrap();
         assert_eq!(&f_ids[..p_ids.len()], &p_ids[..], "token-level prefix");
         longest = longest.max(f_ids.len() - p_ids.len());
+        total += f_ids.len() - p_ids.len();
+        prompt_total += p_ids.len();
     }
+    let n = splits.train.len();
+    eprintln!(
+        "synthetic: vocab {}, mean prompt {} tokens, mean completion {} tokens (max {longest})",
+        tok.vocab_size(),
+        prompt_total / n,
+        total / n
+    );
     assert!(longest <= 80, "completion of {longest} tokens");
     // skip_special_tokens keeps the reasoning delimiters.
     let ids = tok.encode("<think>\n1\n</think><|end_of_text|>", false).unwrap();
