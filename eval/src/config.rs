@@ -1,0 +1,417 @@
+//! Eval run configuration (`configs/eval/*.toml`) and `--set key=value` overrides.
+//!
+//! Defaults are the DeepSeek-R1 evaluation protocol: temperature 0.6, top-p 0.95, 32,768 new
+//! tokens, k = 64 samples for AIME and 4 for MATH-500, no system prompt, the model's own chat
+//! template, and the user prompt `problem + "\nPlease reason step by step, and put your final
+//! answer within \boxed{}."`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::benchmarks::Columns;
+use crate::summary::Role;
+use crate::EvalError;
+
+/// The R1 user-prompt template; `{problem}` is replaced by the problem text.
+pub const R1_PROMPT_TEMPLATE: &str =
+    "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.";
+
+/// Which kind of backend serves the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// The in-process `models` engine over a Hugging Face checkpoint directory (batched).
+    #[default]
+    Native,
+    /// Any OpenAI-compatible endpoint (SGLang, vLLM, DeepSeek API, `distill serve`).
+    Openai,
+}
+
+impl BackendKind {
+    /// `native` / `openai`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Native => "native",
+            BackendKind::Openai => "openai",
+        }
+    }
+}
+
+/// In-process engine sizing for `backend = "native"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativeSettings {
+    /// Sequences decoded together. Default: `model.concurrency`.
+    pub max_batch: Option<usize>,
+    /// KV-cache capacity per sequence (prompt + completion tokens). Default:
+    /// `protocol.max_tokens` + 2048 so no prompt is cut short of its full budget.
+    pub max_seq_len: Option<usize>,
+}
+
+/// The model under evaluation and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Label in tables and reports. Default: the checkpoint's last path component.
+    pub name: Option<String>,
+    /// `teacher` (the reference `eval compare` measures deltas against) or `student` (default).
+    pub role: Role,
+    /// `native` (default) or `openai`.
+    pub backend: BackendKind,
+    /// Native: the HF checkpoint directory. OpenAI: the served model name (sent as `model`).
+    /// Required.
+    pub checkpoint: String,
+    /// Requests kept in flight (native: also the default decode batch). Default 64.
+    pub concurrency: usize,
+    /// OpenAI-compatible client settings, exactly the teacher sampler's `[openai]` table
+    /// (`base_urls`, `api_key_env`, `timeout_s`, retries, `stream`, `extra_body`, …); its
+    /// `model` is replaced by `checkpoint`.
+    pub openai: teacher::OpenAiConfig,
+    /// Native engine sizing.
+    pub native: NativeSettings,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            role: Role::Student,
+            backend: BackendKind::Native,
+            checkpoint: String::new(),
+            concurrency: 64,
+            openai: teacher::OpenAiConfig::default(),
+            native: NativeSettings::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The label used in reports.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            Path::new(self.checkpoint.trim_end_matches('/'))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.checkpoint.clone())
+        })
+    }
+}
+
+/// Sampling protocol shared by all benchmarks of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Default 0.6 (R1).
+    pub temperature: f32,
+    /// Default 0.95 (R1).
+    pub top_p: f32,
+    /// New-token budget. Default 32768 (R1).
+    pub max_tokens: u32,
+    /// User message; `{problem}` is replaced. Default [`R1_PROMPT_TEMPLATE`].
+    pub prompt_template: String,
+    /// System message. Default none (R1 recommends none).
+    pub system_prompt: Option<String>,
+    /// Run seed; per-sample seeds derive from it and the sample identity. Default 0.
+    pub seed: u64,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.6,
+            top_p: 0.95,
+            max_tokens: 32768,
+            prompt_template: R1_PROMPT_TEMPLATE.into(),
+            system_prompt: None,
+            seed: 0,
+        }
+    }
+}
+
+/// One benchmark of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkConfig {
+    /// Shipped name (`aime2024`, `aime2025`, `math500`) or, with `path`, any label.
+    pub name: String,
+    /// Samples per problem. Default: the shipped benchmark's R1 value (64 AIME, 4 MATH-500),
+    /// else 1.
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// A JSONL/Parquet problem file instead of a shipped set.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Column names in that file.
+    #[serde(default)]
+    pub columns: Columns,
+    /// Score only the first N problems (smoke tests). Default: all.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl BenchmarkConfig {
+    /// k for this benchmark.
+    pub fn samples(&self) -> usize {
+        self.samples
+            .or_else(|| crate::benchmarks::shipped(&self.name).map(|b| b.default_samples))
+            .unwrap_or(1)
+    }
+}
+
+/// Statistics options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// Bootstrap resamples for the 95% CI. Default 10000.
+    pub bootstrap_resamples: usize,
+    /// Bootstrap seed. Default 0.
+    pub bootstrap_seed: u64,
+    /// Equal-count length bins for accuracy-vs-length. Default 8.
+    pub length_bins: usize,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self { bootstrap_resamples: 10_000, bootstrap_seed: 0, length_bins: 8 }
+    }
+}
+
+/// A whole `distill eval run` configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Run directory (records, summary.json, summary.md). Required.
+    pub out_dir: PathBuf,
+    /// The model.
+    pub model: ModelConfig,
+    /// Sampling protocol. Default: R1.
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+    /// Benchmarks to score. Default: aime2024, aime2025, math500.
+    #[serde(default = "default_benchmarks")]
+    pub benchmarks: Vec<BenchmarkConfig>,
+    /// Statistics options.
+    #[serde(default)]
+    pub stats: StatsConfig,
+    /// Completed samples per Parquet shard (each shard is a resume checkpoint). Default 256.
+    #[serde(default = "default_shard_size")]
+    pub shard_size: usize,
+}
+
+fn default_shard_size() -> usize {
+    256
+}
+
+fn default_benchmarks() -> Vec<BenchmarkConfig> {
+    ["aime2024", "aime2025", "math500"]
+        .into_iter()
+        .map(|n| BenchmarkConfig {
+            name: n.into(),
+            samples: None,
+            path: None,
+            columns: Columns::default(),
+            limit: None,
+        })
+        .collect()
+}
+
+impl EvalConfig {
+    /// Parses TOML text after applying `--set key=value` overrides; `origin` names the file in
+    /// errors. Relative paths stay relative to the working directory, like every CLI path.
+    pub fn from_toml(text: &str, overrides: &[String], origin: &str) -> Result<Self, EvalError> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| EvalError::Invalid(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let cfg: EvalConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| EvalError::Invalid(format!("{origin}: {e}")))?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Reads a config file and applies overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, EvalError> {
+        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+        Self::from_toml(&text, overrides, &path.display().to_string())
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), EvalError> {
+        let bad = |m: String| Err(EvalError::Invalid(format!("{origin}: {m}")));
+        if self.model.checkpoint.is_empty() {
+            return bad("`model.checkpoint` is required (checkpoint dir or served model name)".into());
+        }
+        if !(0.0..=2.0).contains(&self.protocol.temperature) {
+            return bad(format!("`protocol.temperature` = {} is outside [0, 2]", self.protocol.temperature));
+        }
+        if !(self.protocol.top_p > 0.0 && self.protocol.top_p <= 1.0) {
+            return bad(format!("`protocol.top_p` = {} is outside (0, 1]", self.protocol.top_p));
+        }
+        if self.protocol.max_tokens == 0 {
+            return bad("`protocol.max_tokens` must be positive".into());
+        }
+        if !self.protocol.prompt_template.contains("{problem}") {
+            return bad("`protocol.prompt_template` must contain `{problem}`".into());
+        }
+        if self.benchmarks.is_empty() {
+            return bad("`benchmarks` is empty".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for b in &self.benchmarks {
+            if !names.insert(&b.name) {
+                return bad(format!("benchmark `{}` listed twice", b.name));
+            }
+            if b.path.is_none() && crate::benchmarks::shipped(&b.name).is_none() {
+                return bad(format!("benchmark `{}` is not shipped and has no `path`", b.name));
+            }
+            if b.samples() == 0 {
+                return bad(format!("benchmark `{}`: samples must be ≥ 1", b.name));
+            }
+            if b.name.contains(['/', '\\']) || b.name.starts_with('.') {
+                return bad(format!("benchmark name `{}` must be a plain file-name-safe label", b.name));
+            }
+        }
+        if self.model.backend == BackendKind::Openai && self.model.openai.base_urls.is_empty() {
+            return bad("`model.openai.base_urls` is empty".into());
+        }
+        if self.model.concurrency == 0 || self.shard_size == 0 {
+            return bad("`model.concurrency` and `shard_size` must be ≥ 1".into());
+        }
+        Ok(())
+    }
+
+    /// The user message for one problem.
+    pub fn render_prompt(&self, problem: &str) -> String {
+        self.protocol.prompt_template.replace("{problem}", problem)
+    }
+}
+
+/// Applies one `a.b.c=value` override to a TOML tree. The value is parsed as a TOML value
+/// (`0.7`, `true`, `[1, 2]`, `"x"`), falling back to a plain string; numeric path parts index
+/// arrays (`benchmarks.0.samples=8`). Missing tables are created.
+pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<(), EvalError> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| EvalError::Invalid(format!("--set `{spec}`: expected key=value")))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(EvalError::Invalid(format!("--set `{spec}`: empty key")));
+    }
+    let value = parse_value(raw.trim());
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        node = match node {
+            toml::Value::Table(t) => {
+                if last {
+                    t.insert(part.to_string(), value);
+                    return Ok(());
+                }
+                t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()))
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = part.parse().map_err(|_| {
+                    EvalError::Invalid(format!("--set `{key}`: `{part}` must be an array index"))
+                })?;
+                let len = a.len();
+                let slot = a.get_mut(idx).ok_or_else(|| {
+                    EvalError::Invalid(format!("--set `{key}`: index {idx} out of range (len {len})"))
+                })?;
+                if last {
+                    *slot = value;
+                    return Ok(());
+                }
+                slot
+            }
+            _ => {
+                return Err(EvalError::Invalid(format!(
+                    "--set `{key}`: `{}` is not a table",
+                    parts[..i].join(".")
+                )))
+            }
+        };
+    }
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "out_dir = \"runs/x\"\n[model]\ncheckpoint = \"ckpt/qwen\"\n";
+
+    #[test]
+    fn defaults_are_the_r1_protocol() {
+        let c = EvalConfig::from_toml(MIN, &[], "t.toml").unwrap();
+        assert_eq!(c.protocol.temperature, 0.6);
+        assert_eq!(c.protocol.top_p, 0.95);
+        assert_eq!(c.protocol.max_tokens, 32768);
+        assert_eq!(c.protocol.system_prompt, None);
+        assert_eq!(c.benchmarks.len(), 3);
+        assert_eq!(c.benchmarks[0].samples(), 64);
+        assert_eq!(c.benchmarks[2].samples(), 4);
+        assert_eq!(c.model.display_name(), "qwen");
+        assert_eq!(
+            c.render_prompt("What is 1+1?"),
+            "What is 1+1?\nPlease reason step by step, and put your final answer within \\boxed{}."
+        );
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_arrays() {
+        let text = format!("{MIN}[[benchmarks]]\nname = \"math500\"\n");
+        let sets = [
+            "protocol.temperature=0.7".to_string(),
+            "model.name=my model".into(),
+            "benchmarks.0.samples=8".into(),
+            "model.openai.base_urls=[\"http://127.0.0.1:1/v1\"]".into(),
+        ];
+        let c = EvalConfig::from_toml(&text, &sets, "t.toml").unwrap();
+        assert_eq!(c.protocol.temperature, 0.7);
+        assert_eq!(c.model.name.as_deref(), Some("my model"));
+        assert_eq!(c.benchmarks[0].samples(), 8);
+        assert_eq!(c.model.openai.base_urls, vec!["http://127.0.0.1:1/v1".to_string()]);
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let e = EvalConfig::from_toml(&format!("{MIN}bogus = 1\n"), &[], "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains("bogus"), "{e}");
+        let e = EvalConfig::from_toml(MIN, &["protocol.top_p=0".into()], "t.toml").unwrap_err().to_string();
+        assert!(e.contains("top_p"), "{e}");
+        let e = EvalConfig::from_toml(MIN, &["nokey".into()], "t.toml").unwrap_err().to_string();
+        assert!(e.contains("key=value"), "{e}");
+        let e = EvalConfig::from_toml(&format!("{MIN}[[benchmarks]]\nname = \"mine\"\n"), &[], "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mine"), "{e}");
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/eval");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.starts_with("# distill eval run --config configs/eval/"), "{}", path.display());
+                EvalConfig::load(&path, &["model.checkpoint=x".into()])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "expected r1/aime2024/aime2025/math500 configs, found {n}");
+    }
+}
