@@ -71,7 +71,7 @@ impl NearDupConfig {
         if self.num_perm == 0 {
             return bad("num_perm", "must be at least 1");
         }
-        if self.bands == 0 || self.num_perm % self.bands != 0 {
+        if self.bands == 0 || !self.num_perm.is_multiple_of(self.bands) {
             return bad("bands", &format!("must be ≥ 1 and divide num_perm ({})", self.num_perm));
         }
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
