@@ -111,7 +111,7 @@ pub fn generate_requests<B: Backend, M: CausalLm<B>>(
     }
     let max_seq_len = requests
         .iter()
-        .map(|r| r.prompt.len() + r.params.max_new_tokens)
+        .map(|r| r.prompt.len() + r.params.max_new_tokens.max(1))
         .max()
         .unwrap_or(1);
     let config = EngineConfig { max_batch: max_batch.clamp(1, requests.len()), max_seq_len, ..Default::default() };

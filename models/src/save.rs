@@ -233,7 +233,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Resul
             d => st_dtype(d)?,
         };
         let bytes = data.as_bytes().len();
-        header.insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": data.shape, "data_offsets": [offset, offset + bytes] }));
+        header.insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": data.shape.to_vec(), "data_offsets": [offset, offset + bytes] }));
         offset += bytes;
     }
     let mut h = serde_json::to_string(&serde_json::Value::Object(header)).expect("serialisable").into_bytes();
