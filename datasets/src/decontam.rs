@@ -4,8 +4,11 @@
 //! sets scraped from the web routinely contain AIME and MATH test problems. Following open-r1's
 //! `decontaminate.py` (and GPT-3's 13-gram rule), a training text is contaminated when it shares
 //! any word n-gram with a benchmark problem, after normalisation (lower case, punctuation and
-//! LaTeX markup dropped, see [`crate::dedup::normalized_words`]). A benchmark problem shorter than
-//! n words is matched as a whole word sequence instead, so short MATH-500 items are not exempt.
+//! LaTeX markup dropped, operators kept; see [`crate::dedup::normalized_words`]). A benchmark
+//! problem shorter than n tokens is matched as a whole token sequence instead, so short MATH-500
+//! items are not exempt — but only as a complete expression: a match followed by an operator or a
+//! number, or preceded by an operator, is the start or end of a *different* problem
+//! ("Compute 7 + 5." inside "Compute 7 + 5 * 2.") and does not count.
 //!
 //! The shipped benchmarks (`eval/benchmarks/*.jsonl`) are compiled into the binary, so the check
 //! works from any directory; any other problem file (JSONL or Parquet, e.g. the quickstart's test
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedup::{hash_words, normalized_words};
+use crate::dedup::{hash_words, is_operator, normalized_words};
 use crate::DatasetError;
 
 /// The benchmark files shipped in `eval/benchmarks/`, embedded at compile time: `(name, jsonl)`.
@@ -205,12 +208,16 @@ impl ContaminationIndex {
                 }
             }
         }
+        let continues = |t: &str| is_operator(t) || t.chars().all(|c| c.is_ascii_digit());
         for (&len, table) in &self.short {
             if len > words.len() {
                 break;
             }
-            for window in words.windows(len) {
-                if let Some(origin) = table.get(&hash_words(window)) {
+            for (start, window) in words.windows(len).enumerate() {
+                let Some(origin) = table.get(&hash_words(window)) else { continue };
+                let before_ok = start == 0 || !is_operator(&words[start - 1]);
+                let after_ok = words.get(start + len).is_none_or(|t| !continues(t));
+                if before_ok && after_ok {
                     return Some(found(window, origin));
                 }
             }
@@ -251,6 +258,13 @@ mod tests {
         assert!(index.check("Here: compute \\dbinom{31}{1} please").is_some());
         assert!(index.check("compute dbinom 31 2").is_none());
         assert!(index.check("31 1").is_none());
+        assert!(index.check("compute \\dbinom{31}{1} + 1").is_none());
+        // Quickstart-style arithmetic: the same expression matches, longer or different ones not.
+        index.add_problem("test", "t1", "Compute 7 + 5 - 3.");
+        assert!(index.check("Compute 7 + 5 - 3.\nPlease reason step by step.").is_some());
+        assert!(index.check("Compute 7 + 5 - 3 * 2.").is_none());
+        assert!(index.check("Compute 2 * 7 + 5 - 3.").is_none());
+        assert!(index.check("Compute 7 * 5 - 3.").is_none());
     }
 
     #[test]

@@ -81,13 +81,43 @@ impl NearDupConfig {
     }
 }
 
-/// Lower-cased maximal runs of alphanumeric characters: the word sequence that both
-/// decontamination and MinHash compare, so LaTeX spacing, punctuation and case do not matter.
+/// Math operators kept as tokens of their own: "7 + 5" and "7 * 5" are different problems.
+const OPERATORS: &str = "+-*/=<>^";
+
+/// Whether a normalised token is one of the kept operator symbols.
+pub fn is_operator(token: &str) -> bool {
+    token.len() == 1 && OPERATORS.contains(token)
+}
+
+/// The token sequence that both decontamination and MinHash compare: lower-cased maximal runs of
+/// alphanumeric characters, plus each math operator (`+ - * / = < > ^`, with `−`, `×`, `÷` mapped
+/// to ASCII) as its own token. Spacing, case, other punctuation and LaTeX markup (`$`, `\`,
+/// braces) do not matter, so `$3x+5=20$` and `3x + 5 = 20` normalise alike.
 pub fn normalized_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect()
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            word.extend(c.to_lowercase());
+            continue;
+        }
+        if !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        let op = match c {
+            '\u{2212}' => '-',
+            '\u{d7}' => '*',
+            '\u{f7}' => '/',
+            c => c,
+        };
+        if OPERATORS.contains(op) {
+            out.push(op.to_string());
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
 }
 
 /// A stable 64-bit hash (FNV-1a followed by the splitmix64 finaliser). Unlike `std`'s hasher it
@@ -334,7 +364,9 @@ mod tests {
 
     #[test]
     fn words_ignore_case_and_punctuation() {
-        assert_eq!(normalized_words("Find $x^2+3$, then ADD."), ["find", "x", "2", "3", "then", "add"]);
+        assert_eq!(normalized_words("Find $x^2+3$, then ADD."), ["find", "x", "^", "2", "+", "3", "then", "add"]);
+        assert_eq!(normalized_words("$3x+5=20$"), normalized_words("3x + 5 = 20"));
+        assert_eq!(normalized_words("7 − 2 × 3"), normalized_words("7 - 2 * 3"));
     }
 
     #[test]

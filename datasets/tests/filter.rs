@@ -220,3 +220,37 @@ fn bad_inputs_are_named() {
     assert!(err.contains("missing-test.jsonl"), "{err}");
     assert!(!dir.path().join("o/manifest.json").exists());
 }
+
+/// Throughput benchmark (not a test; run with `--ignored --nocapture`): 20,000 traces of ~1,500
+/// words, 4 per problem, with every rule enabled. Prints rows/s for the whole run.
+#[test]
+#[ignore]
+fn filter_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    fs::create_dir_all(&traces).unwrap();
+    let n = 20_000u32;
+    let vocab: Vec<String> = (0..5000).map(|i| format!("w{i}")).collect();
+    let mut state = 0x9e37_79b9_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut shard = Vec::new();
+    for i in 0..n {
+        let words: Vec<&str> = (0..1500).map(|_| vocab[(next() % 5000) as usize].as_str()).collect();
+        let mut r = row(&format!("q{:06}", i / 4), i % 4, &format!("Problem {} about {} things", i / 4, i), words.join(" "));
+        r.completion_tokens = 2000;
+        shard.push(r);
+        if shard.len() == 1000 {
+            write_trace_shard(&traces.join(format!("shard-{i:06}.parquet")), &shard).unwrap();
+            shard.clear();
+        }
+    }
+    let start = std::time::Instant::now();
+    let report = run_filter(&traces, &dir.path().join("out"), &FilterConfig::default()).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    println!("filtered {} rows ({} kept) in {secs:.2}s: {:.0} rows/s", report.input_rows, report.kept, f64::from(n) / secs);
+}
