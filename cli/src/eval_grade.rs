@@ -55,7 +55,10 @@ fn grade_stream(
         let value: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{lineno}: not valid JSON", name.display()))?;
         let Some(obj) = value.as_object() else {
-            bail!("{}:{lineno}: expected a JSON object with `gold` and `pred`", name.display());
+            bail!(
+                "{}:{lineno}: expected a JSON object with `gold` and `pred`",
+                name.display()
+            );
         };
         let (gold, pred) = match (field(obj, "gold"), field(obj, "pred")) {
             (Ok(g), Ok(p)) => (g, p),
@@ -90,9 +93,16 @@ pub fn run(args: GradeArgs) -> anyhow::Result<()> {
             r
         }
         Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let file_name = path.file_name().context("--out must name a file")?;
-            let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+            let tmp = dir.join(format!(
+                ".{}.tmp-{}",
+                file_name.to_string_lossy(),
+                std::process::id()
+            ));
             let result = (|| {
                 let f = std::fs::File::create(&tmp)
                     .with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -135,9 +145,16 @@ mod tests {
 
         let bad = "{\"gold\": \"1\", \"pred\": \"1\"}\n{\"gold\": \"1\"}\n";
         let err = grade_stream(bad.as_bytes(), Path::new("p.jsonl"), &mut Vec::new()).unwrap_err();
-        assert!(format!("{err:#}").contains("p.jsonl:2: missing field `pred`"), "{err:#}");
-        let err = grade_stream("not json\n".as_bytes(), Path::new("q.jsonl"), &mut Vec::new())
-            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("p.jsonl:2: missing field `pred`"),
+            "{err:#}"
+        );
+        let err = grade_stream(
+            "not json\n".as_bytes(),
+            Path::new("q.jsonl"),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("q.jsonl:1"), "{err:#}");
     }
 }

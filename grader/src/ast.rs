@@ -16,7 +16,10 @@ pub(crate) enum Const {
 /// decimal point, which Math-Verify compares to 6 decimal places rather than exactly.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Expr {
-    Num { value: BigRational, decimal: bool },
+    Num {
+        value: BigRational,
+        decimal: bool,
+    },
     Const(Const),
     Var(String),
     Add(Vec<Expr>),
@@ -34,7 +37,10 @@ pub(crate) enum Expr {
 
 impl Expr {
     pub(crate) fn int(v: i64) -> Expr {
-        Expr::Num { value: BigRational::from_integer(BigInt::from(v)), decimal: false }
+        Expr::Num {
+            value: BigRational::from_integer(BigInt::from(v)),
+            decimal: false,
+        }
     }
 
     /// True when the expression contains a `±` somewhere.
@@ -57,7 +63,11 @@ impl Expr {
             match e {
                 Expr::PlusMinus(a, b) => {
                     *done = true;
-                    let b = if sign { (**b).clone() } else { Expr::Neg(b.clone()) };
+                    let b = if sign {
+                        (**b).clone()
+                    } else {
+                        Expr::Neg(b.clone())
+                    };
                     Expr::Add(vec![(**a).clone(), b])
                 }
                 Expr::Num { .. } | Expr::Const(_) | Expr::Var(_) => e.clone(),
@@ -137,7 +147,12 @@ pub(crate) enum Answer {
     Set(Vec<Answer>),
     /// `(a, b, …)` — a two-element tuple also reads as an open interval.
     Tuple(Vec<Answer>),
-    Interval { lo: Expr, hi: Expr, lo_closed: bool, hi_closed: bool },
+    Interval {
+        lo: Expr,
+        hi: Expr,
+        lo_closed: bool,
+        hi_closed: bool,
+    },
     Union(Vec<Answer>),
     Matrix(Vec<Vec<Expr>>),
     /// A chain `e0 op0 e1 op1 e2 …`.

@@ -29,12 +29,21 @@ fn expand(a: &Answer) -> Answer {
                 }
                 out = out
                     .iter()
-                    .flat_map(|x| if x.has_plus_minus() { x.expand_plus_minus() } else { vec![x.clone()] })
+                    .flat_map(|x| {
+                        if x.has_plus_minus() {
+                            x.expand_plus_minus()
+                        } else {
+                            vec![x.clone()]
+                        }
+                    })
                     .collect();
             }
             Answer::Set(out.into_iter().map(Answer::Expr).collect())
         }
-        Answer::List(v) if v.iter().any(|x| matches!(x, Answer::Expr(e) if e.has_plus_minus())) => {
+        Answer::List(v)
+            if v.iter()
+                .any(|x| matches!(x, Answer::Expr(e) if e.has_plus_minus())) =>
+        {
             let mut items = Vec::new();
             for x in v {
                 match expand(x) {
@@ -69,26 +78,62 @@ fn eq(g: &Answer, p: &Answer, depth: usize) -> bool {
             gops.iter().all(|o| *o == RelOp::Eq)
                 && ge.len() >= 2
                 && only_symbols(&ge[0])
-                && eq(&expand(&A::Expr(ge[ge.len() - 1].clone())), other, depth + 1)
+                && eq(
+                    &expand(&A::Expr(ge[ge.len() - 1].clone())),
+                    other,
+                    depth + 1,
+                )
         }
         (other, A::Rel(pe, pops)) if !matches!(other, A::Rel(..)) && !is_set_like(other) => {
             pops.iter().all(|o| *o == RelOp::Eq)
                 && pe.len() >= 2
-                && eq(other, &expand(&A::Expr(pe[pe.len() - 1].clone())), depth + 1)
+                && eq(
+                    other,
+                    &expand(&A::Expr(pe[pe.len() - 1].clone())),
+                    depth + 1,
+                )
         }
         (
-            A::Interval { lo: a, hi: b, lo_closed: ac, hi_closed: bc },
-            A::Interval { lo: c, hi: d, lo_closed: cc, hi_closed: dc },
+            A::Interval {
+                lo: a,
+                hi: b,
+                lo_closed: ac,
+                hi_closed: bc,
+            },
+            A::Interval {
+                lo: c,
+                hi: d,
+                lo_closed: cc,
+                hi_closed: dc,
+            },
         ) => ac == cc && bc == dc && exprs_eq(a, c) && exprs_eq(b, d),
-        (A::Tuple(t), A::Interval { lo, hi, lo_closed: false, hi_closed: false })
-        | (A::Interval { lo, hi, lo_closed: false, hi_closed: false }, A::Tuple(t)) => {
+        (
+            A::Tuple(t),
+            A::Interval {
+                lo,
+                hi,
+                lo_closed: false,
+                hi_closed: false,
+            },
+        )
+        | (
+            A::Interval {
+                lo,
+                hi,
+                lo_closed: false,
+                hi_closed: false,
+            },
+            A::Tuple(t),
+        ) => {
             t.len() == 2
                 && eq(&t[0], &A::Expr(lo.clone()), depth + 1)
                 && eq(&t[1], &A::Expr(hi.clone()), depth + 1)
         }
         (A::Matrix(a), A::Matrix(b)) => {
             a.len() == b.len()
-                && a.iter().zip(b).all(|(r, s)| r.len() == s.len() && r.iter().zip(s).all(|(x, y)| exprs_eq(x, y)))
+                && a.iter().zip(b).all(|(r, s)| {
+                    r.len() == s.len() && r.iter().zip(s).all(|(x, y)| exprs_eq(x, y))
+                })
         }
         (A::Tuple(a), A::Tuple(b) | A::List(b) | A::Set(b)) => ordered_eq(a, b, depth),
         (A::Set(a) | A::List(a), A::Set(b) | A::List(b) | A::Tuple(b)) => unordered_eq(a, b, depth),
@@ -116,15 +161,23 @@ fn only_symbols(e: &Expr) -> bool {
 }
 
 fn is_collection(a: &Answer) -> bool {
-    matches!(a, Answer::Set(_) | Answer::List(_) | Answer::Tuple(_) | Answer::Union(_))
+    matches!(
+        a,
+        Answer::Set(_) | Answer::List(_) | Answer::Tuple(_) | Answer::Union(_)
+    )
 }
 
 fn is_set_like(a: &Answer) -> bool {
-    matches!(a, Answer::Interval { .. } | Answer::Union(_) | Answer::Tuple(_))
+    matches!(
+        a,
+        Answer::Interval { .. } | Answer::Union(_) | Answer::Tuple(_)
+    )
 }
 
 fn ordered_eq(a: &[Answer], b: &[Answer], depth: usize) -> bool {
-    a.len() == b.len() && a.len() <= MAX_ELEMENTS && a.iter().zip(b).all(|(x, y)| eq(x, y, depth + 1))
+    a.len() == b.len()
+        && a.len() <= MAX_ELEMENTS
+        && a.iter().zip(b).all(|(x, y)| eq(x, y, depth + 1))
 }
 
 fn unordered_eq(a: &[Answer], b: &[Answer], depth: usize) -> bool {
@@ -169,15 +222,34 @@ fn rel_to_set(es: &[Expr], ops: &[RelOp]) -> Option<Answer> {
     match (es, ops) {
         ([a, mid, b], [o1, o2]) if symbolic(mid) && !symbolic(a) && !symbolic(b) => {
             let (lo, hi, lc, hc) = match (o1, o2) {
-                (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => (a, b, *o1 == RelOp::Le, *o2 == RelOp::Le),
-                (RelOp::Gt | RelOp::Ge, RelOp::Gt | RelOp::Ge) => (b, a, *o2 == RelOp::Ge, *o1 == RelOp::Ge),
+                (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => {
+                    (a, b, *o1 == RelOp::Le, *o2 == RelOp::Le)
+                }
+                (RelOp::Gt | RelOp::Ge, RelOp::Gt | RelOp::Ge) => {
+                    (b, a, *o2 == RelOp::Ge, *o1 == RelOp::Ge)
+                }
                 _ => return None,
             };
-            Some(Answer::Interval { lo: lo.clone(), hi: hi.clone(), lo_closed: lc, hi_closed: hc })
+            Some(Answer::Interval {
+                lo: lo.clone(),
+                hi: hi.clone(),
+                lo_closed: lc,
+                hi_closed: hc,
+            })
         }
         ([Expr::Var(_), b], [op]) => Some(match op {
-            RelOp::Lt | RelOp::Le => Answer::Interval { lo: neg_inf, hi: b.clone(), lo_closed: false, hi_closed: *op == RelOp::Le },
-            RelOp::Gt | RelOp::Ge => Answer::Interval { lo: b.clone(), hi: pos_inf, lo_closed: *op == RelOp::Ge, hi_closed: false },
+            RelOp::Lt | RelOp::Le => Answer::Interval {
+                lo: neg_inf,
+                hi: b.clone(),
+                lo_closed: false,
+                hi_closed: *op == RelOp::Le,
+            },
+            RelOp::Gt | RelOp::Ge => Answer::Interval {
+                lo: b.clone(),
+                hi: pos_inf,
+                lo_closed: *op == RelOp::Ge,
+                hi_closed: false,
+            },
             _ => return None,
         }),
         ([a, Expr::Var(_)], [op]) => {
@@ -268,7 +340,10 @@ fn proportional(a: &Expr, b: &Expr) -> bool {
 
 fn div(x: C, y: C) -> C {
     let d = y.re * y.re + y.im * y.im;
-    C { re: (x.re * y.re + x.im * y.im) / d, im: (x.im * y.re - x.re * y.im) / d }
+    C {
+        re: (x.re * y.re + x.im * y.im) / d,
+        im: (x.im * y.re - x.re * y.im) / d,
+    }
 }
 
 fn vars_of(a: &Expr, b: &Expr) -> Vec<String> {
@@ -383,7 +458,11 @@ fn scalar_eq(a: &Expr, b: &Expr) -> bool {
         if !x.is_finite() || !y.is_finite() {
             return false;
         }
-        return if decimal { close_rounded(x, y) } else { close(x, y, 1e-9) };
+        return if decimal {
+            close_rounded(x, y)
+        } else {
+            close(x, y, 1e-9)
+        };
     }
     let mut checked = 0;
     for k in 0..SAMPLE_POINTS {

@@ -20,7 +20,11 @@ impl Prepared {
 
 pub(crate) fn prepare(s: &str) -> Prepared {
     let Some(norm) = normalize(s) else {
-        return Prepared { norm: String::new(), text: None, parsed: None };
+        return Prepared {
+            norm: String::new(),
+            text: None,
+            parsed: None,
+        };
     };
     let text = text_key(&norm);
     let parsed = parse_str(&norm);
@@ -128,7 +132,10 @@ pub fn cluster_answers(answers: &[Option<String>]) -> Vec<Option<usize>> {
             let p = prepare(a.as_deref()?);
             if !p.usable() {
                 // Unreadable answers still vote as themselves (by exact text).
-                if let Some(i) = reps.iter().position(|r| !r.norm.is_empty() && r.norm == p.norm) {
+                if let Some(i) = reps
+                    .iter()
+                    .position(|r| !r.norm.is_empty() && r.norm == p.norm)
+                {
                     return Some(i);
                 }
                 if p.norm.is_empty() {
@@ -151,13 +158,22 @@ pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
     let extracted = extract::extract_answer(response);
     if !g.usable() {
         tracing::debug!(gold, "unparseable gold answer");
-        return Grade { verdict: Verdict::UnparseableGold, extracted };
+        return Grade {
+            verdict: Verdict::UnparseableGold,
+            extracted,
+        };
     }
     let Some(answer) = extracted else {
-        return Grade { verdict: Verdict::Incorrect, extracted: None };
+        return Grade {
+            verdict: Verdict::Incorrect,
+            extracted: None,
+        };
     };
     if prepared_eq(&g, &prepare(&answer)) {
-        return Grade { verdict: Verdict::Correct, extracted: Some(answer) };
+        return Grade {
+            verdict: Verdict::Correct,
+            extracted: Some(answer),
+        };
     }
     // Several distinct boxes form a set only when the gold is a set/list.
     if matches!(g.parsed, Some(Answer::Set(_) | Answer::List(_))) {
@@ -165,9 +181,15 @@ pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
         if boxes.len() > 1 {
             let joined = boxes.join(", ");
             if prepared_eq(&g, &prepare(&joined)) {
-                return Grade { verdict: Verdict::Correct, extracted: Some(joined) };
+                return Grade {
+                    verdict: Verdict::Correct,
+                    extracted: Some(joined),
+                };
             }
         }
     }
-    Grade { verdict: Verdict::Incorrect, extracted: Some(answer) }
+    Grade {
+        verdict: Verdict::Incorrect,
+        extracted: Some(answer),
+    }
 }

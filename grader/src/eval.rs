@@ -164,7 +164,10 @@ pub(crate) struct C {
     pub im: f64,
 }
 
-const NAN: C = C { re: f64::NAN, im: 0.0 };
+const NAN: C = C {
+    re: f64::NAN,
+    im: 0.0,
+};
 
 impl C {
     pub(crate) fn real(re: f64) -> C {
@@ -174,39 +177,61 @@ impl C {
         self.re.is_finite() && self.im.is_finite()
     }
     fn add(self, o: C) -> C {
-        C { re: self.re + o.re, im: self.im + o.im }
+        C {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
     }
     fn mul(self, o: C) -> C {
         if self.im == 0.0 && o.im == 0.0 {
             return C::real(self.re * o.re);
         }
-        C { re: self.re * o.re - self.im * o.im, im: self.re * o.im + self.im * o.re }
+        C {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
     }
     fn div(self, o: C) -> C {
         if self.im == 0.0 && o.im == 0.0 {
-            return if o.re == 0.0 { NAN } else { C::real(self.re / o.re) };
+            return if o.re == 0.0 {
+                NAN
+            } else {
+                C::real(self.re / o.re)
+            };
         }
         let d = o.re * o.re + o.im * o.im;
         if d == 0.0 {
             return NAN;
         }
-        C { re: (self.re * o.re + self.im * o.im) / d, im: (self.im * o.re - self.re * o.im) / d }
+        C {
+            re: (self.re * o.re + self.im * o.im) / d,
+            im: (self.im * o.re - self.re * o.im) / d,
+        }
     }
     fn neg(self) -> C {
-        C { re: -self.re, im: -self.im }
+        C {
+            re: -self.re,
+            im: -self.im,
+        }
     }
     pub(crate) fn abs(self) -> f64 {
         self.re.hypot(self.im)
     }
     fn ln(self) -> C {
-        C { re: self.abs().ln(), im: self.im.atan2(self.re) }
+        C {
+            re: self.abs().ln(),
+            im: self.im.atan2(self.re),
+        }
     }
     fn exp(self) -> C {
         let m = self.re.exp();
         if self.im == 0.0 {
             return C::real(m);
         }
-        C { re: m * self.im.cos(), im: m * self.im.sin() }
+        C {
+            re: m * self.im.cos(),
+            im: m * self.im.sin(),
+        }
     }
     fn pow(self, e: C) -> C {
         if e.im == 0.0 && e.re.fract() == 0.0 && e.re.abs() <= 64.0 {
@@ -245,8 +270,12 @@ pub(crate) fn numeric(e: &Expr, env: &[(String, C)]) -> C {
         Expr::Const(Const::I) => C { re: 0.0, im: 1.0 },
         Expr::Const(Const::Inf) => C::real(f64::INFINITY),
         Expr::Var(v) => env.iter().find(|(n, _)| n == v).map_or(NAN, |(_, x)| *x),
-        Expr::Add(v) => v.iter().fold(C::real(0.0), |acc, x| acc.add(numeric(x, env))),
-        Expr::Mul(v) => v.iter().fold(C::real(1.0), |acc, x| acc.mul(numeric(x, env))),
+        Expr::Add(v) => v
+            .iter()
+            .fold(C::real(0.0), |acc, x| acc.add(numeric(x, env))),
+        Expr::Mul(v) => v
+            .iter()
+            .fold(C::real(1.0), |acc, x| acc.mul(numeric(x, env))),
         Expr::Neg(a) => numeric(a, env).neg(),
         Expr::Percent(a) => numeric(a, env).div(C::real(100.0)),
         Expr::Div(a, b) => numeric(a, env).div(numeric(b, env)),
@@ -282,7 +311,11 @@ fn func(name: &str, a: &[C]) -> C {
         "sqrt" => x.sqrt(),
         "root" => {
             let n = a.get(1).copied().unwrap_or(NAN);
-            if x.im == 0.0 && n.im == 0.0 && x.re < 0.0 && n.re.fract() == 0.0 && n.re as i64 % 2 != 0
+            if x.im == 0.0
+                && n.im == 0.0
+                && x.re < 0.0
+                && n.re.fract() == 0.0
+                && n.re as i64 % 2 != 0
             {
                 C::real(-(-x.re).powf(1.0 / n.re))
             } else {
@@ -329,7 +362,11 @@ fn func(name: &str, a: &[C]) -> C {
                 return NAN;
             }
             let it = a.iter().map(|v| v.re);
-            C::real(if name == "max" { it.fold(f64::MIN, f64::max) } else { it.fold(f64::MAX, f64::min) })
+            C::real(if name == "max" {
+                it.fold(f64::MIN, f64::max)
+            } else {
+                it.fold(f64::MAX, f64::min)
+            })
         }
         _ => NAN,
     }

@@ -56,7 +56,9 @@ pub fn extract_final_boxes(response: &str) -> Vec<String> {
             let between = &text[span.1.min(next.0)..next.0];
             let lower = between.to_ascii_lowercase();
             let separated = between.contains([',', ';'])
-                || lower.split(|c: char| !c.is_ascii_alphabetic()).any(|w| w == "and" || w == "or");
+                || lower
+                    .split(|c: char| !c.is_ascii_alphabetic())
+                    .any(|w| w == "and" || w == "or");
             let close = between.len() < 10 || (between.len() < 70 && separated && span.2 != next.2);
             if !close {
                 break;
@@ -224,17 +226,32 @@ mod tests {
 
     #[test]
     fn boxes_nested_and_bare() {
-        assert_eq!(extract_answer("so \\boxed{\\frac{1}{2}}.").as_deref(), Some("\\frac{1}{2}"));
+        assert_eq!(
+            extract_answer("so \\boxed{\\frac{1}{2}}.").as_deref(),
+            Some("\\frac{1}{2}")
+        );
         assert_eq!(extract_answer("\\boxed 5 done").as_deref(), Some("5"));
-        assert_eq!(extract_answer("\\boxed{1} then \\fbox{2}").as_deref(), Some("2"));
-        assert_eq!(extract_answer("<think>\\boxed{1}</think> \\boxed{3}").as_deref(), Some("3"));
+        assert_eq!(
+            extract_answer("\\boxed{1} then \\fbox{2}").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            extract_answer("<think>\\boxed{1}</think> \\boxed{3}").as_deref(),
+            Some("3")
+        );
         assert_eq!(extract_answer("<think>\\boxed{1} and more"), None);
     }
 
     #[test]
     fn phrases_and_numbers() {
-        assert_eq!(extract_answer("The final answer is $42$. Thanks").as_deref(), Some("42"));
-        assert_eq!(extract_answer("Answer: 7\nmore text here").as_deref(), Some("7"));
+        assert_eq!(
+            extract_answer("The final answer is $42$. Thanks").as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            extract_answer("Answer: 7\nmore text here").as_deref(),
+            Some("7")
+        );
         assert_eq!(
             extract_answer("we tried many things and eventually got 1,234 apples").as_deref(),
             Some("1234")

@@ -45,15 +45,42 @@ pub(crate) enum Tok {
 
 /// Commands whose argument is text rather than math.
 const TEXT_COMMANDS: [&str; 10] = [
-    "text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname",
+    "text",
+    "textbf",
+    "textit",
+    "textrm",
+    "mathrm",
+    "mathbf",
+    "mathit",
+    "mbox",
+    "operatorname",
     "textnormal",
 ];
 
 /// Commands that only change appearance and are dropped.
 const IGNORED_COMMANDS: [&str; 22] = [
-    "left", "right", "displaystyle", "quad", "qquad", "bigl", "bigr", "Bigl", "Bigr", "big",
-    "Big", "bigg", "Bigg", "circ", "degree", "mathstrut", "limits", "middle", "textstyle",
-    "boldsymbol", "mathbb", "hfill",
+    "left",
+    "right",
+    "displaystyle",
+    "quad",
+    "qquad",
+    "bigl",
+    "bigr",
+    "Bigl",
+    "Bigr",
+    "big",
+    "Big",
+    "bigg",
+    "Bigg",
+    "circ",
+    "degree",
+    "mathstrut",
+    "limits",
+    "middle",
+    "textstyle",
+    "boldsymbol",
+    "mathbb",
+    "hfill",
 ];
 
 /// Commands that models glue to the next letter (`\quadx`); matched only for unknown names.
@@ -71,7 +98,8 @@ pub(crate) fn lex(s: &str) -> Option<Vec<Tok>> {
             '0'..='9' | '.' => {
                 let start = i;
                 let mut seen_dot = false;
-                while i < chars.len() && (chars[i].is_ascii_digit() || (chars[i] == '.' && !seen_dot))
+                while i < chars.len()
+                    && (chars[i].is_ascii_digit() || (chars[i] == '.' && !seen_dot))
                 {
                     if chars[i] == '.' {
                         // `3.` at the end of a sentence, or `1..5`, is not a decimal point.

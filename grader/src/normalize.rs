@@ -6,13 +6,76 @@ pub(crate) const MAX_ANSWER_CHARS: usize = 2000;
 
 /// Unit words dropped when they trail a value (`5 cm`, `12\text{ inches}`).
 const UNITS: [&str; 70] = [
-    "cm", "mm", "km", "m", "meter", "meters", "metre", "metres", "centimeter", "centimeters",
-    "kilometer", "kilometers", "in", "inch", "inches", "ft", "feet", "foot", "yard", "yards",
-    "mile", "miles", "mph", "kmh", "units", "unit", "sq", "square", "cubic", "degree", "degrees",
-    "deg", "radian", "radians", "rad", "dollar", "dollars", "cent", "cents", "hour", "hours",
-    "hr", "hrs", "minute", "minutes", "min", "mins", "second", "seconds", "sec", "s", "day",
-    "days", "week", "weeks", "month", "months", "year", "years", "kg", "g", "gram", "grams",
-    "lb", "lbs", "pound", "pounds", "liter", "liters", "l",
+    "cm",
+    "mm",
+    "km",
+    "m",
+    "meter",
+    "meters",
+    "metre",
+    "metres",
+    "centimeter",
+    "centimeters",
+    "kilometer",
+    "kilometers",
+    "in",
+    "inch",
+    "inches",
+    "ft",
+    "feet",
+    "foot",
+    "yard",
+    "yards",
+    "mile",
+    "miles",
+    "mph",
+    "kmh",
+    "units",
+    "unit",
+    "sq",
+    "square",
+    "cubic",
+    "degree",
+    "degrees",
+    "deg",
+    "radian",
+    "radians",
+    "rad",
+    "dollar",
+    "dollars",
+    "cent",
+    "cents",
+    "hour",
+    "hours",
+    "hr",
+    "hrs",
+    "minute",
+    "minutes",
+    "min",
+    "mins",
+    "second",
+    "seconds",
+    "sec",
+    "s",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "month",
+    "months",
+    "year",
+    "years",
+    "kg",
+    "g",
+    "gram",
+    "grams",
+    "lb",
+    "lbs",
+    "pound",
+    "pounds",
+    "liter",
+    "liters",
+    "l",
 ];
 
 /// Cleans an answer string; returns `None` when it is too long to be an answer.
@@ -75,7 +138,11 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         }
     }
     t = percent_words(&t);
-    t = t.trim().trim_start_matches('$').trim_end_matches('$').to_string();
+    t = t
+        .trim()
+        .trim_start_matches('$')
+        .trim_end_matches('$')
+        .to_string();
     t = strip_trailing_units(&t);
     t = remove_thin_space_thousands(&t);
     t = words_to_commas(&t);
@@ -169,7 +236,13 @@ fn fix_doubled_backslashes(s: &str) -> String {
 /// `28 percent`, `28 pct`, `28 percentage` → `28%`.
 fn percent_words(s: &str) -> String {
     let t = s.trim_end();
-    for w in ["percentage", "percent", "pct", "\\text{percent}", "\\text{ percent}"] {
+    for w in [
+        "percentage",
+        "percent",
+        "pct",
+        "\\text{percent}",
+        "\\text{ percent}",
+    ] {
         if let Some(head) = t.strip_suffix(w) {
             if head.ends_with(|c: char| c.is_ascii_digit() || c == ' ' || c == '$' || c == '}') {
                 return format!("{}%", head.trim_end().trim_end_matches('$'));
@@ -193,7 +266,9 @@ fn remove_comma_thousands(s: &str) -> String {
         && !groups[0].is_empty()
         && groups[0].len() <= 3
         && groups[0].bytes().all(|b| b.is_ascii_digit())
-        && groups[1..].iter().all(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
+        && groups[1..]
+            .iter()
+            .all(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
         && frac.bytes().skip(1).all(|b| b.is_ascii_digit());
     if ok {
         t.replace(',', "")
@@ -247,7 +322,8 @@ fn strip_trailing_units(s: &str) -> String {
 }
 
 fn has_value_char(s: &str) -> bool {
-    s.chars().any(|c| c.is_ascii_digit() || c == '}' || c == ')')
+    s.chars()
+        .any(|c| c.is_ascii_digit() || c == '}' || c == ')')
 }
 
 /// If `s` ends with `\text{…}` (or `\mbox`, `\mathrm`) whose body is a unit phrase, returns `s`
@@ -258,7 +334,14 @@ fn strip_trailing_text_command(s: &str) -> Option<String> {
         return None;
     }
     for cmd in [
-        "\\text", "\\mbox", "\\mathrm", "\\textrm", "\\textnormal", "\\textbf", "\\textit", "\\mathbf",
+        "\\text",
+        "\\mbox",
+        "\\mathrm",
+        "\\textrm",
+        "\\textnormal",
+        "\\textbf",
+        "\\textit",
+        "\\mathbf",
     ] {
         if let Some(p) = s.rfind(cmd) {
             let rest = s[p + cmd.len()..].trim_start();
@@ -298,7 +381,14 @@ fn strip_leading_words(s: &str) -> String {
 pub(crate) fn text_key(s: &str) -> Option<String> {
     let mut t = s.to_string();
     for cmd in [
-        "\\text", "\\textbf", "\\textit", "\\mathrm", "\\mathbf", "\\mbox", "\\textrm", "\\operatorname",
+        "\\text",
+        "\\textbf",
+        "\\textit",
+        "\\mathrm",
+        "\\mathbf",
+        "\\mbox",
+        "\\textrm",
+        "\\operatorname",
     ] {
         t = t.replace(cmd, "");
     }

@@ -24,7 +24,12 @@ pub(crate) fn parse_answer(toks: Vec<Tok>) -> Option<Answer> {
     if toks.is_empty() || toks.len() > MAX_TOKENS {
         return None;
     }
-    let mut p = Parser { toks, pos: 0, depth: 0, abs_depth: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+        abs_depth: 0,
+    };
     let a = p.list()?;
     if p.pos != p.toks.len() {
         return None;
@@ -87,7 +92,11 @@ impl Parser {
             }
             items.push(self.union()?);
         }
-        Some(if items.len() == 1 { items.pop()? } else { Answer::List(items) })
+        Some(if items.len() == 1 {
+            items.pop()?
+        } else {
+            Answer::List(items)
+        })
     }
 
     /// `A \cup B \cup …`.
@@ -161,7 +170,10 @@ impl Parser {
             // `(x, y) = (5, 8)`: named coordinates; the values are the answer.
             if self.peek() == Some(&Tok::Eq) {
                 if let Answer::Tuple(names) = &group {
-                    if names.iter().all(|n| matches!(n, Answer::Expr(Expr::Var(_)))) {
+                    if names
+                        .iter()
+                        .all(|n| matches!(n, Answer::Expr(Expr::Var(_))))
+                    {
                         self.pos += 1;
                         return self.union();
                     }
@@ -203,9 +215,9 @@ impl Parser {
     pub(crate) fn at_item_end(&self) -> bool {
         match self.peek() {
             None => true,
-            Some(Tok::Comma | Tok::Semicolon | Tok::RParen | Tok::RBrack | Tok::RSet | Tok::RBrace) => {
-                true
-            }
+            Some(
+                Tok::Comma | Tok::Semicolon | Tok::RParen | Tok::RBrack | Tok::RSet | Tok::RBrace,
+            ) => true,
             Some(Tok::Cmd(c)) => c == "cup",
             Some(t) => is_separator_word(t),
         }
@@ -300,7 +312,12 @@ impl Parser {
             let hi = items.pop()?;
             let lo = items.pop()?;
             if let (Answer::Expr(lo), Answer::Expr(hi)) = (lo, hi) {
-                return Some(Answer::Interval { lo, hi, lo_closed, hi_closed });
+                return Some(Answer::Interval {
+                    lo,
+                    hi,
+                    lo_closed,
+                    hi_closed,
+                });
             }
             return None;
         }
@@ -368,5 +385,4 @@ impl Parser {
         }
         Some(name)
     }
-
 }

@@ -13,14 +13,50 @@ const FUNCTIONS: [&str; 22] = [
 ];
 
 const GREEK: [&str; 30] = [
-    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta",
-    "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "varphi",
-    "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Omega",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "varepsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "vartheta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "rho",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "varphi",
+    "chi",
+    "psi",
+    "omega",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Omega",
 ];
 
 /// Commands that wrap one argument and mean the argument itself for grading purposes.
-const WRAPPERS: [&str; 9] =
-    ["boxed", "fbox", "overline", "vec", "hat", "bar", "tilde", "mathbf", "underline"];
+const WRAPPERS: [&str; 9] = [
+    "boxed",
+    "fbox",
+    "overline",
+    "vec",
+    "hat",
+    "bar",
+    "tilde",
+    "mathbf",
+    "underline",
+];
 
 impl Parser {
     /// Sum level: terms joined by `+`, `-`, `±`.
@@ -46,13 +82,21 @@ impl Parser {
                 Some(Tok::Pm) => {
                     self.pos += 1;
                     let rhs = self.unary()?;
-                    let lhs = if terms.len() == 1 { terms.pop()? } else { Expr::Add(terms) };
+                    let lhs = if terms.len() == 1 {
+                        terms.pop()?
+                    } else {
+                        Expr::Add(terms)
+                    };
                     terms = vec![Expr::PlusMinus(Box::new(lhs), Box::new(rhs))];
                 }
                 _ => break,
             }
         }
-        Some(if terms.len() == 1 { terms.pop()? } else { Expr::Add(terms) })
+        Some(if terms.len() == 1 {
+            terms.pop()?
+        } else {
+            Expr::Add(terms)
+        })
     }
 
     /// Signs, then a product.
@@ -69,7 +113,8 @@ impl Parser {
             }
             Some(Tok::Pm) => {
                 self.pos += 1;
-                self.unary().map(|e| Expr::PlusMinus(Box::new(Expr::int(0)), Box::new(e)))
+                self.unary()
+                    .map(|e| Expr::PlusMinus(Box::new(Expr::int(0)), Box::new(e)))
             }
             _ => self.product(),
         };
@@ -342,7 +387,10 @@ impl Parser {
                     return None;
                 }
                 self.pos += 1;
-                Some(Expr::Func(if name == "lfloor" { "floor" } else { "ceil" }.into(), vec![e]))
+                Some(Expr::Func(
+                    if name == "lfloor" { "floor" } else { "ceil" }.into(),
+                    vec![e],
+                ))
             }
             n if WRAPPERS.contains(&n) => self.argument(),
             n if FUNCTIONS.contains(&n) => self.function(n),
@@ -460,7 +508,11 @@ pub(crate) fn number(s: &str) -> Option<Expr> {
         None => (mant, ""),
     };
     let digits = format!("{int_part}{frac_part}");
-    let digits = if digits.is_empty() { "0".to_string() } else { digits };
+    let digits = if digits.is_empty() {
+        "0".to_string()
+    } else {
+        digits
+    };
     let num: BigInt = digits.parse().ok()?;
     let scale = frac_part.len() as i32 - exp;
     let ten = BigInt::from(10);

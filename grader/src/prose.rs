@@ -4,8 +4,14 @@
 const MAX_ANSWER_CHARS: usize = 2000;
 
 /// Phrases that announce the answer, most specific first (Math-Verify's priorities).
-const PHRASES: [&str; 6] =
-    ["final answer is", "final answer:", "the answer is", "answer is:", "answer:", "answer"];
+const PHRASES: [&str; 6] = [
+    "final answer is",
+    "final answer:",
+    "the answer is",
+    "answer is:",
+    "answer:",
+    "answer",
+];
 
 /// The answer announced by the last answer phrase, refined to its math part.
 pub(crate) fn after_phrase(text: &str) -> Option<String> {
@@ -128,8 +134,12 @@ pub(crate) fn math_segments(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let delims: [(&str, &str, bool); 4] =
-            [("$$", "$$", true), ("\\[", "\\]", true), ("\\(", "\\)", false), ("$", "$", false)];
+        let delims: [(&str, &str, bool); 4] = [
+            ("$$", "$$", true),
+            ("\\[", "\\]", true),
+            ("\\(", "\\)", false),
+            ("$", "$", false),
+        ];
         let mut advanced = false;
         if b[i] == b'$' || b[i] == b'\\' {
             for (open, close, multiline) in delims {

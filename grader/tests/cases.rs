@@ -44,5 +44,10 @@ fn table_of_cases() {
         }
     }
     assert!(total >= 300, "table shrank to {total} cases");
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -20,41 +20,72 @@ fn truncated_thinking_has_no_answer() {
 
 #[test]
 fn nested_and_bare_boxes() {
-    assert_eq!(extract_answer("\\boxed{\\frac{\\sqrt{3}}{2}}").as_deref(), Some("\\frac{\\sqrt{3}}{2}"));
+    assert_eq!(
+        extract_answer("\\boxed{\\frac{\\sqrt{3}}{2}}").as_deref(),
+        Some("\\frac{\\sqrt{3}}{2}")
+    );
     assert_eq!(extract_answer("so \\boxed 7.").as_deref(), Some("7"));
     assert_eq!(extract_answer("\\fbox{12} end").as_deref(), Some("12"));
-    assert_eq!(extract_answer("\\boxed{\\{1,2\\}}").as_deref(), Some("\\{1,2\\}"));
+    assert_eq!(
+        extract_answer("\\boxed{\\{1,2\\}}").as_deref(),
+        Some("\\{1,2\\}")
+    );
     assert_eq!(grade("1", "\\boxed{1").verdict, Verdict::Incorrect);
 }
 
 #[test]
 fn phrases_then_last_number() {
     assert_eq!(
-        extract_answer("Thus, the final answer is $\\frac{1}{4}$. I hope it is correct.").as_deref(),
+        extract_answer("Thus, the final answer is $\\frac{1}{4}$. I hope it is correct.")
+            .as_deref(),
         Some("\\frac{1}{4}")
     );
     assert_eq!(extract_answer("Answer: 12\n").as_deref(), Some("12"));
-    assert_eq!(extract_answer("We computed it to be\n$$x = 17$$").as_deref(), Some("x = 17"));
-    assert_eq!(grade("17", "We computed it to be\n$$x = 17$$").verdict, Verdict::Correct);
+    assert_eq!(
+        extract_answer("We computed it to be\n$$x = 17$$").as_deref(),
+        Some("x = 17")
+    );
+    assert_eq!(
+        grade("17", "We computed it to be\n$$x = 17$$").verdict,
+        Verdict::Correct
+    );
     assert_eq!(
         extract_answer("there were 3 cats and after that there were 45 dogs left over").as_deref(),
         Some("45")
     );
-    assert_eq!(extract_answer("Answer: $\\$32,\\!348$").as_deref(), Some("\\$32,\\!348"));
-    assert_eq!(grade("\\$32,\\!348", "Answer: $\\$32,\\!348$").verdict, Verdict::Correct);
+    assert_eq!(
+        extract_answer("Answer: $\\$32,\\!348$").as_deref(),
+        Some("\\$32,\\!348")
+    );
+    assert_eq!(
+        grade("\\$32,\\!348", "Answer: $\\$32,\\!348$").verdict,
+        Verdict::Correct
+    );
 }
 
 #[test]
 fn bare_answers_are_taken_whole() {
-    for (gold, pred) in [("\\frac{1}{2}", "\\frac{1}{2}"), ("(1,2)", "(1, 2)"), ("x=3", "3"), ("\\sqrt{2}", "$\\sqrt2$")] {
-        assert_eq!(grade(gold, pred).verdict, Verdict::Correct, "{gold} vs {pred}");
+    for (gold, pred) in [
+        ("\\frac{1}{2}", "\\frac{1}{2}"),
+        ("(1,2)", "(1, 2)"),
+        ("x=3", "3"),
+        ("\\sqrt{2}", "$\\sqrt2$"),
+    ] {
+        assert_eq!(
+            grade(gold, pred).verdict,
+            Verdict::Correct,
+            "{gold} vs {pred}"
+        );
     }
 }
 
 #[test]
 fn several_boxes_form_a_set_only_for_set_golds() {
     let r = "The solutions are $\\boxed{2}$ and $\\boxed{-3}$.";
-    assert_eq!(extract_final_boxes(r), vec!["2".to_string(), "-3".to_string()]);
+    assert_eq!(
+        extract_final_boxes(r),
+        vec!["2".to_string(), "-3".to_string()]
+    );
     let g = grade("-3, 2", r);
     assert_eq!(g.verdict, Verdict::Correct);
     assert_eq!(g.extracted.as_deref(), Some("2, -3"));
@@ -70,6 +101,9 @@ fn unparseable_gold_is_never_correct() {
         let g = grade(gold, "\\boxed{1}");
         assert_eq!(g.verdict, Verdict::UnparseableGold, "gold {gold:?}");
     }
-    assert_eq!(serde_json::to_string(&Verdict::UnparseableGold).unwrap(), "\"unparseable_gold\"");
+    assert_eq!(
+        serde_json::to_string(&Verdict::UnparseableGold).unwrap(),
+        "\"unparseable_gold\""
+    );
     assert_eq!(Verdict::Correct.as_str(), "correct");
 }

@@ -8,12 +8,75 @@ use proptest::prelude::*;
 /// the parser's paths far more often than uniform random text would.
 fn latexish() -> impl Strategy<Value = String> {
     let atoms = prop::sample::select(vec![
-        "1", "2", "0", "7", ".", ",", "x", "y", "e", "i", "+", "-", "*", "/", "^", "_", "(", ")",
-        "[", "]", "{", "}", "\\{", "\\}", "|", "!", "%", "\\%", "=", "<", "\\le", "\\frac",
-        "\\dfrac", "\\sqrt", "\\pi", "\\infty", "\\cup", "\\pm", "\\text{", "\\boxed{", "\\left(",
-        "\\right)", "\\begin{pmatrix}", "\\end{pmatrix}", "&", "\\\\", "\\sin", "\\log_", "\\cdot",
-        "\\times10^", "$", " ", "</think>", "<think>", "and", "cm", "^\\circ", "\\,", "{,}",
-        "\\binom", "\\in", "\\emptyset", "-\\infty", "3.5", "1,000", "\\$", "\\!", "°", "π",
+        "1",
+        "2",
+        "0",
+        "7",
+        ".",
+        ",",
+        "x",
+        "y",
+        "e",
+        "i",
+        "+",
+        "-",
+        "*",
+        "/",
+        "^",
+        "_",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        "\\{",
+        "\\}",
+        "|",
+        "!",
+        "%",
+        "\\%",
+        "=",
+        "<",
+        "\\le",
+        "\\frac",
+        "\\dfrac",
+        "\\sqrt",
+        "\\pi",
+        "\\infty",
+        "\\cup",
+        "\\pm",
+        "\\text{",
+        "\\boxed{",
+        "\\left(",
+        "\\right)",
+        "\\begin{pmatrix}",
+        "\\end{pmatrix}",
+        "&",
+        "\\\\",
+        "\\sin",
+        "\\log_",
+        "\\cdot",
+        "\\times10^",
+        "$",
+        " ",
+        "</think>",
+        "<think>",
+        "and",
+        "cm",
+        "^\\circ",
+        "\\,",
+        "{,}",
+        "\\binom",
+        "\\in",
+        "\\emptyset",
+        "-\\infty",
+        "3.5",
+        "1,000",
+        "\\$",
+        "\\!",
+        "°",
+        "π",
     ]);
     prop::collection::vec(atoms, 0..24).prop_map(|v| v.concat())
 }
@@ -80,7 +143,17 @@ fn adversarial_inputs_stay_bounded() {
     let long_list = vec!["1"; 3000].join(",");
     let tower = "x^".repeat(2000) + "x";
     let negs = "-".repeat(10_000) + "1";
-    for s in [&deep_parens, &deep_braces, &deep_frac, &many_boxes, &huge_pow, &big_fact, &long_list, &tower, &negs] {
+    for s in [
+        &deep_parens,
+        &deep_braces,
+        &deep_frac,
+        &many_boxes,
+        &huge_pow,
+        &big_fact,
+        &long_list,
+        &tower,
+        &negs,
+    ] {
         let _ = grade(s, s);
         let _ = grade("1", s);
         let _ = grade_answer(s, "2");
@@ -97,5 +170,17 @@ fn clusters_follow_equivalence() {
         .chain([None])
         .collect();
     let ids = cluster_answers(&answers);
-    assert_eq!(ids, vec![Some(0), Some(0), Some(0), Some(1), Some(1), None, Some(2), None]);
+    assert_eq!(
+        ids,
+        vec![
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(1),
+            None,
+            Some(2),
+            None
+        ]
+    );
 }

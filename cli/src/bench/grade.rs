@@ -45,11 +45,17 @@ fn wrong_answer(ans: &str, k: usize) -> String {
 /// The `k`-th response for a problem: the reference solution and rewrites of it that a model
 /// might produce (think blocks, unboxed answers, units, wrong answers, truncation).
 fn response(solution: &str, answer: &str, k: usize) -> String {
-    let half = &solution[..solution.char_indices().nth(solution.chars().count() / 2).map_or(0, |(i, _)| i)];
+    let half = &solution[..solution
+        .char_indices()
+        .nth(solution.chars().count() / 2)
+        .map_or(0, |(i, _)| i)];
     match k % 8 {
         0 => solution.to_string(),
         1 => format!("<think>\n{solution}\n</think>\n\nThe final answer is $\\boxed{{{answer}}}$."),
-        2 => format!("<think>\n{half}\n</think>\n\nSo the answer is $\\boxed{{{}}}$.", wrong_answer(answer, k)),
+        2 => format!(
+            "<think>\n{half}\n</think>\n\nSo the answer is $\\boxed{{{}}}$.",
+            wrong_answer(answer, k)
+        ),
         3 => format!("{half}\n\nAnswer: ${answer}$"),
         4 => format!(
             "<think>{half}</think>\nThus $\\boxed{{{}}}$",
@@ -79,7 +85,11 @@ fn build_pairs(problems: &Path, samples: usize) -> anyhow::Result<Vec<(String, S
         let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not valid JSON", problems.display(), i + 1))?;
         let (Some(answer), Some(solution)) = (v["answer"].as_str(), v["solution"].as_str()) else {
-            anyhow::bail!("{}:{}: needs string `answer` and `solution`", problems.display(), i + 1);
+            anyhow::bail!(
+                "{}:{}: needs string `answer` and `solution`",
+                problems.display(),
+                i + 1
+            );
         };
         for k in 0..samples {
             pairs.push((answer.to_string(), response(solution, answer, k)));
@@ -104,7 +114,10 @@ pub fn run(args: GradeBenchArgs) -> anyhow::Result<()> {
     }
 
     let start = Instant::now();
-    let verdicts: Vec<grader::Verdict> = pairs.iter().map(|(g, p)| grader::grade(g, p).verdict).collect();
+    let verdicts: Vec<grader::Verdict> = pairs
+        .iter()
+        .map(|(g, p)| grader::grade(g, p).verdict)
+        .collect();
     let secs = start.elapsed().as_secs_f64();
     let ours = pairs.len() as f64 / secs;
     let correct = verdicts.iter().filter(|v| v.is_correct()).count();
@@ -133,12 +146,18 @@ pub fn run(args: GradeBenchArgs) -> anyhow::Result<()> {
             println!(
                 "Math-Verify    : not measured ({} failed: {})",
                 script.display(),
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             );
             return Ok(());
         }
         Err(e) => {
-            println!("Math-Verify    : not measured (cannot run {}: {e})", args.python);
+            println!(
+                "Math-Verify    : not measured (cannot run {}: {e})",
+                args.python
+            );
             return Ok(());
         }
     };
@@ -157,13 +176,19 @@ pub fn run(args: GradeBenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", peer_out.display()))?;
     // Math-Verify does not know `<think>`: on a truncated response (unclosed think block) it
     // grades whatever the reasoning contains, while the R1 protocol counts it as no answer.
-    let (mut agree, mut total, mut agree_closed, mut total_closed) = (0usize, 0usize, 0usize, 0usize);
-    for ((line, ours), (_, pred)) in std::io::BufReader::new(file).lines().zip(&verdicts).zip(&pairs) {
+    let (mut agree, mut total, mut agree_closed, mut total_closed) =
+        (0usize, 0usize, 0usize, 0usize);
+    for ((line, ours), (_, pred)) in std::io::BufReader::new(file)
+        .lines()
+        .zip(&verdicts)
+        .zip(&pairs)
+    {
         let v: serde_json::Value = serde_json::from_str(&line?)?;
         let same = v["correct"].as_bool().unwrap_or(false) == ours.is_correct();
         total += 1;
         agree += usize::from(same);
-        if !(pred.contains("<think>") && !pred.contains("</think>")) {
+        let truncated = pred.contains("<think>") && !pred.contains("</think>");
+        if !truncated {
             total_closed += 1;
             agree_closed += usize::from(same);
         }
