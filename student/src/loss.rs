@@ -167,20 +167,20 @@ mod tests {
 
     type B = Flex;
 
-    fn logits(dev: &<B as Backend>::Device) -> Tensor<B, 3> {
+    fn logits(dev: &burn::tensor::Device<B>) -> Tensor<B, 3> {
         let v: Vec<f32> = (0..2 * 4 * 5).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3).collect();
         Tensor::from_data(TensorData::new(v, [2, 4, 5]), dev)
     }
 
     #[test]
     fn shift_masks_cross_document_targets() {
-        let labels = vec![vec![-100, 1, 2, -100, 4, 5]];
+        let labels = vec![vec![-100, 1, 2, 3, 4, 5]];
         let segs = vec![vec![0, 0, 0, 1, 1, 1]];
         let t = ShiftedTargets::from_labels(&labels, Some(&segs));
-        assert_eq!(t.targets, vec![1, 2, -100, -100, 5, -100]);
-        let t = ShiftedTargets::from_labels(&labels, None);
         assert_eq!(t.targets, vec![1, 2, -100, 4, 5, -100]);
-        assert_eq!(t.num_loss_tokens(), 4);
+        let t = ShiftedTargets::from_labels(&labels, None);
+        assert_eq!(t.targets, vec![1, 2, 3, 4, 5, -100]);
+        assert_eq!(t.num_loss_tokens(), 5);
     }
 
     #[test]
@@ -198,7 +198,7 @@ mod tests {
         // reference by hand
         let data: Vec<f32> = lg.into_data().iter::<f32>().collect();
         let mut want = 0.0f64;
-        for (row, pos, tgt) in [(0usize, 0usize, 3usize), (1, 1, 1), (1, 2, 2)] {
+        for (row, pos, tgt) in [(0usize, 0usize, 3usize), (0, 2, 4), (1, 1, 1), (1, 2, 2)] {
             let o = (row * 4 + pos) * 5;
             let xs = &data[o..o + 5];
             let lse = xs.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
@@ -207,6 +207,7 @@ mod tests {
         assert!((full - want).abs() < 1e-5, "{full} vs {want}");
         // the chunk with only ignored targets (position 3) is skipped
         assert_eq!(loss_chunks(&t, 1), vec![(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(loss_chunks(&t, 2), vec![(0, 2), (2, 4)]);
     }
 
     #[test]

@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn global_norm_and_clip() {
-        let dev: <Flex as Backend>::Device = Default::default();
+        let dev: burn::tensor::Device<Flex> = Default::default();
         let model = toy();
         let mut g = GradientsParams::new();
         g.register::<Flex, 2>(model.weight.id, Tensor::from_floats([[3.0, 0.0], [0.0, 0.0]], &dev));
