@@ -380,20 +380,25 @@ fn strip_leading_words(s: &str) -> String {
 /// word answers; `None` for answers that are math rather than words.
 pub(crate) fn text_key(s: &str) -> Option<String> {
     let mut t = s.to_string();
+    // Longest names first, so `\textbf` is not read as `\text` + `bf`.
     for cmd in [
-        "\\text",
+        "\\operatorname",
+        "\\textnormal",
         "\\textbf",
         "\\textit",
+        "\\textrm",
         "\\mathrm",
         "\\mathbf",
+        "\\mathit",
+        "\\text",
         "\\mbox",
-        "\\textrm",
-        "\\operatorname",
     ] {
-        t = t.replace(cmd, "");
+        if t.contains(cmd) {
+            t = t.replace(cmd, "");
+        }
     }
     let letters = t.chars().filter(|c| c.is_alphabetic()).count();
-    if letters < 2 || t.contains('\\') || t.chars().any(|c| c.is_ascii_digit()) {
+    if letters < 2 || t.contains('\\') {
         // A single letter in parentheses is a multiple-choice option: `(C)` ↔ `C`.
         let core: String = t.chars().filter(|c| !"(){} .".contains(*c)).collect();
         if core.chars().count() == 1 && core.chars().all(|c| c.is_ascii_uppercase()) {
