@@ -45,6 +45,11 @@ pub fn load_model_with<B: Backend>(
     let config = ModelConfig::from_dir(dir)?;
     let generation = GenerationConfig::from_dir(dir, &config)?;
     let mut files = SafetensorsFiles::open(dir)?;
+    if config.architecture == crate::config::Architecture::DeepseekV3 {
+        // DeepSeek ships FP8 (e4m3 + block scales) checkpoints; dequantise them per tensor.
+        let block = crate::deepseek::fp8_block_size(&config.raw);
+        files.set_decoder(crate::deepseek::fp8_decoder(block));
+    }
     prepare(&mut files)?;
     let mut weights = CheckpointWeights::<B>::new(&files, device, dtype);
     let model = Model::<B>::load(&config, &mut weights)?;

@@ -8,6 +8,7 @@ use burn::tensor::DType;
 
 use crate::config::{Architecture, ModelConfig};
 use crate::decoder::DecoderForCausalLM;
+use crate::deepseek::{DeepseekV3ForCausalLM, MlaCache};
 use crate::error::ModelError;
 use crate::kv_cache::DecoderCache;
 use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
@@ -19,6 +20,8 @@ use crate::weights::WeightSource;
 pub enum Model<B: Backend> {
     /// Qwen2 / Llama.
     Decoder(DecoderForCausalLM<B>),
+    /// DeepSeek-V3 / R1 (MLA + MoE).
+    DeepseekV3(DeepseekV3ForCausalLM<B>),
 }
 
 /// The KV cache matching a [`Model`] variant.
@@ -26,6 +29,8 @@ pub enum Model<B: Backend> {
 pub enum ModelCache<B: Backend> {
     /// Cache of [`Model::Decoder`].
     Decoder(DecoderCache<B>),
+    /// Latent cache of [`Model::DeepseekV3`].
+    DeepseekV3(MlaCache<B>),
 }
 
 impl<B: Backend> Model<B> {
@@ -33,9 +38,7 @@ impl<B: Backend> Model<B> {
     pub fn load<W: WeightSource<B>>(config: &ModelConfig, weights: &mut W) -> Result<Self, ModelError> {
         match config.architecture {
             Architecture::Qwen2 | Architecture::Llama => Ok(Model::Decoder(DecoderForCausalLM::<B>::load(config, weights)?)),
-            Architecture::DeepseekV3 => Err(ModelError::InvalidInput(
-                "deepseek_v3 support is not built into this version of the models crate".into(),
-            )),
+            Architecture::DeepseekV3 => Ok(Model::DeepseekV3(DeepseekV3ForCausalLM::load(config, weights)?)),
         }
     }
 
@@ -49,6 +52,7 @@ macro_rules! cache_dispatch {
     ($self:ident, $c:ident => $e:expr) => {
         match $self {
             ModelCache::Decoder($c) => $e,
+            ModelCache::DeepseekV3($c) => $e,
         }
     };
 }
@@ -77,41 +81,49 @@ impl<B: Backend> CausalLm<B> for Model<B> {
     fn config(&self) -> &ModelConfig {
         match self {
             Model::Decoder(m) => m.config(),
+            Model::DeepseekV3(m) => m.config(),
         }
     }
     fn device(&self) -> B::Device {
         match self {
             Model::Decoder(m) => m.device(),
+            Model::DeepseekV3(m) => m.device(),
         }
     }
     fn dtype(&self) -> DType {
         match self {
             Model::Decoder(m) => m.dtype(),
+            Model::DeepseekV3(m) => m.dtype(),
         }
     }
     fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
         match self {
             Model::Decoder(m) => m.forward_hidden(input),
+            Model::DeepseekV3(m) => m.forward_hidden(input),
         }
     }
     fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B> {
         match self {
             Model::Decoder(m) => m.forward_hidden_states(input),
+            Model::DeepseekV3(m) => m.forward_hidden_states(input),
         }
     }
     fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
             Model::Decoder(m) => m.logits(hidden),
+            Model::DeepseekV3(m) => m.logits(hidden),
         }
     }
     fn new_cache(&self, slots: usize, capacity: usize) -> ModelCache<B> {
         match self {
             Model::Decoder(m) => ModelCache::Decoder(m.new_cache(slots, capacity)),
+            Model::DeepseekV3(m) => ModelCache::DeepseekV3(m.new_cache(slots, capacity)),
         }
     }
     fn forward_cached(&self, input: CachedInput<B>, cache: &mut ModelCache<B>) -> Result<Tensor<B, 3>, ModelError> {
         match (self, cache) {
             (Model::Decoder(m), ModelCache::Decoder(c)) => m.forward_cached(input, c),
+            (Model::DeepseekV3(m), ModelCache::DeepseekV3(c)) => m.forward_cached(input, c),
             #[allow(unreachable_patterns)]
             _ => Err(ModelError::InvalidInput("cache belongs to a different architecture".into())),
         }

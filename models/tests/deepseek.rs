@@ -346,3 +346,24 @@ fn fp8_block_quantised_checkpoint_loads_like_its_dequantised_reference() {
     assert!(err.contains("o_proj.weight_scale_inv"), "{err}");
     let _ = ModelConfig::from_dir(&fp8_dir).unwrap();
 }
+
+#[test]
+fn loads_through_model_enum_and_round_trips_through_save_model() {
+    let name = "deepseek_v3";
+    let dev = common::device();
+    let loaded = models::load_model::<B>(&fixture(name), &dev, DType::F32).unwrap();
+    assert!(loaded.unused_tensors.is_empty(), "{:?}", loaded.unused_tensors);
+    assert!(matches!(loaded.model, models::Model::DeepseekV3(_)));
+    let r = Reference::open(name);
+    let ids = r.ids("input_ids_batch");
+    let got = values(loaded.model.forward(ids_tensor(&ids)));
+    assert_close("Model enum logits", &got, &r.f32("logits_batch").0, TOL);
+    let out = scratch("ds-save").join("ckpt");
+    models::save_model(&out, &loaded.model, &loaded.config, &loaded.generation, &models::SaveOptions::default())
+        .unwrap();
+    let hub = models::weights::SafetensorsFiles::open(&fixture(name)).unwrap();
+    let saved = models::weights::SafetensorsFiles::open(&out).unwrap();
+    assert_eq!(hub.names(), saved.names(), "saved tensor names must be the HF names");
+    let again = DeepseekV3ForCausalLM::<B>::load_dir(&out, &dev, DType::F32).unwrap();
+    assert_close("reloaded logits", &values(again.forward(ids_tensor(&ids))), &got, 1e-6);
+}

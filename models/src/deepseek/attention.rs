@@ -11,14 +11,13 @@
 //! up-projection is applied once to the query and once to the output.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{
     activation::softmax, backend::Backend, module::attention, ops::AttentionModuleOptions, Bool,
     FloatDType, Tensor,
 };
 
 use super::cache::{KvLayout, MlaCache};
-use super::layers::RmsNorm;
+use crate::layers::{HfLinear, HfRmsNorm};
 use super::rope::apply_rope;
 
 /// Per-forward inputs shared by every layer: rotary tables and the attention mask.
@@ -53,21 +52,21 @@ pub struct CacheRows {
 #[derive(Module, Debug)]
 pub struct MlaAttention<B: Backend> {
     /// Query down-projection (`q_lora_rank` set).
-    pub q_a_proj: Option<Linear<B>>,
+    pub q_a_proj: Option<HfLinear<B>>,
     /// Norm of the query latent.
-    pub q_a_layernorm: Option<RmsNorm<B>>,
+    pub q_a_layernorm: Option<HfRmsNorm<B>>,
     /// Query up-projection to `heads × qk_head_dim`.
-    pub q_b_proj: Option<Linear<B>>,
+    pub q_b_proj: Option<HfLinear<B>>,
     /// Plain query projection (`q_lora_rank` null).
-    pub q_proj: Option<Linear<B>>,
+    pub q_proj: Option<HfLinear<B>>,
     /// Joint KV down-projection + rope key: `kv_lora_rank + qk_rope_head_dim` outputs.
-    pub kv_a_proj_with_mqa: Linear<B>,
+    pub kv_a_proj_with_mqa: HfLinear<B>,
     /// Norm of the KV latent (what the cache stores).
-    pub kv_a_layernorm: RmsNorm<B>,
+    pub kv_a_layernorm: HfRmsNorm<B>,
     /// Latent → per-head `[k_nope, v]`.
-    pub kv_b_proj: Linear<B>,
+    pub kv_b_proj: HfLinear<B>,
     /// Output projection from `heads × v_head_dim`.
-    pub o_proj: Linear<B>,
+    pub o_proj: HfLinear<B>,
     /// Attention heads.
     pub num_heads: usize,
     /// `qk_nope_head_dim`.
@@ -222,10 +221,10 @@ impl<B: Backend> MlaAttention<B> {
         let s = lat.dims()[1];
         let r = self.kv_lora_rank;
         let dtype = q_nope.dtype();
-        // Burn's weight is [in = r, out = h·(nope+v)].
-        let w = self.kv_b_proj.weight.val().reshape([r, h, self.nope_dim + self.v_dim]);
-        let w_uk = w.clone().narrow(2, 0, self.nope_dim).permute([1, 2, 0]); // [h, nope, r]
-        let w_uv = w.narrow(2, self.nope_dim, self.v_dim).swap_dims(0, 1); // [h, r, v]
+        // HF layout [out = h·(nope+v), in = r].
+        let w = self.kv_b_proj.weight.val().reshape([h, self.nope_dim + self.v_dim, r]);
+        let w_uk = w.clone().narrow(1, 0, self.nope_dim); // [h, nope, r]
+        let w_uv = w.narrow(1, self.nope_dim, self.v_dim).swap_dims(1, 2); // [h, r, v]
         // q_lat[b,h,t,:] = q_nope[b,h,t,:] · W_uk[h]  → [b,h,t,r]
         let q_lat = q_nope
             .swap_dims(0, 1)

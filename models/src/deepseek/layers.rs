@@ -1,57 +1,14 @@
-//! Small building blocks with HF parameter names: RMSNorm (`weight`), SwiGLU MLP
-//! (`gate_proj`/`up_proj`/`down_proj`), and constructors from checkpoint tensors.
+//! Constructors that build DeepSeek modules from a [`WeightSource`] by HF tensor name, using
+//! the crate's HF-layout layers ([`HfLinear`] `[out, in]`, [`HfRmsNorm`], [`Mlp`]) so saving
+//! writes the hub names and layouts unchanged.
 
-use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
-use burn::tensor::{activation::silu, backend::Backend, DType, FloatDType, Tensor};
+use burn::module::Param;
+use burn::nn::Embedding;
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 use crate::error::ModelError;
+use crate::layers::{HfLinear, HfRmsNorm, Mlp};
 use crate::weights::WeightSource;
-
-/// HF-style RMSNorm: the mean square and normalisation in f32 whatever the activation dtype
-/// (as transformers does), then the weight multiply in the activation dtype.
-#[derive(Module, Debug)]
-pub struct RmsNorm<B: Backend> {
-    /// Per-channel gain (`…norm.weight`).
-    pub weight: Param<Tensor<B, 1>>,
-    /// Added to the mean square.
-    pub eps: f64,
-}
-
-impl<B: Backend> RmsNorm<B> {
-    /// Normalises the last dim of `x`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let xf = x.cast(FloatDType::F32);
-        let inv = (xf.clone().square().mean_dim(D - 1) + self.eps).sqrt().recip();
-        let normed = (xf * inv).cast(dtype);
-        normed * self.weight.val().unsqueeze()
-    }
-}
-
-/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`. Dense layers, routed and shared experts.
-#[derive(Module, Debug)]
-pub struct Mlp<B: Backend> {
-    /// Gate branch (SiLU).
-    pub gate_proj: Linear<B>,
-    /// Linear branch.
-    pub up_proj: Linear<B>,
-    /// Output projection.
-    pub down_proj: Linear<B>,
-}
-
-impl<B: Backend> Mlp<B> {
-    /// Applies the MLP to `[…, hidden]` rows.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let g = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(g * self.up_proj.forward(x))
-    }
-
-    /// Intermediate width.
-    pub fn width(&self) -> usize {
-        self.gate_proj.weight.val().dims()[1]
-    }
-}
 
 /// Turns named tensors from a [`WeightSource`] into Burn modules with HF names.
 pub struct ParamLoader<'a, B: Backend, W: WeightSource<B>> {
@@ -72,30 +29,19 @@ impl<'a, B: Backend, W: WeightSource<B>> ParamLoader<'a, B, W> {
         self.weights.contains(name)
     }
 
-    /// A Linear from HF `[out, in]` weights (stored as Burn's `[in, out]`).
-    pub fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>, ModelError> {
-        let w = self.weights.tensor(&format!("{prefix}.weight"), [d_out, d_in])?;
-        let weight = Param::from_tensor(w.transpose());
-        let bias = if bias {
-            Some(Param::from_tensor(self.weights.tensor(&format!("{prefix}.bias"), [d_out])?))
-        } else {
-            None
-        };
-        Ok(Linear { weight, bias })
+    /// A linear layer `prefix.weight` `[d_out, d_in]` (+ `prefix.bias`).
+    pub fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<HfLinear<B>, ModelError> {
+        HfLinear::load(self.weights, prefix, d_in, d_out, bias)
     }
 
     /// An RMSNorm from `prefix.weight`.
-    pub fn norm(&mut self, prefix: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>, ModelError> {
-        Ok(RmsNorm { weight: Param::from_tensor(self.weights.tensor(&format!("{prefix}.weight"), [dim])?), eps })
+    pub fn norm(&mut self, prefix: &str, dim: usize, eps: f64) -> Result<HfRmsNorm<B>, ModelError> {
+        HfRmsNorm::load(self.weights, prefix, dim, eps)
     }
 
-    /// A SwiGLU MLP under `prefix`.
+    /// A bias-free SwiGLU MLP under `prefix`.
     pub fn mlp(&mut self, prefix: &str, hidden: usize, inter: usize) -> Result<Mlp<B>, ModelError> {
-        Ok(Mlp {
-            gate_proj: self.linear(&format!("{prefix}.gate_proj"), hidden, inter, false)?,
-            up_proj: self.linear(&format!("{prefix}.up_proj"), hidden, inter, false)?,
-            down_proj: self.linear(&format!("{prefix}.down_proj"), inter, hidden, false)?,
-        })
+        Mlp::load(self.weights, prefix, hidden, inter, false)
     }
 
     /// The token embedding `[vocab, hidden]` (same layout in HF and Burn).

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use burn::nn::Linear;
 use burn::tensor::{backend::Backend, DType};
 
 use super::attention::MlaAttention;
@@ -14,6 +13,7 @@ use super::moe::{DeepseekMoe, MoeGate, RouterSpec};
 use super::rope::RopeFrequencies;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::layers::HfLinear;
 use crate::weights::{CheckpointWeights, SafetensorsFiles, WeightSource};
 
 impl<B: Backend> DeepseekV3ForCausalLM<B> {
@@ -136,7 +136,7 @@ impl<B: Backend> DeepseekV3ForCausalLM<B> {
             tracing::debug!(layer = i, "loaded decoder layer");
         }
         let norm = p.norm("model.norm", hid, eps)?;
-        let lm_head: Option<Linear<B>> = if c.tie_word_embeddings {
+        let lm_head: Option<HfLinear<B>> = if c.tie_word_embeddings {
             None
         } else {
             Some(p.linear("lm_head", hid, c.vocab_size, false)?)

@@ -4,17 +4,17 @@
 //! burn-store users must pass `.skip_enum_variants(true)`.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Bool, DType, Int, Tensor, TensorData};
 
 use super::attention::{AttnCtx, CacheRows, MlaAttention};
 use super::cache::{KvLayout, MlaCache, MlaCacheShape};
 use super::config::DeepseekV3Config;
-use super::layers::{Mlp, RmsNorm};
 use super::moe::{DeepseekMoe, RouterChoices};
 use super::rope::RopeFrequencies;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::layers::{HfLinear, HfRmsNorm, Mlp};
 use crate::lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
 
 /// Feed-forward of one layer: dense for the first `first_k_dense_replace` layers, MoE after.
@@ -30,11 +30,11 @@ pub enum DeepseekFfn<B: Backend> {
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
     /// Pre-attention norm.
-    pub input_layernorm: RmsNorm<B>,
+    pub input_layernorm: HfRmsNorm<B>,
     /// MLA.
     pub self_attn: MlaAttention<B>,
     /// Pre-MLP norm.
-    pub post_attention_layernorm: RmsNorm<B>,
+    pub post_attention_layernorm: HfRmsNorm<B>,
     /// Dense MLP or MoE.
     pub mlp: DeepseekFfn<B>,
 }
@@ -56,7 +56,7 @@ pub struct DeepseekV3Model<B: Backend> {
     /// Decoder layers (MTP layers are not loaded).
     pub layers: Vec<DecoderLayer<B>>,
     /// Final norm.
-    pub norm: RmsNorm<B>,
+    pub norm: HfRmsNorm<B>,
 }
 
 /// The full causal LM.
@@ -65,7 +65,7 @@ pub struct DeepseekV3ForCausalLM<B: Backend> {
     /// Decoder.
     pub model: DeepseekV3Model<B>,
     /// Output projection; `None` when tied to `embed_tokens`.
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<HfLinear<B>>,
     /// Generic config (what [`CausalLm::config`] returns).
     pub model_config: ModelConfig,
     /// DeepSeek-specific config.

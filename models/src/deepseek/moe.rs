@@ -15,7 +15,7 @@ use burn::tensor::{
 };
 
 use super::config::{DeepseekV3Config, ScoringFunc, TopkMethod};
-use super::layers::Mlp;
+use crate::layers::Mlp;
 
 /// Router hyper-parameters copied from the config (a plain field of the module).
 #[derive(Clone, Debug)]
