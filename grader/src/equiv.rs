@@ -154,10 +154,49 @@ pub fn cluster_answers(answers: &[Option<String>]) -> Vec<Option<usize>> {
 }
 
 pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
-    let g = prepare_gold(gold);
+    grade_prepared(&prepare_gold(gold), response)
+}
+
+/// A gold answer parsed once and reused for many responses (k samples per problem).
+pub struct GoldAnswer {
+    prepared: Prepared,
+}
+
+impl GoldAnswer {
+    /// Parses `gold`; an unparseable gold grades every response as `UnparseableGold`.
+    pub fn new(gold: &str) -> GoldAnswer {
+        let prepared = prepare_gold(gold);
+        if !prepared.usable() {
+            tracing::debug!(gold, "unparseable gold answer");
+        }
+        GoldAnswer { prepared }
+    }
+
+    /// False when the gold could not be understood.
+    pub fn is_parseable(&self) -> bool {
+        self.prepared.usable()
+    }
+
+    /// Same as [`crate::grade`] with this gold, without re-parsing it.
+    pub fn grade(&self, response: &str) -> Grade {
+        grade_prepared(&self.prepared, response)
+    }
+
+    /// Same as [`grade_answer`] with this gold, for an already extracted answer.
+    pub fn grade_answer(&self, answer: &str) -> Verdict {
+        if !self.prepared.usable() {
+            Verdict::UnparseableGold
+        } else if prepared_eq(&self.prepared, &prepare_lenient(answer)) {
+            Verdict::Correct
+        } else {
+            Verdict::Incorrect
+        }
+    }
+}
+
+fn grade_prepared(g: &Prepared, response: &str) -> Grade {
     let extracted = extract::extract_answer(response);
     if !g.usable() {
-        tracing::debug!(gold, "unparseable gold answer");
         return Grade {
             verdict: Verdict::UnparseableGold,
             extracted,
@@ -169,7 +208,7 @@ pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
             extracted: None,
         };
     };
-    if prepared_eq(&g, &prepare(&answer)) {
+    if prepared_eq(g, &prepare(&answer)) {
         return Grade {
             verdict: Verdict::Correct,
             extracted: Some(answer),
@@ -180,7 +219,7 @@ pub(crate) fn grade_response(gold: &str, response: &str) -> Grade {
         let boxes = extract::extract_final_boxes(response);
         if boxes.len() > 1 {
             let joined = boxes.join(", ");
-            if prepared_eq(&g, &prepare(&joined)) {
+            if prepared_eq(g, &prepare(&joined)) {
                 return Grade {
                     verdict: Verdict::Correct,
                     extracted: Some(joined),

@@ -39,7 +39,7 @@ mod parse;
 mod parse_expr;
 mod prose;
 
-pub use equiv::{answers_equivalent, cluster_answers, grade_answer};
+pub use equiv::{answers_equivalent, cluster_answers, grade_answer, GoldAnswer};
 pub use extract::{extract_answer, extract_final_boxes};
 
 use serde::{Deserialize, Serialize};

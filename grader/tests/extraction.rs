@@ -96,6 +96,24 @@ fn several_boxes_form_a_set_only_for_set_golds() {
 }
 
 #[test]
+fn prepared_gold_grades_like_grade() {
+    let gold = grader::GoldAnswer::new("\\frac{1}{2}");
+    assert!(gold.is_parseable());
+    for r in [
+        "\\boxed{0.5}",
+        "The answer is $1/2$.",
+        "\\boxed{2}",
+        "<think>\\boxed{0.5}",
+    ] {
+        assert_eq!(gold.grade(r), grade("\\frac{1}{2}", r), "{r}");
+    }
+    assert_eq!(gold.grade_answer("2/4"), Verdict::Correct);
+    let bad = grader::GoldAnswer::new("\\frac{1}{");
+    assert!(!bad.is_parseable());
+    assert_eq!(bad.grade("\\boxed{1}").verdict, Verdict::UnparseableGold);
+}
+
+#[test]
 fn unparseable_gold_is_never_correct() {
     for gold in ["", "  ", "\\frac{1}{", "((("] {
         let g = grade(gold, "\\boxed{1}");
