@@ -121,7 +121,7 @@ fn explicit_teacher_and_errors() {
     assert_eq!(report.models[1].role, Role::Teacher);
 
     let missing = eval::CompareOptions { out_dir: out.clone(), teacher: Some("zzz".into()) };
-    assert!(eval::compare_runs(&[a.clone()], &missing).unwrap_err().to_string().contains("zzz"));
+    assert!(eval::compare_runs(std::slice::from_ref(&a), &missing).unwrap_err().to_string().contains("zzz"));
     let err = eval::compare_runs(&[tmp.path().join("nope")], &opts).unwrap_err().to_string();
     assert!(err.contains("summary.json"), "{err}");
 

@@ -38,7 +38,7 @@ fn number_in(prompt: &Prompt) -> i64 {
 }
 
 fn correct_for(seed: u64) -> bool {
-    seed % 3 != 0
+    !seed.is_multiple_of(3)
 }
 
 impl Backend for Scripted {
@@ -58,7 +58,7 @@ impl Backend for Scripted {
             }
             let seed = req.seed.expect("eval sends per-sample seeds");
             let answer = if correct_for(seed) { x + 1 } else { x };
-            let truncated = seed % 7 == 0;
+            let truncated = seed.is_multiple_of(7);
             let reasoning = format!("{x} plus one is {answer}");
             let content = if truncated { String::new() } else { format!("The answer is \\boxed{{{answer}}}.") };
             let completion = if truncated { reasoning.clone() } else { format!("{reasoning}\n</think>\n\n{content}") };
@@ -140,7 +140,7 @@ fn uninterrupted_run_matches_hand_computation() {
             let seed = sample_seed(0, "toy", &format!("q{i}"), s);
             // A truncated response has no box; its last number is still the answer.
             c += correct_for(seed) as usize;
-            truncated += (seed % 7 == 0) as usize;
+            truncated += seed.is_multiple_of(7) as usize;
         }
         pass1 += c as f64 / 4.0;
     }
