@@ -1,4 +1,15 @@
-//! `distill model` subcommands.
+//! `distill model` subcommands: inspect, run and generate with a HF checkpoint directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use models::{CausalLm, ForwardInput, GenerationRequest, SamplingParams};
+
+use crate::backend::DeviceKind;
+use crate::with_backend;
 
 /// Arguments of `distill model`.
 #[derive(clap::Args, Debug)]
@@ -8,9 +19,333 @@ pub struct ModelArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum ModelCommand {}
+enum ModelCommand {
+    /// Architecture, parameter count, dtype, vocabulary and context of a checkpoint.
+    Info(InfoArgs),
+    /// Full-sequence logits for token sequences, written to a safetensors file.
+    Forward(ForwardArgs),
+    /// Generate a completion for a prompt (token ids or text).
+    Generate(GenerateArgs),
+}
+
+/// Compute dtype of the weights and activations.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DtypeArg {
+    /// 32-bit float (default; the fast path on CPU).
+    #[default]
+    F32,
+    /// bfloat16 (GPU inference).
+    Bf16,
+    /// float16.
+    F16,
+}
+
+impl DtypeArg {
+    /// The Burn dtype.
+    pub fn dtype(self) -> models::DType {
+        match self {
+            DtypeArg::F32 => models::DType::F32,
+            DtypeArg::Bf16 => models::DType::BF16,
+            DtypeArg::F16 => models::DType::F16,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct InfoArgs {
+    /// Checkpoint directory (config.json + safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ForwardArgs {
+    /// Checkpoint directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// One sequence of comma-separated ids; repeat for a batch (equal lengths).
+    #[arg(long = "tokens", required = true)]
+    tokens: Vec<String>,
+    /// Output safetensors file; holds tensor `logits`, f32 `[batch, seq, vocab]`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Device to run on.
+    #[arg(long, value_enum, default_value_t)]
+    device: DeviceKind,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t)]
+    dtype: DtypeArg,
+}
+
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    /// Checkpoint directory (tokenizer files needed for --prompt).
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt as comma-separated token ids.
+    #[arg(long, value_delimiter = ',', conflicts_with = "prompt", required_unless_present = "prompt")]
+    tokens: Option<Vec<u32>>,
+    /// Prompt text (tokenized with the checkpoint's tokenizer).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Wrap --prompt as a user message in the chat template (with the generation prompt).
+    #[arg(long, requires = "prompt")]
+    chat: bool,
+    /// Optional system message for --chat.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Greedy decoding (the default when no --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    greedy: bool,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// RNG seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop strings (repeatable); need the tokenizer.
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Do not stop on EOS ids.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print a JSON object (new_ids, text, finish_reason, token counts) as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Device to run on.
+    #[arg(long, value_enum, default_value_t)]
+    device: DeviceKind,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t)]
+    dtype: DtypeArg,
+}
 
 /// Runs one `distill model` subcommand.
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
-    match args.command {}
+    match args.command {
+        ModelCommand::Info(a) => info(a),
+        ModelCommand::Forward(a) => {
+            let kind = a.device;
+            with_backend!(kind, forward(a))
+        }
+        ModelCommand::Generate(a) => {
+            let kind = a.device;
+            with_backend!(kind, generate_cmd(a))
+        }
+    }
+}
+
+fn info(a: InfoArgs) -> anyhow::Result<()> {
+    let cfg = models::ModelConfig::from_dir(&a.model)?;
+    let files = models::SafetensorsFiles::open(&a.model)?;
+    let mut params = 0usize;
+    let mut stored: std::collections::BTreeMap<String, usize> = Default::default();
+    for name in files.names() {
+        let raw = files.raw(name)?;
+        *stored.entry(format!("{:?}", raw.dtype).to_lowercase()).or_default() += 1;
+        if !name.ends_with("_scale_inv") {
+            params += raw.shape.iter().product::<usize>();
+        }
+    }
+    let dtype = cfg.torch_dtype.clone().unwrap_or_else(|| stored.keys().next().cloned().unwrap_or_default());
+    if a.json {
+        let v = serde_json::json!({
+            "architecture": cfg.architecture.class_name(),
+            "model_type": cfg.architecture.model_type(),
+            "parameters": params,
+            "dtype": dtype,
+            "stored_dtypes": stored,
+            "vocab_size": cfg.vocab_size,
+            "context": cfg.max_position_embeddings,
+            "hidden_size": cfg.hidden_size,
+            "num_hidden_layers": cfg.num_hidden_layers,
+            "num_attention_heads": cfg.num_attention_heads,
+            "num_key_value_heads": cfg.num_key_value_heads,
+            "head_dim": cfg.head_dim,
+            "tie_word_embeddings": cfg.tie_word_embeddings,
+            "shards": files.files().len(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("architecture     {} ({})", cfg.architecture.class_name(), cfg.architecture.model_type());
+    println!("parameters       {} ({:.3} B)", params, params as f64 / 1e9);
+    println!("dtype            {dtype} (stored: {})", stored.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("vocab            {}", cfg.vocab_size);
+    println!("context          {}", cfg.max_position_embeddings);
+    println!(
+        "shape            hidden {} · layers {} · heads {} (kv {}) · head_dim {} · intermediate {}",
+        cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
+    );
+    println!("rope             theta {} scaling {:?}", cfg.rope_theta, cfg.rope_scaling);
+    println!("tied embeddings  {}", cfg.tie_word_embeddings);
+    println!("eos ids          {:?}", cfg.eos_token_ids);
+    println!("weight files     {}", files.files().len());
+    Ok(())
+}
+
+fn forward<B: Backend>(device: B::Device, a: ForwardArgs) -> anyhow::Result<()> {
+    let rows = a.tokens.iter().map(|s| parse_ids(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let loaded = models::load_model::<B>(&a.model, &device, a.dtype.dtype())?;
+    let vocab = loaded.config.vocab_size;
+    if let Some(bad) = rows.iter().flatten().find(|&&t| t as usize >= vocab) {
+        bail!("token id {bad} is outside the vocabulary ({vocab})");
+    }
+    let input = ForwardInput::<B>::from_rows(&rows, &device).context("--tokens")?;
+    let logits = loaded.model.forward(input).cast(FloatDType::F32).into_data();
+    models::write_safetensors(&a.out, &[("logits".to_string(), logits.clone())])?;
+    eprintln!("wrote logits {:?} to {}", logits.shape.to_vec(), a.out.display());
+    Ok(())
+}
+
+fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Result<()> {
+    let needs_tok = a.prompt.is_some() || !a.stop.is_empty();
+    let tokenizer = if needs_tok || has_tokenizer(&a.model) {
+        Some(std::sync::Arc::new(
+            datasets::TextTokenizer::from_dir(&a.model).with_context(|| format!("tokenizer in {}", a.model.display()))?,
+        ))
+    } else {
+        None
+    };
+    let prompt: Vec<u32> = match (&a.tokens, &a.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => {
+            let tok = tokenizer.as_ref().expect("loaded for --prompt");
+            if a.chat {
+                let mut msgs = Vec::new();
+                if let Some(s) = &a.system {
+                    msgs.push(datasets::ChatMessage::new("system", s.clone()));
+                }
+                msgs.push(datasets::ChatMessage::new("user", text.clone()));
+                tok.encode_chat(&msgs, true)?
+            } else {
+                tok.encode(text, true)?
+            }
+        }
+        (None, None) => bail!("give --tokens or --prompt"),
+    };
+    let started = std::time::Instant::now();
+    let loaded = models::load_model::<B>(&a.model, &device, a.dtype.dtype())?;
+    let load_s = started.elapsed().as_secs_f64();
+    let mut stop_ids = if a.ignore_eos { Vec::new() } else { loaded.generation.eos_token_ids.clone() };
+    if let (Some(tok), false) = (&tokenizer, a.ignore_eos) {
+        for &id in tok.eos_token_ids() {
+            if !stop_ids.contains(&id) {
+                stop_ids.push(id);
+            }
+        }
+    }
+    let temperature = if a.greedy { 0.0 } else { a.temperature.unwrap_or(0.0) };
+    let params = SamplingParams {
+        max_new_tokens: a.max_new_tokens,
+        temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        seed: a.seed,
+        stop_token_ids: stop_ids,
+    };
+    let mut request = GenerationRequest::new(prompt.clone(), params);
+    if !a.stop.is_empty() {
+        let tok = tokenizer.clone().expect("loaded for --stop");
+        let stops = a.stop.clone();
+        request = request.with_stop_check(move |ids| {
+            tok.decode(ids, true).map(|t| datasets::stop::find_stop(&t, &stops).is_some()).unwrap_or(false)
+        });
+    }
+    let config = models::EngineConfig {
+        max_batch: 1,
+        max_seq_len: prompt.len() + a.max_new_tokens.max(1),
+        ..Default::default()
+    };
+    let mut engine = models::Engine::new(&loaded.model, config);
+    engine.add_request(request)?;
+    let gen_start = std::time::Instant::now();
+    let mut first_token_s = None;
+    let mut output = None;
+    let mut streamer = tokenizer.as_ref().map(|_| datasets::IncrementalDecoder::new(true));
+    let stdout = std::io::stdout();
+    while engine.has_work() {
+        for ev in engine.step()? {
+            first_token_s.get_or_insert(gen_start.elapsed().as_secs_f64());
+            if !a.json {
+                if let (Some(tok), Some(s)) = (&tokenizer, streamer.as_mut()) {
+                    let mut out = stdout.lock();
+                    for &id in &ev.new_tokens {
+                        write!(out, "{}", s.push(tok, id)?)?;
+                    }
+                    out.flush()?;
+                }
+            }
+            if let Some(done) = ev.finished {
+                output = Some(done);
+            }
+        }
+    }
+    let out = output.context("generation produced no result")?;
+    let total_s = gen_start.elapsed().as_secs_f64();
+    let mut text = match &tokenizer {
+        Some(tok) => tok.decode(&out.new_ids, true)?,
+        None => String::new(),
+    };
+    if let Some((pos, _)) = datasets::stop::find_stop(&text, &a.stop) {
+        text.truncate(pos);
+    }
+    let decode_tps = if out.completion_tokens > 1 {
+        (out.completion_tokens - 1) as f64 / (total_s - first_token_s.unwrap_or(0.0)).max(1e-9)
+    } else {
+        0.0
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "new_ids": out.new_ids,
+            "text": text,
+            "finish_reason": out.finish_reason.as_str(),
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens,
+            "prompt_ids": prompt,
+            "load_seconds": load_s,
+            "time_to_first_token_seconds": first_token_s,
+            "decode_tokens_per_second": decode_tps,
+        });
+        println!("{v}");
+    } else {
+        if let (Some(tok), Some(s)) = (&tokenizer, streamer.as_mut()) {
+            print!("{}", s.finish(tok)?);
+        } else {
+            print!("{}", out.new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+        }
+        println!();
+        eprintln!(
+            "[{} prompt + {} new tokens, finish_reason={}, {:.2} tok/s decode, load {:.2}s]",
+            out.prompt_tokens,
+            out.completion_tokens,
+            out.finish_reason.as_str(),
+            decode_tps,
+            load_s
+        );
+    }
+    Ok(())
+}
+
+fn has_tokenizer(dir: &Path) -> bool {
+    dir.join("tokenizer.json").exists()
+}
+
+/// Parses `1,2,3` into ids, naming the bad item on error.
+fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
+    s.split(',')
+        .map(|x| x.trim().parse::<u32>().with_context(|| format!("--tokens {s:?}: `{x}` is not a token id")))
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! `distill bench …`: speed and memory benchmarks. Each prints our figure next to its peer's,
 //! measured in the same run (the peer scripts live in `benches/`).
 
+pub mod generate;
 pub mod grade;
 
 /// Arguments of `distill bench`.
@@ -12,6 +13,8 @@ pub struct BenchArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum BenchCommand {
+    /// Native engine prefill/decode tok/s on a Qwen2.5-0.5B shape next to transformers.
+    Generate(generate::GenerateBenchArgs),
     /// Grader answers/s on 500 × 64 MATH-500 responses next to Math-Verify.
     Grade(grade::GradeBenchArgs),
 }
@@ -19,6 +22,7 @@ enum BenchCommand {
 /// Runs one benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
+        BenchCommand::Generate(a) => generate::run(a),
         BenchCommand::Grade(a) => grade::run(a),
     }
 }
