@@ -81,7 +81,8 @@ impl AtomicFile {
         let file = writer
             .into_inner()
             .map_err(|e| DatasetError::io(&self.temp, e.into_error()))?;
-        file.sync_all().map_err(|e| DatasetError::io(&self.temp, e))?;
+        file.sync_all()
+            .map_err(|e| DatasetError::io(&self.temp, e))?;
         drop(file);
         fs::rename(&self.temp, &self.target).map_err(|e| DatasetError::io(&self.target, e))?;
         sync_parent_dir(&self.target);

@@ -61,6 +61,7 @@ pub fn r1_math_prompt(problem: &str) -> String {
 }
 
 /// A compiled chat template plus the special-token variables it is rendered with.
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     variables: BTreeMap<String, Value>,
@@ -80,6 +81,21 @@ impl ChatTemplate {
     /// Compile `source`. `special_tokens` are exposed to the template as variables, e.g.
     /// `("bos_token", "<s>")`, as transformers does.
     pub fn new(source: &str, special_tokens: &[(String, String)]) -> Result<Self, DatasetError> {
+        Self::with_variables(
+            source,
+            special_tokens
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect(),
+        )
+    }
+
+    /// Compile `source` with arbitrary constant variables (e.g. `additional_special_tokens` as a
+    /// list, as transformers passes the whole special-tokens map).
+    pub fn with_variables(
+        source: &str,
+        variables: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, DatasetError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -90,9 +106,9 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| DatasetError::Template(format_error(&e)))?;
-        let variables = special_tokens
+        let variables = variables
             .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
             .collect();
         Ok(ChatTemplate { env, variables })
     }
@@ -116,6 +132,10 @@ impl ChatTemplate {
         extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, DatasetError> {
         let mut ctx = self.variables.clone();
+        // transformers always passes these (as None when not given); templates test
+        // `tools is none` as well as `tools is defined`.
+        ctx.insert("tools".into(), Value::from(()));
+        ctx.insert("documents".into(), Value::from(()));
         for (k, v) in extra {
             ctx.insert(k.clone(), Value::from_serialize(v));
         }
@@ -227,7 +247,10 @@ fn strftime_utc(format: &str, secs: i64) -> Result<String, Error> {
             other => {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("strftime_now: unsupported directive %{}", other.unwrap_or(' ')),
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.unwrap_or(' ')
+                    ),
                 ))
             }
         }
@@ -362,7 +385,11 @@ mod tests {
         let keys: Vec<String> = extra["x"].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys.len(), 3);
         assert!(parts[0].contains(r#""name": "f<x>""#), "{}", parts[0]);
-        assert!(parts[0].contains(r#""a": [1, 2.5, true, null]"#), "{}", parts[0]);
+        assert!(
+            parts[0].contains(r#""a": [1, 2.5, true, null]"#),
+            "{}",
+            parts[0]
+        );
         assert!(parts[0].contains(r#""é": "ü""#), "{}", parts[0]);
         assert!(parts[1].starts_with("{\n  \""), "{}", parts[1]);
         assert!(parts[1].contains("\"a\": [\n    1,\n    2.5,\n    true,\n    null\n  ]"));
@@ -381,8 +408,14 @@ mod tests {
         // 2024-07-26 00:00:00 UTC, a Friday.
         let secs = 1_721_952_000;
         assert_eq!(strftime_utc("%d %b %Y", secs).unwrap(), "26 Jul 2024");
-        assert_eq!(strftime_utc("%A %B %e %F", secs).unwrap(), "Friday July 26 2024-07-26");
-        assert_eq!(strftime_utc("%H:%M:%S %%", secs + 3723).unwrap(), "01:02:03 %");
+        assert_eq!(
+            strftime_utc("%A %B %e %F", secs).unwrap(),
+            "Friday July 26 2024-07-26"
+        );
+        assert_eq!(
+            strftime_utc("%H:%M:%S %%", secs + 3723).unwrap(),
+            "01:02:03 %"
+        );
         assert!(strftime_utc("%Q", secs).is_err());
     }
 
@@ -397,6 +430,16 @@ mod tests {
             .render(&[ChatMessage::assistant("<think>x</think>  ok ")], false)
             .unwrap();
         assert_eq!(s, "  ok\n");
+    }
+
+    #[test]
+    fn tools_and_documents_default_to_none_like_transformers() {
+        let t = ChatTemplate::new(
+            "{{ tools is defined }} {{ tools is none }} {{ documents is none }}",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "True True True");
     }
 
     #[test]

@@ -58,7 +58,11 @@ mod tests {
     fn roundtrip_and_line_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.jsonl");
-        write_jsonl(&p, &[serde_json::json!({"a": 1}), serde_json::json!({"a": 2})]).unwrap();
+        write_jsonl(
+            &p,
+            &[serde_json::json!({"a": 1}), serde_json::json!({"a": 2})],
+        )
+        .unwrap();
         let v: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
         assert_eq!(v.len(), 2);
         std::fs::write(&p, "{\"a\":1}\n\n{\"a\":\n").unwrap();

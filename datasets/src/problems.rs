@@ -97,9 +97,17 @@ pub fn load_problems(path: &Path, columns: &ProblemColumns) -> Result<Vec<Proble
 fn read_json_array(path: &Path) -> Result<Vec<(usize, Value)>, DatasetError> {
     let text = std::fs::read_to_string(path).map_err(|e| DatasetError::io(path, e))?;
     match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Array(items)) => Ok(items.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect()),
+        Ok(Value::Array(items)) => Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v))
+            .collect()),
         Ok(_) => Err(DatasetError::file(path, "expected a JSON array of objects")),
-        Err(e) => Err(DatasetError::line(path, e.line(), format!("invalid JSON: {e}"))),
+        Err(e) => Err(DatasetError::line(
+            path,
+            e.line(),
+            format!("invalid JSON: {e}"),
+        )),
     }
 }
 
@@ -127,8 +135,16 @@ fn row_to_problem(
     let mut take = |key: &str, required: bool| -> Result<Option<String>, DatasetError> {
         match obj.remove(key) {
             None | Some(Value::Null) if !required => Ok(None),
-            None => Err(DatasetError::line(path, line, format!("missing column `{key}`"))),
-            Some(Value::Null) => Err(DatasetError::line(path, line, format!("column `{key}` is null"))),
+            None => Err(DatasetError::line(
+                path,
+                line,
+                format!("missing column `{key}`"),
+            )),
+            Some(Value::Null) => Err(DatasetError::line(
+                path,
+                line,
+                format!("column `{key}` is null"),
+            )),
             Some(v) => scalar_to_string(&v).map(Some).ok_or_else(|| {
                 DatasetError::line(
                     path,
@@ -153,7 +169,11 @@ fn row_to_problem(
         return Err(DatasetError::line(path, line, "empty id"));
     }
     if problem.trim().is_empty() {
-        return Err(DatasetError::line(path, line, format!("column `{}` is empty", cols.problem)));
+        return Err(DatasetError::line(
+            path,
+            line,
+            format!("column `{}` is empty", cols.problem),
+        ));
     }
     Ok(Problem {
         id,
@@ -192,7 +212,11 @@ fn append_batch_rows(
     for (field, col) in schema.fields().iter().zip(batch.columns()) {
         for r in 0..batch.num_rows() {
             let v = cell_to_json(col, r).map_err(|m| {
-                DatasetError::line(path, start + r + 1, format!("column `{}`: {m}", field.name()))
+                DatasetError::line(
+                    path,
+                    start + r + 1,
+                    format!("column `{}`: {m}", field.name()),
+                )
             })?;
             if let Value::Object(o) = &mut rows[start + r].1 {
                 o.insert(field.name().clone(), v);

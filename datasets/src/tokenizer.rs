@@ -27,7 +27,9 @@ pub const TOKENIZER_FILES: &[&str] = &[
     "merges.txt",
 ];
 
-/// Tokenizer + chat template + special tokens of one model.
+/// Tokenizer + chat template + special tokens of one model. Cheap to share (`Send + Sync`):
+/// servers keep one behind an `Arc`.
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     chat: Option<ChatTemplate>,
@@ -85,7 +87,10 @@ fn id_list(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
-fn chat_template_source(dir: &Path, config: Option<&Value>) -> Result<Option<String>, DatasetError> {
+fn chat_template_source(
+    dir: &Path,
+    config: Option<&Value>,
+) -> Result<Option<String>, DatasetError> {
     // transformers >= 4.43 may save the template as its own file, which then wins.
     let jinja = dir.join("chat_template.jinja");
     match std::fs::read_to_string(&jinja) {
@@ -131,7 +136,10 @@ impl TextTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self, DatasetError> {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
-            return Err(DatasetError::file(&tok_path, "not found (a HF tokenizer.json is required)"));
+            return Err(DatasetError::file(
+                &tok_path,
+                "not found (a HF tokenizer.json is required)",
+            ));
         }
         let inner = tokenizers::Tokenizer::from_file(&tok_path)
             .map_err(|e| DatasetError::file(&tok_path, e.to_string()))?;
@@ -185,23 +193,30 @@ impl TextTokenizer {
         let chat = match chat_template_source(dir, config.as_ref())? {
             None => None,
             Some(src) => {
-                let mut vars: Vec<(String, String)> = Vec::new();
+                // transformers renders with its special-tokens map as variables.
+                let mut vars = serde_json::Map::new();
                 for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
                     if let Some(t) = token_string(config.as_ref().and_then(|c| c.get(key))) {
-                        vars.push((key.to_string(), t));
+                        vars.insert(key.to_string(), Value::from(t));
                     }
                 }
-                if vars.iter().all(|(k, _)| k != "bos_token") {
-                    if let Some((t, _)) = &bos {
-                        vars.push(("bos_token".into(), t.clone()));
+                if let Some(Value::Array(list)) = config
+                    .as_ref()
+                    .and_then(|c| c.get("additional_special_tokens"))
+                {
+                    let names: Vec<Value> = list
+                        .iter()
+                        .filter_map(|v| token_string(Some(v)))
+                        .map(Value::from)
+                        .collect();
+                    vars.insert("additional_special_tokens".into(), Value::Array(names));
+                }
+                for (key, tok) in [("bos_token", &bos), ("eos_token", &eos)] {
+                    if let (false, Some((t, _))) = (vars.contains_key(key), tok) {
+                        vars.insert(key.to_string(), Value::from(t.clone()));
                     }
                 }
-                if vars.iter().all(|(k, _)| k != "eos_token") {
-                    if let Some((t, _)) = &eos {
-                        vars.push(("eos_token".into(), t.clone()));
-                    }
-                }
-                Some(ChatTemplate::new(&src, &vars).map_err(|e| {
+                Some(ChatTemplate::with_variables(&src, vars).map_err(|e| {
                     DatasetError::file(&cfg_path, format!("key `chat_template`: {e}"))
                 })?)
             }
@@ -254,7 +269,8 @@ impl TextTokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, DatasetError> {
-        self.chat_template()?.render(messages, add_generation_prompt)
+        self.chat_template()?
+            .render(messages, add_generation_prompt)
     }
 
     /// Render with extra template variables (`tools`, `date_string`, …).
@@ -377,6 +393,12 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<Vec<String>, Datas
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokenizer_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<TextTokenizer>();
+    }
 
     #[test]
     fn special_token_shapes() {

@@ -52,7 +52,10 @@ fn malformed_lines_and_missing_columns_name_file_and_line() {
         "{\"id\": 1, \"problem\": \"a\", \"answer\": 1}\n\n{\"id\": 2, \"problem\": \"b\"}\n",
     );
     let err = load_problems(&p, &cols).unwrap_err().to_string();
-    assert!(err.contains("missing.jsonl:3:") && err.contains("`answer`"), "{err}");
+    assert!(
+        err.contains("missing.jsonl:3:") && err.contains("`answer`"),
+        "{err}"
+    );
 
     let p = write(
         dir.path(),
@@ -60,14 +63,27 @@ fn malformed_lines_and_missing_columns_name_file_and_line() {
         "{\"id\": 1, \"problem\": \"a\", \"answer\": 1}\n{\"id\": \"1\", \"problem\": \"b\", \"answer\": 2}\n",
     );
     let err = load_problems(&p, &cols).unwrap_err().to_string();
-    assert!(err.contains("dup.jsonl:2:") && err.contains("duplicate id"), "{err}");
+    assert!(
+        err.contains("dup.jsonl:2:") && err.contains("duplicate id"),
+        "{err}"
+    );
 
-    let p = write(dir.path(), "list.jsonl", "{\"id\": 1, \"problem\": \"a\", \"answer\": [1]}\n");
+    let p = write(
+        dir.path(),
+        "list.jsonl",
+        "{\"id\": 1, \"problem\": \"a\", \"answer\": [1]}\n",
+    );
     let err = load_problems(&p, &cols).unwrap_err().to_string();
-    assert!(err.contains("list.jsonl:1:") && err.contains("`answer`"), "{err}");
+    assert!(
+        err.contains("list.jsonl:1:") && err.contains("`answer`"),
+        "{err}"
+    );
 
     let p = write(dir.path(), "x.csv", "id,problem\n");
-    assert!(load_problems(&p, &cols).unwrap_err().to_string().contains("x.csv"));
+    assert!(load_problems(&p, &cols)
+        .unwrap_err()
+        .to_string()
+        .contains("x.csv"));
 }
 
 #[test]
@@ -102,8 +118,14 @@ fn parquet_problem_sets_load_with_coercion() {
         ("id", Arc::new(Int64Array::from(vec![10, 11]))),
         ("problem", Arc::new(StringArray::from(vec!["p10", "p11"]))),
         ("answer", Arc::new(Float64Array::from(vec![12.0, 0.5]))),
-        ("source", Arc::new(StringArray::from(vec![Some("aime"), None]))),
-        ("subject", Arc::new(StringArray::from(vec!["algebra", "geometry"]))),
+        (
+            "source",
+            Arc::new(StringArray::from(vec![Some("aime"), None])),
+        ),
+        (
+            "subject",
+            Arc::new(StringArray::from(vec!["algebra", "geometry"])),
+        ),
     ];
     let batch = RecordBatch::try_from_iter(cols).unwrap();
     let file = std::fs::File::create(&p).unwrap();
@@ -123,7 +145,10 @@ fn parquet_problem_sets_load_with_coercion() {
         ..Default::default()
     };
     let err = load_problems(&p, &cols).unwrap_err().to_string();
-    assert!(err.contains("set.parquet:1:") && err.contains("`nope`"), "{err}");
+    assert!(
+        err.contains("set.parquet:1:") && err.contains("`nope`"),
+        "{err}"
+    );
     let junk = write(dir.path(), "junk.parquet", "not parquet");
     assert!(load_problems(&junk, &ProblemColumns::default())
         .unwrap_err()

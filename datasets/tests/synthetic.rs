@@ -25,7 +25,10 @@ fn splits_are_deterministic_disjoint_and_correct() {
     assert_eq!((a.train.len(), a.test.len()), (600, 50));
     let train: HashSet<&str> = a.train.iter().map(|e| e.problem.problem.as_str()).collect();
     assert_eq!(train.len(), 600, "no duplicate problems");
-    assert!(a.test.iter().all(|e| !train.contains(e.problem.problem.as_str())));
+    assert!(a
+        .test
+        .iter()
+        .all(|e| !train.contains(e.problem.problem.as_str())));
     for e in a.train.iter().chain(&a.test) {
         let expr = e
             .problem
@@ -88,11 +91,17 @@ fn files_load_as_problem_sets_and_tokenizer_fits_the_task() {
     }
     // Arbitrary text still round-trips (byte-level).
     let odd = "naïve 🤖 {x}";
-    assert_eq!(tok.decode(&tok.encode(odd, false).unwrap(), false).unwrap(), odd);
+    assert_eq!(
+        tok.decode(&tok.encode(odd, false).unwrap(), false).unwrap(),
+        odd
+    );
     for t in ["<think>", "</think>", "<|user|>", "<|assistant|>"] {
         assert_eq!(tok.encode(t, false).unwrap().len(), 1, "{t}");
     }
-    assert_eq!(tok.eos_token_ids(), &[tok.token_to_id("<|end_of_text|>").unwrap()]);
+    assert_eq!(
+        tok.eos_token_ids(),
+        &[tok.token_to_id("<|end_of_text|>").unwrap()]
+    );
     assert!(tok.bos_token_id().is_some() && tok.pad_token_id().is_some());
 
     // Generation prompt = prefix of the full SFT conversation; traces are short.
@@ -119,6 +128,8 @@ fn files_load_as_problem_sets_and_tokenizer_fits_the_task() {
     );
     assert!(longest <= 80, "completion of {longest} tokens");
     // skip_special_tokens keeps the reasoning delimiters.
-    let ids = tok.encode("<think>\n1\n</think><|end_of_text|>", false).unwrap();
+    let ids = tok
+        .encode("<think>\n1\n</think><|end_of_text|>", false)
+        .unwrap();
     assert_eq!(tok.decode(&ids, true).unwrap(), "<think>\n1\n</think>");
 }

@@ -73,11 +73,18 @@ fn check_dir(name: &str) {
         let mut streamed = String::new();
         for &id in &plain {
             let piece = dec.push(&tok, id).unwrap();
-            assert!(!piece.contains('\u{FFFD}'), "{name}: broken char in {piece:?}");
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "{name}: broken char in {piece:?}"
+            );
             streamed.push_str(&piece);
         }
         streamed.push_str(&dec.finish(&tok).unwrap());
-        assert_eq!(streamed, s["decoded"].as_str().unwrap(), "{name}: streamed {text:?}");
+        assert_eq!(
+            streamed,
+            s["decoded"].as_str().unwrap(),
+            "{name}: streamed {text:?}"
+        );
     }
     let batch: Vec<&str> = exp["samples"]
         .as_array()
@@ -89,19 +96,34 @@ fn check_dir(name: &str) {
     for (e, s) in enc.iter().zip(exp["samples"].as_array().unwrap()) {
         assert_eq!(e, &ids(&s["ids"]), "{name}: batch encode");
     }
-    for variant in ["chat.full_conversation_gen_prompt", "chat.single_user_gen_prompt"] {
+    for variant in [
+        "chat.full_conversation_gen_prompt",
+        "chat.single_user_gen_prompt",
+    ] {
         let c = &exp[variant];
         let msgs = messages(&c["messages"]);
         let gen = c["add_generation_prompt"].as_bool().unwrap();
         let rendered = tok.apply_chat_template(&msgs, gen).unwrap();
-        assert_eq!(rendered, c["rendered"].as_str().unwrap(), "{name}: {variant}");
-        assert_eq!(tok.encode_chat(&msgs, gen).unwrap(), ids(&c["ids"]), "{name}: {variant} ids");
+        assert_eq!(
+            rendered,
+            c["rendered"].as_str().unwrap(),
+            "{name}: {variant}"
+        );
+        assert_eq!(
+            tok.encode_chat(&msgs, gen).unwrap(),
+            ids(&c["ids"]),
+            "{name}: {variant} ids"
+        );
     }
     let special = &exp["special"];
     let want = |k: &str| special.get(k).map(|v| v["id"].as_u64().unwrap() as u32);
     assert_eq!(tok.bos_token_id(), want("bos_token"), "{name} bos");
     assert_eq!(tok.eos_token_id(), want("eos_token"), "{name} eos");
-    assert_eq!(tok.eos_token_ids().first().copied(), want("eos_token"), "{name} eos ids");
+    assert_eq!(
+        tok.eos_token_ids().first().copied(),
+        want("eos_token"),
+        "{name} eos ids"
+    );
     assert_eq!(tok.pad_token_id(), want("pad_token"), "{name} pad");
     for key in ["bos_token", "eos_token", "pad_token"] {
         if let Some(v) = special.get(key) {
@@ -148,8 +170,9 @@ fn deepseek_r1_matches_transformers() {
 #[test]
 fn generation_config_adds_eos_ids_and_template_extras_work() {
     let dir = tempfile::tempdir().unwrap();
-    let copied = datasets::tokenizer::copy_tokenizer_files(&fixtures().join("llama3.1"), dir.path())
-        .unwrap();
+    let copied =
+        datasets::tokenizer::copy_tokenizer_files(&fixtures().join("llama3.1"), dir.path())
+            .unwrap();
     assert!(copied.contains(&"tokenizer.json".to_string()));
     std::fs::write(
         dir.path().join("generation_config.json"),
@@ -213,9 +236,15 @@ fn missing_files_and_bad_special_tokens_are_named() {
     )
     .unwrap();
     let err = TextTokenizer::from_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("eos_token") && err.contains("no_such_token"), "{err}");
-    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "<|im_end|>"}"#)
-        .unwrap();
+    assert!(
+        err.contains("eos_token") && err.contains("no_such_token"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"eos_token": "<|im_end|>"}"#,
+    )
+    .unwrap();
     let tok = TextTokenizer::from_dir(dir.path()).unwrap();
     assert!(!tok.has_chat_template());
     let err = tok

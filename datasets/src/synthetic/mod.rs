@@ -154,7 +154,8 @@ impl SyntheticSplits {
             train_gold: dir.join("train_gold.jsonl"),
             test_gold: dir.join("test_gold.jsonl"),
         };
-        let problems = |x: &[SyntheticExample]| x.iter().map(|e| e.problem.clone()).collect::<Vec<_>>();
+        let problems =
+            |x: &[SyntheticExample]| x.iter().map(|e| e.problem.clone()).collect::<Vec<_>>();
         write_problems_jsonl(&files.train_problems, &problems(&self.train))?;
         write_problems_jsonl(&files.test_problems, &problems(&self.test))?;
         write_gold(&files.train_gold, &self.train)?;

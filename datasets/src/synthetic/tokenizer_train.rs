@@ -64,7 +64,13 @@ impl Default for TokenizerTrainConfig {
     }
 }
 
-type Impl = TokenizerImpl<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
+type Impl = TokenizerImpl<
+    BPE,
+    NormalizerWrapper,
+    PreTokenizerWrapper,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
 
 fn tok_err(e: impl std::fmt::Display) -> DatasetError {
     DatasetError::Tokenizer(format!("training: {e}"))
@@ -90,7 +96,12 @@ pub fn train_tokenizer<S: AsRef<str> + Sync>(
         .vocab_size(cfg.vocab_size - THINK_TOKENS.len())
         .min_frequency(cfg.min_frequency)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .special_tokens(specials.iter().map(|s| AddedToken::from(*s, true)).collect())
+        .special_tokens(
+            specials
+                .iter()
+                .map(|s| AddedToken::from(*s, true))
+                .collect(),
+        )
         .build();
     let split = Split::new(
         SplitPattern::Regex(SPLIT_REGEX.into()),
