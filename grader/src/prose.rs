@@ -46,8 +46,14 @@ pub(crate) fn after_phrase(text: &str) -> Option<String> {
 /// reduced to the math or number inside when the sentence is prose.
 fn clip_sentence(rest: &str) -> Option<String> {
     let rest = rest.trim_start();
-    if let Some((0, body)) = math_segments(rest).into_iter().next() {
-        return clean(body);
+    let segs = math_segments(rest);
+    if segs.first().is_some_and(|(start, _)| *start == 0) {
+        // `$x = 1$ and $x = 2$`: math segments joined by "and"/"or"/commas form a list.
+        let mut end = 0;
+        while end + 1 < segs.len() && end < 5 && joined(rest, &segs[end], &segs[end + 1]) {
+            end += 1;
+        }
+        return join_bodies(&segs[..=end]);
     }
     let end = rest.find('\n').unwrap_or(rest.len());
     let mut line = &rest[..end];
@@ -68,22 +74,51 @@ fn clip_sentence(rest: &str) -> Option<String> {
 /// The value that ends last in prose: the last math segment or the last number, whichever is
 /// further right ("the volume of $ABCD$ is 120" → 120), as Math-Verify orders its matches.
 pub(crate) fn rightmost_value(text: &str) -> Option<String> {
-    let seg = math_segments(text).pop().map(|(_, body)| {
-        let body_start = body.as_ptr() as usize - text.as_ptr() as usize;
-        (body_start + body.len() + 1, body)
-    });
+    let segs = math_segments(text);
     let num = last_number_span(text);
-    match (seg, num) {
-        (Some((seg_end, body)), Some((num_end, n))) => {
-            if num_end > seg_end {
-                Some(n)
-            } else {
-                clean(body)
-            }
-        }
-        (Some((_, body)), None) => clean(body),
-        (None, Some((_, n))) => Some(n),
-        (None, None) => None,
+    let Some(last) = segs.last() else {
+        return num.map(|(_, n)| n);
+    };
+    if num
+        .as_ref()
+        .is_some_and(|(num_end, _)| *num_end > segment_end(text, last))
+    {
+        return num.map(|(_, n)| n);
+    }
+    // Segments joined by "and"/"or"/commas before the last one belong to the same answer.
+    let mut first = segs.len() - 1;
+    while first > 0 && segs.len() - first < 6 && joined(text, &segs[first - 1], &segs[first]) {
+        first -= 1;
+    }
+    join_bodies(&segs[first..])
+}
+
+/// Byte offset just past a segment's closing delimiter.
+fn segment_end(text: &str, seg: &(usize, &str)) -> usize {
+    let body_start = seg.1.as_ptr() as usize - text.as_ptr() as usize;
+    let open_len = body_start - seg.0;
+    body_start + seg.1.len() + open_len
+}
+
+/// True when only a list separator lies between two segments.
+fn joined(text: &str, a: &(usize, &str), b: &(usize, &str)) -> bool {
+    let end = segment_end(text, a);
+    if end > b.0 {
+        return false;
+    }
+    let between = text[end..b.0].trim().to_ascii_lowercase();
+    matches!(
+        between.as_str(),
+        "," | ";" | "and" | "or" | ", and" | ", or"
+    )
+}
+
+fn join_bodies(segs: &[(usize, &str)]) -> Option<String> {
+    let parts: Vec<String> = segs.iter().filter_map(|(_, b)| clean(b)).collect();
+    if parts.is_empty() {
+        None
+    } else {
+        clean(&parts.join(", "))
     }
 }
 

@@ -64,6 +64,18 @@ fn phrases_then_last_number() {
 }
 
 #[test]
+fn joined_math_segments_form_a_list() {
+    let r = "The solutions are $x = 1$ and $x = 2$.";
+    assert_eq!(extract_answer(r).as_deref(), Some("x = 1, x = 2"));
+    assert_eq!(grade("1, 2", r).verdict, Verdict::Correct);
+    assert_eq!(
+        extract_answer("Answer: $3$, $5$ or $7$. Then more text.").as_deref(),
+        Some("3, 5, 7")
+    );
+    assert_eq!(extract_answer("So $a$ is $5$.").as_deref(), Some("5"));
+}
+
+#[test]
 fn bare_answers_are_taken_whole() {
     for (gold, pred) in [
         ("\\frac{1}{2}", "\\frac{1}{2}"),
