@@ -1,4 +1,11 @@
-//! `distill eval` subcommands.
+//! `distill eval` subcommands: `run` (sample, grade and summarise a model on benchmarks with
+//! the R1 protocol) and `compare` (side-by-side report of several runs).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::backend::DeviceKind;
 
 /// Arguments of `distill eval`.
 #[derive(clap::Args, Debug)]
@@ -8,9 +15,91 @@ pub struct EvalArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum EvalCommand {}
+enum EvalCommand {
+    /// Grade (gold, pred) pairs from JSONL: one output line per input line with `verdict`,
+    /// `correct` and `extracted`.
+    Grade(crate::eval_grade::GradeArgs),
+    /// Score a model on AIME 2024/2025, MATH-500 or any problem file with the R1 protocol
+    /// (k samples per problem, pass@1 ± CI, cons@k, pass@k). Resumable: rerun to continue.
+    Run(RunArgs),
+    /// Compare run directories: report.md, report.json and SVG plots in --out.
+    Compare(CompareArgs),
+}
+
+/// `distill eval run --config FILE [--set key=value …]`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Eval config (TOML), e.g. configs/eval/r1.toml.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Override a config key, e.g. `--set model.checkpoint=DIR` or
+    /// `--set benchmarks.0.samples=8` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device of the native backend.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+    /// Recompute summary.json/summary.md from the stored records without generating.
+    #[arg(long)]
+    summarize_only: bool,
+}
+
+/// `distill eval compare RUN_DIR… --out DIR`.
+#[derive(clap::Args, Debug)]
+struct CompareArgs {
+    /// Run directories (each holding summary.json).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    runs: Vec<PathBuf>,
+    /// Output directory for report.md, report.json, accuracy.svg, accuracy_vs_length.svg.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Name of the reference model (default: the run whose role is teacher).
+    #[arg(long, value_name = "NAME")]
+    teacher: Option<String>,
+}
 
 /// Runs one `distill eval` subcommand.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    match args.command {}
+    match args.command {
+        EvalCommand::Grade(a) => crate::eval_grade::run(a),
+        EvalCommand::Run(a) => run_eval(a),
+        EvalCommand::Compare(a) => compare(a),
+    }
+}
+
+fn build_backend<B: burn::prelude::Backend>(
+    device: B::Device,
+    cfg: &eval::EvalConfig,
+) -> Result<std::sync::Arc<dyn teacher::Backend>, eval::EvalError> {
+    eval::backends::build_backend::<B>(device, cfg)
+}
+
+fn run_eval(a: RunArgs) -> anyhow::Result<()> {
+    let cfg = eval::EvalConfig::load(&a.config, &a.set)?;
+    let summary = if a.summarize_only {
+        let s = eval::runner::summarize_run(&cfg)?;
+        s.save(&cfg.out_dir)?;
+        s
+    } else {
+        let backend = crate::with_backend!(a.device, build_backend(&cfg))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(eval::run_eval(&cfg, backend))
+            .with_context(|| format!("eval run {} (rerun the same command to resume)", a.config.display()))?
+    };
+    print!("{}", summary.to_markdown());
+    eprintln!("\nwrote {}", cfg.out_dir.join("summary.json").display());
+    Ok(())
+}
+
+fn compare(a: CompareArgs) -> anyhow::Result<()> {
+    let opts = eval::CompareOptions { out_dir: a.out.clone(), teacher: a.teacher };
+    let report = eval::compare_runs(&a.runs, &opts)?;
+    let md = std::fs::read_to_string(a.out.join("report.md")).unwrap_or_default();
+    print!("{md}");
+    eprintln!(
+        "\nwrote {} ({} models)",
+        a.out.join("report.json").display(),
+        report.models.len()
+    );
+    Ok(())
 }
