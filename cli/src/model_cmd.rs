@@ -160,8 +160,15 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
         }
     }
     let dtype = cfg.torch_dtype.clone().unwrap_or_else(|| stored.keys().next().cloned().unwrap_or_default());
+    // DeepSeek-V3: total vs active parameters per token and memory at bf16 / FP8.
+    let moe = match cfg.architecture {
+        models::Architecture::DeepseekV3 => Some(models::deepseek::deepseek_param_report(
+            &models::deepseek::DeepseekV3Config::from_model_config(&cfg)?,
+        )),
+        _ => None,
+    };
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "architecture": cfg.architecture.class_name(),
             "model_type": cfg.architecture.model_type(),
             "parameters": params,
@@ -177,11 +184,22 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
             "tie_word_embeddings": cfg.tie_word_embeddings,
             "shards": files.files().len(),
         });
+        if let Some(r) = &moe {
+            v["parameters_total"] = r.total.into();
+            v["parameters_active_per_token"] = r.active_per_token.into();
+            v["weights_bytes_bf16"] = r.bytes_bf16.into();
+            v["weights_bytes_fp8"] = r.bytes_fp8.into();
+            v["kv_cache_bytes_per_token_bf16"] = r.kv_bytes_per_token_bf16.into();
+            v["expanded_kv_bytes_per_token_bf16"] = r.expanded_kv_bytes_per_token_bf16.into();
+        }
         println!("{v}");
         return Ok(());
     }
     println!("architecture     {} ({})", cfg.architecture.class_name(), cfg.architecture.model_type());
     println!("parameters       {} ({:.3} B)", params, params as f64 / 1e9);
+    if let Some(r) = &moe {
+        println!("{r}");
+    }
     println!("dtype            {dtype} (stored: {})", stored.keys().cloned().collect::<Vec<_>>().join(", "));
     println!("vocab            {}", cfg.vocab_size);
     println!("context          {}", cfg.max_position_embeddings);

@@ -16,6 +16,8 @@ use crate::weights::WeightSource;
 
 /// Any supported causal LM. Module paths skip the variant name (see [`crate::save_model`]),
 /// so saved tensor names are the HF names.
+// One value per loaded model: the variant size difference is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Model<B: Backend> {
     /// Qwen2 / Llama.

@@ -3,6 +3,7 @@
 
 pub mod generate;
 pub mod grade;
+pub mod mla;
 
 /// Arguments of `distill bench`.
 #[derive(clap::Args, Debug)]
@@ -17,6 +18,8 @@ enum BenchCommand {
     Generate(generate::GenerateBenchArgs),
     /// Grader answers/s on 500 × 64 MATH-500 responses next to Math-Verify.
     Grade(grade::GradeBenchArgs),
+    /// DeepSeek-V3 MLA: decode tok/s and KV bytes/token, latent cache vs expanded K/V.
+    Mla(mla::MlaBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -24,5 +27,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Generate(a) => generate::run(a),
         BenchCommand::Grade(a) => grade::run(a),
+        BenchCommand::Mla(a) => mla::run(a),
     }
 }

@@ -315,7 +315,7 @@ impl DeepseekV3Config {
     /// Checks the relations between keys that the forward pass relies on; the error names the
     /// key at fault.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.qk_rope_head_dim % 2 != 0 {
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
             return Err(("qk_rope_head_dim", format!("{} must be even", self.qk_rope_head_dim)));
         }
         if self.n_routed_experts > 0 {
@@ -352,7 +352,7 @@ impl DeepseekV3Config {
     pub fn is_moe_layer(&self, i: usize) -> bool {
         self.n_routed_experts > 0
             && i >= self.first_k_dense_replace
-            && i % self.moe_layer_freq.max(1) == 0
+            && i.is_multiple_of(self.moe_layer_freq.max(1))
     }
 
     /// The attention softmax scale: `qk_head_dim^-½`, times `mscale²` under YaRN with

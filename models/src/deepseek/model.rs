@@ -18,6 +18,8 @@ use crate::layers::{HfLinear, HfRmsNorm, Mlp};
 use crate::lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
 
 /// Feed-forward of one layer: dense for the first `first_k_dense_replace` layers, MoE after.
+// A handful of these exist per model; boxing would only complicate the module paths.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum DeepseekFfn<B: Backend> {
     /// `mlp.{gate,up,down}_proj`.
