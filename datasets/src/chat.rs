@@ -20,8 +20,36 @@ use std::collections::BTreeMap;
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` (or `tool`).
     pub role: String,
-    /// The message text.
+    /// The message text. When deserialising, OpenAI's other shapes are accepted too: `null`
+    /// (an empty string) and a list of content parts, whose `text` parts are concatenated.
+    #[serde(deserialize_with = "content_from_openai")]
     pub content: String,
+}
+
+fn content_from_openai<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(String::new()),
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Array(parts) => {
+            let mut out = String::new();
+            for part in parts {
+                match (part.get("type").and_then(|t| t.as_str()), part.get("text")) {
+                    (Some("text"), Some(serde_json::Value::String(t))) => out.push_str(t),
+                    (kind, _) => {
+                        return Err(D::Error::custom(format!(
+                            "unsupported content part type {:?} (only text parts are supported)",
+                            kind.unwrap_or("<missing>")
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(D::Error::custom(format!(
+            "message content must be a string, null or a list of text parts, got {other}"
+        ))),
+    }
 }
 
 impl ChatMessage {
@@ -440,6 +468,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.render(&[], false).unwrap(), "True True True");
+    }
+
+    #[test]
+    fn openai_content_shapes_deserialize() {
+        let m: Vec<ChatMessage> = serde_json::from_str(
+            r#"[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": null, "name": "x"},
+                {"role": "user", "content": "plain"}]"#,
+        )
+        .unwrap();
+        assert_eq!(m[0].content, "ab");
+        assert_eq!(m[1].content, "");
+        assert_eq!(m[2], ChatMessage::user("plain"));
+        let bad: Result<ChatMessage, _> = serde_json::from_str(
+            r#"{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}"#,
+        );
+        assert!(bad.unwrap_err().to_string().contains("image_url"));
     }
 
     #[test]

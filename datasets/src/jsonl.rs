@@ -16,6 +16,12 @@ pub fn read_jsonl_values(path: &Path) -> Result<Vec<(usize, serde_json::Value)>,
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line_no = i + 1;
         let line = line.map_err(|e| DatasetError::line(path, line_no, e.to_string()))?;
+        // Tolerate a UTF-8 byte-order mark (Windows editors write one).
+        let line = if line_no == 1 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            &line
+        };
         let trimmed = line.trim();
         if trimmed.is_empty() {
             continue;
@@ -65,7 +71,7 @@ mod tests {
         .unwrap();
         let v: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
         assert_eq!(v.len(), 2);
-        std::fs::write(&p, "{\"a\":1}\n\n{\"a\":\n").unwrap();
+        std::fs::write(&p, "\u{feff}{\"a\":1}\n\n{\"a\":\n").unwrap();
         let err = read_jsonl_values(&p).unwrap_err().to_string();
         assert!(err.contains("x.jsonl:3:"), "{err}");
     }
