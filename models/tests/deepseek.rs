@@ -367,3 +367,97 @@ fn loads_through_model_enum_and_round_trips_through_save_model() {
     let again = DeepseekV3ForCausalLM::<B>::load_dir(&out, &dev, DType::F32).unwrap();
     assert_close("reloaded logits", &values(again.forward(ids_tensor(&ids))), &got, 1e-6);
 }
+
+#[test]
+fn bf16_weights_run_end_to_end() {
+    // GPU users load in bf16: every internal tensor must follow the compute dtype (routing
+    // scores and the correction bias stay f32) without dtype-mismatch panics.
+    let name = "deepseek_v3";
+    let model = DeepseekV3ForCausalLM::<B>::load_dir(&fixture(name), &common::device(), DType::BF16).unwrap();
+    assert_eq!(model.dtype(), DType::BF16);
+    let r = Reference::open(name);
+    let ids = r.ids("input_ids_batch");
+    let got = values(model.forward(ids_tensor(&ids)));
+    let d = common::max_abs_diff(&got, &r.f32("logits_batch").0);
+    assert!(d < 0.5, "bf16 logits differ by {d}");
+    let prompt = r.ids("generate.prompt_ids").remove(0);
+    let (new, _) = greedy(&model, &prompt, 3, KvLayout::Latent);
+    assert_eq!(new.len(), 3);
+}
+
+/// One SFT step's loss and gradients through MLA, the router and the experts on
+/// `Autodiff<Flex>`, against transformers' autograd (`sft.*` in the fixture).
+#[test]
+fn sft_loss_and_gradients_match_transformers() {
+    use burn::backend::Autodiff;
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::activation::log_softmax;
+    use models::deepseek::model::DeepseekFfn;
+    type AB = Autodiff<B>;
+
+    struct SqNorm<'a> {
+        grads: &'a <AB as burn::tensor::backend::AutodiffBackend>::Gradients,
+        sum: f64,
+    }
+    impl ModuleVisitor<AB> for SqNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AB, D>>) {
+            if let Some(g) = p.val().grad(self.grads) {
+                self.sum += g.square().sum().into_scalar() as f64;
+            }
+        }
+    }
+
+    for name in FIXTURES {
+        let model = DeepseekV3ForCausalLM::<AB>::load_dir(&fixture(name), &common::device(), DType::F32).unwrap();
+        let r = Reference::open(name);
+        let ids = r.ids("sft.input_ids");
+        let labels = r.ids("sft.labels");
+        let (b, t) = (ids.len(), ids[0].len());
+        let vocab = model.config.vocab_size;
+        let logits = model.forward(ForwardInput::from_rows(&ids, &common::device()).unwrap());
+        let lp = log_softmax(logits.narrow(1, 0, t - 1).reshape([b * (t - 1), vocab]), 1);
+        let mut tgt = Vec::new();
+        let mut keep = Vec::new();
+        for row in &labels {
+            for &l in &row[1..] {
+                let ok = (l as usize) < vocab; // -100 read as u32 is out of range
+                tgt.push(if ok { l as i64 } else { 0 });
+                keep.push(if ok { 1.0f32 } else { 0.0 });
+            }
+        }
+        let n_keep: f32 = keep.iter().sum();
+        let tgt = Tensor::<AB, 2, Int>::from_data(TensorData::new(tgt, [b * (t - 1), 1]), &common::device());
+        let keep = Tensor::<AB, 1>::from_data(TensorData::new(keep, [b * (t - 1)]), &common::device());
+        let nll = lp.gather(1, tgt).reshape([b * (t - 1)]).neg();
+        let loss = (nll * keep).sum() / n_keep;
+        let loss_v = loss.clone().into_scalar();
+        assert!((loss_v - r.f32("sft.loss_before").0[0]).abs() < 1e-5, "{name}: loss {loss_v}");
+        let grads = loss.backward();
+        let mut sq = SqNorm { grads: &grads, sum: 0.0 };
+        model.visit(&mut sq);
+        let norm = sq.sum.sqrt();
+        let want = r.f32("sft.grad_norm").0[0] as f64;
+        assert!((norm - want).abs() / want < 1e-5, "{name}: grad norm {norm} vs {want}");
+        let grad_of = |p: &Param<Tensor<AB, 2>>| values(p.val().grad(&grads).expect("has grad").cast(burn::tensor::FloatDType::F32));
+        let layers = &model.model.layers;
+        let q_a = layers[0].self_attn.q_a_proj.as_ref().expect("q_lora");
+        let checks: Vec<(&str, Vec<f32>)> = vec![
+            ("model.layers.0.self_attn.q_a_proj.weight", grad_of(&q_a.weight)),
+            (
+                "model.layers.1.mlp.gate.weight",
+                match &layers[1].mlp {
+                    DeepseekFfn::Moe(m) => grad_of(&m.gate.weight),
+                    DeepseekFfn::Dense(_) => panic!("layer 1 is MoE in the fixtures"),
+                },
+            ),
+            ("lm_head.weight", grad_of(&model.lm_head.as_ref().unwrap().weight)),
+            ("model.norm.weight", {
+                let g = model.model.norm.weight.val().grad(&grads).unwrap();
+                g.into_data().iter::<f32>().collect()
+            }),
+        ];
+        for (p, got) in checks {
+            assert_close(&format!("{name} grad {p}"), &got, &r.f32(&format!("sft.grad.{p}")).0, 1e-5);
+        }
+    }
+}
