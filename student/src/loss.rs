@@ -108,6 +108,17 @@ pub fn ce_sum_chunk<B: Backend>(logits: Tensor<B, 3>, targets: &ShiftedTargets, 
     (picked * keep).sum().neg()
 }
 
+/// Which divergence and how: the `[distill]` knobs the loss needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KdSpec {
+    /// Divergence.
+    pub kind: KdKind,
+    /// JSD mixture weight.
+    pub beta: f64,
+    /// Softmax temperature.
+    pub temperature: f64,
+}
+
 /// Sum over kept positions of the chosen divergence between teacher and student
 /// distributions at temperature `temperature`, multiplied by `temperature²` (Hinton's scaling,
 /// so gradients keep their magnitude as T changes). Vocabularies are cut to the shorter one
@@ -122,10 +133,9 @@ pub fn kd_sum_chunk<B: Backend>(
     targets: &ShiftedTargets,
     t0: usize,
     t1: usize,
-    kind: KdKind,
-    beta: f64,
-    temperature: f64,
+    spec: KdSpec,
 ) -> Tensor<B, 1> {
+    let KdSpec { kind, beta, temperature } = spec;
     let [b, n, vs] = student_logits.dims();
     let vt = teacher_logits.dims()[2];
     let v = vs.min(vt);
@@ -217,17 +227,17 @@ mod tests {
         let labels = vec![vec![0, 1, 1, 1], vec![0, 1, 1, 1]];
         let t = ShiftedTargets::from_labels(&labels, None);
         for kind in [KdKind::Forward, KdKind::Reverse, KdKind::Jsd] {
-            let same: f64 = kd_sum_chunk(s.clone(), s.clone(), &t, 0, 4, kind, 0.5, 1.0).into_scalar().elem();
+            let same: f64 = kd_sum_chunk(s.clone(), s.clone(), &t, 0, 4, KdSpec { kind, beta: 0.5, temperature: 1.0 }).into_scalar().elem();
             assert!(same.abs() < 1e-5, "{kind:?} of equal distributions = {same}");
             let other = s.clone().mul_scalar(-1.0);
-            let d: f64 = kd_sum_chunk(s.clone(), other, &t, 0, 4, kind, 0.5, 2.0).into_scalar().elem();
+            let d: f64 = kd_sum_chunk(s.clone(), other, &t, 0, 4, KdSpec { kind, beta: 0.5, temperature: 2.0 }).into_scalar().elem();
             assert!(d > 1e-3, "{kind:?} = {d}");
         }
         // forward KL by hand on one position
         let a: Tensor<B, 3> = Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 1, 2]), &dev);
         let b: Tensor<B, 3> = Tensor::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 1, 2]), &dev);
         let one = ShiftedTargets { batch: 1, seq: 1, targets: vec![0] };
-        let kl: f64 = kd_sum_chunk(a, b, &one, 0, 1, KdKind::Forward, 0.5, 1.0).into_scalar().elem();
+        let kl: f64 = kd_sum_chunk(a, b, &one, 0, 1, KdSpec { kind: KdKind::Forward, beta: 0.5, temperature: 1.0 }).into_scalar().elem();
         let p1 = 1.0 / (1.0 + (-1.0f64).exp());
         let want = p1 * (p1 / (1.0 - p1)).ln() + (1.0 - p1) * ((1.0 - p1) / p1).ln();
         assert!((kl - want).abs() < 1e-6);

@@ -39,6 +39,9 @@ struct Moments<B: Backend> {
     exp_avg_sq: Tensor<B, 1>,
 }
 
+/// (exp_avg, exp_avg_sq) as read from a file, before both are known to be present.
+type MomentParts<B> = (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>);
+
 /// AdamW state: step count and moments keyed by parameter name.
 #[derive(Debug)]
 pub struct AdamW<B: Backend> {
@@ -127,7 +130,7 @@ impl<B: Backend> AdamW<B> {
             msg,
         };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ck(e.to_string()))?;
-        let mut pending: HashMap<String, (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>)> = HashMap::new();
+        let mut pending: HashMap<String, MomentParts<B>> = HashMap::new();
         for (key, view) in st.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {
                 return Err(ck(format!("{key}: expected F32, found {:?}", view.dtype())));

@@ -16,7 +16,7 @@ use crate::config::{ModelInit, TrainConfig, TrainDtype};
 use crate::data::{load_rows, DataStats};
 use crate::error::{Result, StudentError};
 use crate::lora::{cast_view, Lora};
-use crate::loss::{ce_sum_chunk, kd_sum_chunk, loss_chunks};
+use crate::loss::{ce_sum_chunk, kd_sum_chunk, loss_chunks, KdSpec};
 use crate::manifest::{self, RunManifest};
 use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
 use crate::optim::{clip_coefficient, global_grad_norm, AdamW, AdamWParams, GradAccumulator};
@@ -488,7 +488,8 @@ impl<AB: AutodiffBackend> StepCtx<'_, AB> {
                 (Some(t), Some(th), Some(d)) => {
                     let tl = t.model.logits(th.clone().narrow(1, a, b - a));
                     let tl = Tensor::<AB, 3>::from_inner(tl);
-                    let kd = kd_sum_chunk(logits, tl, &mb.targets, a, b, d.kind, d.beta, d.temperature);
+                    let spec = KdSpec { kind: d.kind, beta: d.beta, temperature: d.temperature };
+                    let kd = kd_sum_chunk(logits, tl, &mb.targets, a, b, spec);
                     let (c, k) = (scalar(&ce), scalar(&kd));
                     sums.ce += c;
                     sums.kd += k;
