@@ -114,17 +114,19 @@ pub fn length_chart(benchmarks: &[String], models: &[String], series: &[Vec<Opti
     let mut s = header(width, height, "accuracy vs response length (tokens)");
     for (bi, bench) in benchmarks.iter().enumerate() {
         let x0 = left + (panel_w + gap) * bi as f64;
-        let max_x = series
+        let data_max = series
             .iter()
             .filter_map(|row| row.get(bi).and_then(|x| x.as_ref()))
             .flat_map(|ls| ls.points.iter().map(|p| p.0).chain(std::iter::once(ls.overall.0)))
-            .fold(1.0f64, f64::max)
-            * 1.05;
+            .fold(1.0f64, f64::max);
+        let step = nice_step(data_max / 4.0);
+        let max_x = (data_max / step).ceil().max(1.0) * step;
         let px = |t: f64| x0 + panel_w * (t / max_x).clamp(0.0, 1.0);
         let py = |a: f64| top + panel_h * (1.0 - a.clamp(0.0, 1.0));
         axes_y(&mut s, x0, top, panel_h, x0 + panel_w, if bi == 0 { "accuracy (%)" } else { "" });
-        for t in 0..=4 {
-            let v = max_x * t as f64 / 4.0;
+        let ticks = (max_x / step).round() as usize;
+        for t in 0..=ticks {
+            let v = step * t as f64;
             let _ = write!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{:.0}</text>"#,
@@ -172,8 +174,28 @@ pub fn length_chart(benchmarks: &[String], models: &[String], series: &[Vec<Opti
         }
     }
     legend(&mut s, models, left, top + panel_h + 50.0);
+    let _ = write!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">lines: accuracy of equal-count response-length bins · large dot: pass@1 at mean length</text>"##,
+        left + 260.0,
+        top + panel_h + 50.0
+    );
     s.push_str("</svg>\n");
     s
+}
+
+/// A round tick spacing (1, 2 or 5 × 10^n) at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if m * mag >= raw {
+            return m * mag;
+        }
+    }
+    10.0 * mag
 }
 
 fn header(w: f64, h: f64, title: &str) -> String {
@@ -248,6 +270,14 @@ mod tests {
         assert_eq!(svg.matches("<rect x=").count() - 2, 3, "3 bars + 2 legend swatches");
         assert!(svg.contains("teacher &lt;R1&gt;"));
         assert!(!svg.contains("<R1>"));
+    }
+
+    #[test]
+    fn tick_steps_are_round() {
+        assert_eq!(nice_step(6772.0), 10000.0);
+        assert_eq!(nice_step(1800.0), 2000.0);
+        assert_eq!(nice_step(3.0), 5.0);
+        assert_eq!(nice_step(0.0), 1.0);
     }
 
     #[test]
