@@ -30,20 +30,41 @@ pub fn instant_router() -> Router {
         "usage": {"prompt_tokens": 24, "completion_tokens": 12, "total_tokens": 36}
     })
     .to_string();
-    let respond = |body: String| {
-        move || {
-            let body = body.clone();
+    let sse = instant_chat_stream();
+    let respond = move |body: String, sse: String| {
+        move |req: axum::body::Bytes| {
+            let (body, sse) = (body.clone(), sse.clone());
             async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
+                // Substring test instead of a JSON parse: the server must cost next to nothing.
+                let stream = req.windows(14).any(|w| w == b"\"stream\":true");
+                if stream {
+                    ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], sse)
+                } else {
+                    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                }
             }
         }
     };
     Router::new()
-        .route("/v1/chat/completions", post(respond(chat)))
-        .route("/v1/completions", post(respond(text)))
+        .route("/v1/chat/completions", post(respond(chat, sse.clone())))
+        .route("/v1/completions", post(respond(text, sse)))
+}
+
+/// The same answer as an SSE stream (reasoning and content deltas, usage, `[DONE]`).
+pub fn instant_chat_stream() -> String {
+    let ev = |v: serde_json::Value| format!("data: {v}\n\n");
+    let mut out = String::new();
+    out += &ev(json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}));
+    for piece in ["Add the numbers: ", "2 + 2 = 4."] {
+        out += &ev(json!({"choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": null}]}));
+    }
+    for piece in ["The answer is ", "\\boxed{4}."] {
+        out += &ev(json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}));
+    }
+    out += &ev(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
+    out += &ev(json!({"choices": [], "usage": {"prompt_tokens": 24, "completion_tokens": 20, "total_tokens": 44}}));
+    out += "data: [DONE]\n\n";
+    out
 }
 
 /// Binds `addr` (use port 0 for any free port) and serves [`instant_router`] until `shutdown`.

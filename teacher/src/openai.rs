@@ -273,7 +273,13 @@ impl OpenAiBackend {
                 Attempt::Permanent(message)
             };
         }
-        if self.cfg.stream {
+        let is_sse = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        // A server that ignores `stream: true` answers with one JSON body: read that instead.
+        if self.cfg.stream && is_sse {
             read_stream(&url, resp).await
         } else {
             match resp.bytes().await {

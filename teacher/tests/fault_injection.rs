@@ -273,3 +273,31 @@ fn stop_signal_flushes_finished_samples_and_resume_completes() {
     assert_eq!(done.new_rows, 80 - report.counts.rows);
     assert_eq!(read_traces(&out).unwrap().len(), 80);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_and_plain_answers_from_the_instant_server() {
+    use teacher::backend::{Backend, ChatRequest, Message, Prompt};
+    let (addr, fut) = teacher::instant_server::bind_instant("127.0.0.1:0", std::future::pending())
+        .await
+        .unwrap();
+    tokio::spawn(fut);
+    let request = ChatRequest {
+        prompt: Prompt::Messages(vec![Message::user("2+2?")]),
+        max_tokens: 16,
+        temperature: 0.6,
+        top_p: 0.95,
+        seed: Some(1),
+        stop: vec![],
+    };
+    for stream in [false, true] {
+        let cfg = teacher::OpenAiConfig {
+            base_urls: vec![format!("http://{addr}/v1")],
+            stream,
+            ..Default::default()
+        };
+        let c = OpenAiBackend::new(cfg).unwrap().complete(request.clone()).await.unwrap();
+        assert_eq!(c.reasoning, "Add the numbers: 2 + 2 = 4.", "stream={stream}");
+        assert_eq!(c.content, "The answer is \\boxed{4}.");
+        assert_eq!(c.completion_tokens, 20);
+    }
+}
