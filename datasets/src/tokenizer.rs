@@ -144,7 +144,19 @@ impl TextTokenizer {
         let inner = tokenizers::Tokenizer::from_file(&tok_path)
             .map_err(|e| DatasetError::file(&tok_path, e.to_string()))?;
         let cfg_path = dir.join("tokenizer_config.json");
-        let config = read_json(&cfg_path)?;
+        let mut config = read_json(&cfg_path)?;
+        // Older checkpoints keep bos/eos/pad only in special_tokens_map.json; fill the gaps.
+        let map_path = dir.join("special_tokens_map.json");
+        if let Some(Value::Object(map)) = read_json(&map_path)? {
+            let cfg = config.get_or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(c) = cfg {
+                for (k, v) in map {
+                    if c.get(&k).is_none_or(Value::is_null) {
+                        c.insert(k, v);
+                    }
+                }
+            }
+        }
         let gen_path = dir.join("generation_config.json");
         let gen = read_json(&gen_path)?;
 

@@ -245,7 +245,18 @@ fn missing_files_and_bad_special_tokens_are_named() {
         r#"{"eos_token": "<|im_end|>"}"#,
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("special_tokens_map.json"),
+        r#"{"eos_token": "<|endoftext|>", "pad_token": {"content": "<|endoftext|>"}}"#,
+    )
+    .unwrap();
     let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+    assert_eq!(tok.eos_token(), Some("<|im_end|>"), "tokenizer_config wins");
+    assert_eq!(
+        tok.pad_token_id(),
+        Some(151643),
+        "gap filled from special_tokens_map.json"
+    );
     assert!(!tok.has_chat_template());
     let err = tok
         .apply_chat_template(&[ChatMessage::user("x")], true)
