@@ -4,6 +4,7 @@
 pub mod generate;
 pub mod grade;
 pub mod mla;
+pub mod train;
 
 /// Arguments of `distill bench`.
 #[derive(clap::Args, Debug)]
@@ -20,6 +21,8 @@ enum BenchCommand {
     Grade(grade::GradeBenchArgs),
     /// DeepSeek-V3 MLA: decode tok/s and KV bytes/token, latent cache vs expanded K/V.
     Mla(mla::MlaBenchArgs),
+    /// Student trainer fwd+bwd+AdamW tokens/s and peak RSS on a small Qwen shape next to PyTorch.
+    Train(train::TrainBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -28,5 +31,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Generate(a) => generate::run(a),
         BenchCommand::Grade(a) => grade::run(a),
         BenchCommand::Mla(a) => mla::run(a),
+        BenchCommand::Train(a) => train::run(a),
     }
 }
