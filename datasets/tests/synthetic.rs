@@ -133,3 +133,35 @@ fn files_load_as_problem_sets_and_tokenizer_fits_the_task() {
         .unwrap();
     assert_eq!(tok.decode(&ids, true).unwrap(), "<think>\n1\n</think>");
 }
+
+/// The defaults the quickstart uses: traces stay short under the trained tokenizer, which is
+/// what lets a tiny model learn the task in CPU minutes.
+#[test]
+fn default_config_traces_are_short() {
+    let splits = synthetic::generate(&SyntheticConfig::default()).unwrap();
+    assert_eq!((splits.train.len(), splits.test.len()), (4000, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let tok = synthetic::train_tokenizer(
+        &splits.tokenizer_corpus(),
+        &TokenizerTrainConfig::default(),
+        dir.path(),
+    )
+    .unwrap();
+    let (mut max_c, mut sum_c, mut sum_p) = (0, 0, 0);
+    for e in splits.train.iter().chain(&splits.test) {
+        let p = tok.encode_chat(&e.messages()[..1], true).unwrap().len();
+        let f = tok.encode_chat(&e.messages(), false).unwrap().len();
+        max_c = max_c.max(f - p);
+        sum_c += f - p;
+        sum_p += p;
+    }
+    let n = splits.train.len() + splits.test.len();
+    eprintln!(
+        "default synthetic task: vocab {}, mean prompt {:.1} tokens, mean completion {:.1} \
+         tokens (max {max_c})",
+        tok.vocab_size(),
+        sum_p as f64 / n as f64,
+        sum_c as f64 / n as f64
+    );
+    assert!(max_c <= 80, "{max_c}");
+}
