@@ -211,15 +211,25 @@ impl MinHasher {
     /// The signature of `text`: per permutation, the minimum permuted shingle hash. A text shorter
     /// than one shingle is a single shingle; an empty text has the all-`u64::MAX` signature.
     pub fn signature(&self, text: &str) -> Vec<u64> {
-        let words = normalized_words(text);
+        self.signature_of_parts(&[text])
+    }
+
+    /// The signature of the concatenation of `parts` (e.g. problem, reasoning, answer) without
+    /// building the concatenated string. Tokens are those of [`normalized_words`], hashed in
+    /// place rather than allocated.
+    pub fn signature_of_parts(&self, parts: &[&str]) -> Vec<u64> {
+        let mut tokens: Vec<u64> = Vec::new();
+        for part in parts {
+            token_hashes(part, &mut tokens);
+        }
         let mut shingles: HashSet<u64> = HashSet::new();
-        if words.len() <= self.shingle_words {
-            if !words.is_empty() {
-                shingles.insert(hash_words(&words));
+        if tokens.len() <= self.shingle_words {
+            if !tokens.is_empty() {
+                shingles.insert(hash_token_window(&tokens));
             }
         } else {
-            for window in words.windows(self.shingle_words) {
-                shingles.insert(hash_words(window));
+            for window in tokens.windows(self.shingle_words) {
+                shingles.insert(hash_token_window(window));
             }
         }
         let mut sig = vec![u64::MAX; self.a.len()];
@@ -235,21 +245,69 @@ impl MinHasher {
         sig
     }
 
-    /// Signatures of many texts, computed on all available cores; order matches `texts`.
-    pub fn signatures(&self, texts: &[&str]) -> Vec<Vec<u64>> {
+    /// Signatures of many documents, computed on all available cores; `parts` gives each
+    /// document's text parts. Order matches `docs`.
+    pub fn signatures<'d, D: Sync>(&self, docs: &'d [D], parts: impl Fn(&'d D) -> &'d [&'d str] + Sync) -> Vec<Vec<u64>> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        if threads <= 1 || texts.len() < 64 {
-            return texts.iter().map(|t| self.signature(t)).collect();
+        if threads <= 1 || docs.len() < 64 {
+            return docs.iter().map(|d| self.signature_of_parts(parts(d))).collect();
         }
-        let chunk = texts.len().div_ceil(threads);
+        let chunk = docs.len().div_ceil(threads);
+        let parts = &parts;
         std::thread::scope(|scope| {
-            let handles: Vec<_> = texts
+            let handles: Vec<_> = docs
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(|t| self.signature(t)).collect::<Vec<_>>()))
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|d| self.signature_of_parts(parts(d))).collect::<Vec<_>>())
+                })
                 .collect();
             handles.into_iter().flat_map(|h| h.join().expect("MinHash worker panicked")).collect()
         })
     }
+}
+
+/// Appends the hashes of the [`normalized_words`] tokens of `text` to `out`, without allocating
+/// a string per token (the hash of a token equals [`stable_hash64`] of its lower-cased bytes).
+fn token_hashes(text: &str, out: &mut Vec<u64>) {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut in_word = false;
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            for lc in c.to_lowercase() {
+                for &b in lc.encode_utf8(&mut buf).as_bytes() {
+                    h ^= u64::from(b);
+                    h = h.wrapping_mul(PRIME);
+                }
+            }
+            in_word = true;
+            continue;
+        }
+        if in_word {
+            out.push(splitmix64(h));
+            h = OFFSET;
+            in_word = false;
+        }
+        let op = match c {
+            '\u{2212}' => '-',
+            '\u{d7}' => '*',
+            '\u{f7}' => '/',
+            c => c,
+        };
+        if OPERATORS.contains(op) {
+            out.push(stable_hash64(&[op as u8]));
+        }
+    }
+    if in_word {
+        out.push(splitmix64(h));
+    }
+}
+
+/// Order-sensitive hash of a window of token hashes (one shingle).
+fn hash_token_window(window: &[u64]) -> u64 {
+    window.iter().fold(0x243f_6a88_85a3_08d3, |h, &t| splitmix64(h.rotate_left(5) ^ t))
 }
 
 /// `(a·h + b) mod (2^61 − 1)` without overflow, using the Mersenne reduction.
@@ -337,14 +395,18 @@ pub struct NearDuplicate {
     pub similarity: f64,
 }
 
-/// For each text in order, `Some` when it near-duplicates an earlier *kept* text. Only kept texts
-/// enter the index, so chains A≈B≈C with A≉C keep A and C.
-pub fn near_duplicates(texts: &[&str], cfg: &NearDupConfig) -> Result<Vec<Option<NearDuplicate>>, DedupError> {
+/// For each document in order (a document is a list of text parts, e.g. `[problem, reasoning,
+/// answer]`), `Some` when it near-duplicates an earlier *kept* document. Only kept documents enter
+/// the index, so chains A≈B≈C with A≉C keep A and C.
+pub fn near_duplicates<const N: usize>(
+    docs: &[[&str; N]],
+    cfg: &NearDupConfig,
+) -> Result<Vec<Option<NearDuplicate>>, DedupError> {
     let hasher = MinHasher::new(cfg)?;
-    let signatures = hasher.signatures(texts);
+    let signatures = hasher.signatures(docs, |d| d.as_slice());
     let mut index = LshIndex::new(cfg.num_perm, cfg.bands);
     let mut kept_position: Vec<usize> = Vec::new();
-    let mut out = Vec::with_capacity(texts.len());
+    let mut out = Vec::with_capacity(docs.len());
     for (i, sig) in signatures.into_iter().enumerate() {
         match index.query(&sig, cfg.threshold) {
             Some((id, similarity)) => out.push(Some(NearDuplicate { of: kept_position[id], similarity })),
@@ -391,12 +453,23 @@ mod tests {
         let mut edited = base.clone();
         edited.push_str("one extra sentence at the end");
         let other: String = (0..200).map(|i| format!("other{} ", i * 7)).collect();
-        let texts = [base.as_str(), other.as_str(), edited.as_str()];
-        let got = near_duplicates(&texts, &NearDupConfig::default()).unwrap();
+        let docs = [[base.as_str()], [other.as_str()], [edited.as_str()]];
+        let got = near_duplicates(&docs, &NearDupConfig::default()).unwrap();
         assert!(got[0].is_none() && got[1].is_none());
         let dup = got[2].expect("edited copy must be a near-duplicate");
         assert_eq!(dup.of, 0);
         assert!(dup.similarity >= 0.8);
+    }
+
+    #[test]
+    fn token_hashes_match_normalized_words() {
+        let text = "Find $X^2+3$, then ADD − Ünïcode×2.";
+        let mut hashes = Vec::new();
+        token_hashes(text, &mut hashes);
+        let words: Vec<u64> = normalized_words(text).iter().map(|w| stable_hash64(w.as_bytes())).collect();
+        assert_eq!(hashes, words);
+        let h = MinHasher::new(&NearDupConfig::default()).unwrap();
+        assert_eq!(h.signature("a b c d e f g"), h.signature_of_parts(&["a b c", "d e f g"]));
     }
 
     #[test]

@@ -339,12 +339,11 @@ pub fn decide(
     }
     if cfg.near_dup.enabled {
         let survivors: Vec<usize> = (0..rows.len()).filter(|&i| decisions[i] == Decision::Keep).collect();
-        let texts: Vec<String> = survivors
+        let docs: Vec<[&str; 3]> = survivors
             .iter()
-            .map(|&i| format!("{}\n{}\n{}", rows[i].problem, rows[i].reasoning, rows[i].content))
+            .map(|&i| [rows[i].problem.as_str(), rows[i].reasoning.as_str(), rows[i].content.as_str()])
             .collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let found = near_duplicates(&refs, &cfg.near_dup).map_err(|e| DatasetError::Invalid(e.to_string()))?;
+        let found = near_duplicates(&docs, &cfg.near_dup).map_err(|e| DatasetError::Invalid(e.to_string()))?;
         for (pos, hit) in found.into_iter().enumerate() {
             if let Some(hit) = hit {
                 let of = &rows[survivors[hit.of]];
@@ -446,6 +445,36 @@ pub fn read_trace_rows(path: &Path) -> Result<Vec<TraceRow>, DatasetError> {
     read_traces(path).map_err(|e| DatasetError::Invalid(e.to_string()))
 }
 
+/// Whether one of the per-row rules 1–3 (error, truncated, incorrect) drops `row`.
+fn fails_row_rules(row: &TraceRow, cfg: &FilterConfig) -> bool {
+    row.error.as_deref().is_some_and(|e| !e.is_empty())
+        || (!cfg.finish_reasons.is_empty() && !cfg.finish_reasons.contains(&row.finish_reason))
+        || (!cfg.verdicts.is_empty() && !cfg.verdicts.contains(&row.verdict))
+}
+
+/// Reads the input file by file, emptying the texts of rows that rules 1–3 will drop anyway (they
+/// are usually a third to a half of R1 samples) so peak memory is that of the survivors. Their
+/// identity, verdict, finish reason and error stay for the report and `dropped.jsonl`; with
+/// `openr1_generations = "all"` the texts are kept because the export lists them.
+fn read_inputs(files: &[PathBuf], traces: &Path, cfg: &FilterConfig) -> Result<Vec<TraceRow>, DatasetError> {
+    let keep_texts = cfg.export.openr1 && cfg.export.openr1_generations == OpenR1Generations::All;
+    let mut rows = Vec::new();
+    let sources: Vec<&Path> = if traces.is_dir() { files.iter().map(PathBuf::as_path).collect() } else { vec![traces] };
+    for file in sources {
+        let mut part = read_trace_rows(file)?;
+        if !keep_texts {
+            for row in part.iter_mut().filter(|r| fails_row_rules(r, cfg)) {
+                for text in [&mut row.problem, &mut row.reasoning, &mut row.content, &mut row.completion] {
+                    *text = String::new();
+                }
+                row.prompt = Vec::new();
+            }
+        }
+        rows.append(&mut part);
+    }
+    Ok(rows)
+}
+
 /// One line of `dropped.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DroppedRecord {
@@ -503,7 +532,7 @@ pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<F
         std::fs::remove_file(&manifest_path).map_err(|e| DatasetError::io(&manifest_path, e))?;
     }
     let inputs = input_files(traces)?;
-    let mut rows = read_trace_rows(traces)?;
+    let mut rows = read_inputs(&inputs, traces, cfg)?;
     rows.sort_by(|a, b| (&a.problem_id, a.sample_index).cmp(&(&b.problem_id, b.sample_index)));
     tracing::info!(rows = rows.len(), files = inputs.len(), "read traces");
 
