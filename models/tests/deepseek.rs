@@ -135,7 +135,7 @@ fn cached_decode_equals_full_recompute_for_ragged_batches() {
         vec![8, 400, 33, 2, 76, 150, 222],
     ];
     // Reference: each sequence alone through the full (uncached) forward.
-    let full: Vec<Vec<f32>> = seqs.iter().map(|s| values(model.forward(ids_tensor(&[s.clone()])))).collect();
+    let full: Vec<Vec<f32>> = seqs.iter().map(|s| values(model.forward(ids_tensor(std::slice::from_ref(s))))).collect();
     let vocab = model.config.vocab_size;
     for absorb in [true, false] {
         let mut cache = model.new_cache(3, 16);
