@@ -24,7 +24,7 @@ use crate::summary::{ModelInfo, ProtocolInfo, RunSummary, SummaryOptions, SUMMAR
 use crate::EvalError;
 
 /// Per-sample seed: the first 8 bytes of SHA-256(run seed, benchmark, problem id, sample
-/// index). Stable across reruns and machines, different for every sample.
+/// index), masked to 63 bits. Stable across reruns and machines, different for every sample.
 pub fn sample_seed(run_seed: u64, benchmark: &str, problem_id: &str, sample_index: u32) -> u64 {
     let mut h = Sha256::new();
     h.update(run_seed.to_le_bytes());
@@ -34,7 +34,9 @@ pub fn sample_seed(run_seed: u64, benchmark: &str, problem_id: &str, sample_inde
     h.update(problem_id.as_bytes());
     h.update(sample_index.to_le_bytes());
     let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    // 63 bits: OpenAI-compatible servers parse `seed` as a signed 64-bit integer, and the
+    // HTTP client masks it to that range, so the native and HTTP paths see the same seed.
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) & (i64::MAX as u64)
 }
 
 /// Identity of a run directory, stored as `run.json`; a resume must match it.
@@ -380,5 +382,6 @@ mod tests {
         assert_ne!(a, sample_seed(0, "aime2025", "2024-I-1", 0));
         // Length prefixes keep ("ab","c") and ("a","bc") apart.
         assert_ne!(sample_seed(0, "ab", "c", 0), sample_seed(0, "a", "bc", 0));
+        assert!(a <= i64::MAX as u64);
     }
 }
