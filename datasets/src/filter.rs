@@ -514,6 +514,13 @@ fn input_files(path: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     }
 }
 
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), DatasetError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| DatasetError::file(path, e.to_string()))?;
     bytes.push(b'\n');
@@ -525,13 +532,13 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), DatasetError> 
 /// `out_dir`, and returns the report.
 pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<FilterReport, DatasetError> {
     cfg.near_dup.validate().map_err(|e| DatasetError::Invalid(e.to_string()))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| DatasetError::io(out_dir, e))?;
-    let manifest_path = out_dir.join("manifest.json");
-    if manifest_path.exists() {
-        // The directory is about to change; without a manifest it no longer claims completeness.
-        std::fs::remove_file(&manifest_path).map_err(|e| DatasetError::io(&manifest_path, e))?;
-    }
     let inputs = input_files(traces)?;
+    if inputs.is_empty() {
+        return Err(DatasetError::file(traces, "holds no trace shards (*.parquet)"));
+    }
+    if traces.is_dir() && same_dir(traces, out_dir) {
+        return Err(DatasetError::file(out_dir, "--out must differ from the trace directory"));
+    }
     let mut rows = read_inputs(&inputs, traces, cfg)?;
     rows.sort_by(|a, b| (&a.problem_id, a.sample_index).cmp(&(&b.problem_id, b.sample_index)));
     tracing::info!(rows = rows.len(), files = inputs.len(), "read traces");
@@ -542,6 +549,24 @@ pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<F
     };
     let index = if cfg.decontam.enabled { Some(ContaminationIndex::from_config(&cfg.decontam)?) } else { None };
     let (decisions, report) = decide(&rows, cfg, index.as_ref(), tok.as_ref())?;
+    std::fs::create_dir_all(out_dir).map_err(|e| DatasetError::io(out_dir, e))?;
+    let manifest_path = out_dir.join("manifest.json");
+    if manifest_path.exists() {
+        // The directory is about to change; without a manifest it no longer claims completeness.
+        std::fs::remove_file(&manifest_path).map_err(|e| DatasetError::io(&manifest_path, e))?;
+    }
+    // Outputs a previous run wrote but this configuration does not: remove, never leave stale.
+    let disabled = [
+        ("messages.jsonl", !cfg.export.jsonl),
+        ("openr1.parquet", !cfg.export.openr1),
+        ("dropped.jsonl", !cfg.export.dropped_log),
+    ];
+    for (name, off) in disabled {
+        let p = out_dir.join(name);
+        if off && p.exists() {
+            std::fs::remove_file(&p).map_err(|e| DatasetError::io(&p, e))?;
+        }
+    }
     tracing::info!(kept = report.kept, of = report.input_rows, "filtered");
 
     let kept: Vec<&TraceRow> =

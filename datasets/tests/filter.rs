@@ -254,3 +254,17 @@ fn filter_throughput() {
     let secs = start.elapsed().as_secs_f64();
     println!("filtered {} rows ({} kept) in {secs:.2}s: {:.0} rows/s", report.input_rows, report.kept, f64::from(n) / secs);
 }
+
+#[test]
+fn empty_or_self_targeting_inputs_are_refused_without_touching_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let err = run_filter(&empty, &dir.path().join("o"), &FilterConfig::default()).unwrap_err().to_string();
+    assert!(err.contains("no trace shards"), "{err}");
+    let (traces, _) = setup(dir.path());
+    fs::write(traces.join("manifest.json"), "{}").unwrap();
+    let err = run_filter(&traces, &traces, &FilterConfig::default()).unwrap_err().to_string();
+    assert!(err.contains("must differ"), "{err}");
+    assert!(traces.join("manifest.json").exists(), "the sampler's manifest must survive");
+}
