@@ -221,7 +221,12 @@ impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
                 let [b, t, h] = hidden.dims();
                 let w = self.model.embed_tokens.weight.val();
                 let v = w.dims()[0];
-                hidden.reshape([b * t, h]).matmul(w.transpose()).reshape([b, t, v])
+                let x = hidden.reshape([b * t, h]);
+                let y = match crate::cpu_gemv::try_linear(&x, &w) {
+                    Some(y) => y,
+                    None => x.matmul(w.transpose()),
+                };
+                y.reshape([b, t, v])
             }
         }
     }

@@ -46,7 +46,11 @@ impl<B: Backend> HfLinear<B> {
         let [out, inp] = w.dims();
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
-        let y = x.reshape([rows, inp]).matmul(w.transpose());
+        let x2 = x.reshape([rows, inp]);
+        let y = match crate::cpu_gemv::try_linear(&x2, &w) {
+            Some(y) => y,
+            None => x2.matmul(w.transpose()),
+        };
         let y = match &self.bias {
             Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,

@@ -11,6 +11,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod cpu_gemv;
 pub mod decoder;
 pub mod deepseek;
 pub mod engine;

@@ -53,7 +53,7 @@ impl SamplingParams {
     /// outside (0, 1], NaN).
     pub fn validate(&self) -> Result<(), crate::ModelError> {
         let bad = |m: String| Err(crate::ModelError::InvalidInput(m));
-        if !(self.temperature >= 0.0) || !self.temperature.is_finite() {
+        if self.temperature.is_nan() || self.temperature < 0.0 || !self.temperature.is_finite() {
             return bad(format!("temperature must be >= 0, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {

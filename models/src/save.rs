@@ -202,7 +202,7 @@ fn write_shard<B: Backend>(
         offset += bytes;
     }
     let mut h = serde_json::to_string(&serde_json::Value::Object(header)).expect("serialisable").into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let f = std::fs::File::create(path).map_err(|e| ModelError::io(path, e))?;
@@ -237,7 +237,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Resul
         offset += bytes;
     }
     let mut h = serde_json::to_string(&serde_json::Value::Object(header)).expect("serialisable").into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -106,7 +106,7 @@ fn cached_decode_equals_full_recompute() {
     for name in FIXTURES {
         let m = load(name);
         let seq: Vec<u32> = vec![5, 77, 300, 12, 9, 401, 250, 3, 64, 128];
-        let full = values(m.model.forward(ForwardInput::from_rows(&[seq.clone()], &device()).unwrap()));
+        let full = values(m.model.forward(ForwardInput::from_rows(std::slice::from_ref(&seq), &device()).unwrap()));
         let vocab = m.config.vocab_size;
         // Prefill 4 tokens, then a chunk of 3, then single tokens.
         let mut cache = m.model.new_cache(2, 16);
@@ -148,8 +148,8 @@ fn padded_and_packed_layouts_equal_separate_sequences() {
     let m = load("llama3");
     let a: Vec<u32> = vec![10, 20, 30, 40, 50];
     let b: Vec<u32> = vec![60, 70, 80];
-    let la = values(m.model.forward(ForwardInput::from_rows(&[a.clone()], &device()).unwrap()));
-    let lb = values(m.model.forward(ForwardInput::from_rows(&[b.clone()], &device()).unwrap()));
+    let la = values(m.model.forward(ForwardInput::from_rows(std::slice::from_ref(&a), &device()).unwrap()));
+    let lb = values(m.model.forward(ForwardInput::from_rows(std::slice::from_ref(&b), &device()).unwrap()));
     let v = m.config.vocab_size;
 
     // Left-padded batch [a; pad pad b] with explicit positions.
