@@ -461,3 +461,51 @@ fn sft_loss_and_gradients_match_transformers() {
         }
     }
 }
+
+/// Shapes the fixtures do not cover (plain `q_proj`, no shared expert, 4 groups, top-3,
+/// rotate-half rope, attention biases, YaRN with unequal mscales): the cached absorbed decode
+/// must equal the full forward, and routing must respect the group limit.
+#[test]
+fn other_shapes_decode_consistently() {
+    let dev = common::device();
+    let v = serde_json::json!({
+        "model_type": "deepseek_v3", "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64,
+        "moe_intermediate_size": 16, "num_hidden_layers": 3, "num_attention_heads": 3,
+        "q_lora_rank": null, "kv_lora_rank": 12, "qk_nope_head_dim": 8, "qk_rope_head_dim": 6,
+        "v_head_dim": 10, "n_routed_experts": 16, "num_experts_per_tok": 3, "n_group": 4,
+        "topk_group": 2, "n_shared_experts": 0, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+        "routed_scaling_factor": 1.5, "norm_topk_prob": false, "rope_interleave": false,
+        "attention_bias": true, "rope_theta": 10000.0, "max_position_embeddings": 512,
+        "rope_scaling": {"type": "yarn", "factor": 8, "mscale": 0.707, "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 64}
+    });
+    let cfg = ModelConfig::from_value(v, std::path::Path::new("config.json")).unwrap();
+    B::seed(&dev, 11);
+    let mut w = models::RandomWeights::<B>::new(&dev, DType::F32, 0.2, false);
+    let model = DeepseekV3ForCausalLM::<B>::load(&cfg, &mut w).unwrap();
+    assert!(model.model.layers[0].self_attn.q_proj.is_some());
+    let seq: Vec<u32> = vec![5, 90, 17, 33, 2, 64, 71, 8, 45];
+    let full = values(model.forward(ids_tensor(std::slice::from_ref(&seq))));
+    let vocab = 96;
+    let trace = model.forward_traced(ids_tensor(std::slice::from_ref(&seq)));
+    for c in trace.router.iter().flatten() {
+        for row in &c.indices {
+            assert_eq!(row.len(), 3);
+            let groups: std::collections::BTreeSet<usize> = row.iter().map(|e| e / 4).collect();
+            assert!(groups.len() <= 2, "experts {row:?} span more than topk_group groups");
+        }
+    }
+    let mut cache = model.new_cache(1, seq.len());
+    let mut got = Vec::new();
+    // Prefill 4 tokens, then decode one by one.
+    for chunk in [&seq[..4], &seq[4..5], &seq[5..6], &seq[6..7], &seq[7..8], &seq[8..9]] {
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(chunk.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, chunk.len()]),
+            &dev,
+        );
+        let h = model.forward_cached(CachedInput { input_ids: ids, slots: vec![0], lengths: None }, &mut cache).unwrap();
+        got.extend(values(model.logits(h)));
+    }
+    assert_eq!(got.len(), seq.len() * vocab);
+    assert_close("q_proj model cached vs full", &got, &full, TOL);
+}

@@ -42,9 +42,8 @@ pub enum TopkMethod {
 pub struct YarnScaling {
     /// `factor` as written (40 for DeepSeek-V3): the softmax-scale correction uses it.
     pub factor: f64,
-    /// Factor the frequency ramp and cos/sin magnitude use. transformers takes
-    /// `max_position_embeddings / original_max_position_embeddings` when the original length is
-    /// given (equal to `factor` in every DeepSeek release), else `factor`.
+    /// Factor the frequency ramp and cos/sin magnitude use (= `factor`; kept separate so a
+    /// caller can model implementations that derive it from the context lengths).
     pub rope_factor: f64,
     /// Fast boundary of the frequency ramp, in rotations (default 32).
     pub beta_fast: f64,
@@ -236,13 +235,13 @@ impl DeepseekV3Config {
                         path: path.to_path_buf(),
                         key: "rope_scaling.factor".into(),
                     })?;
-                    let (original, rope_factor) = match (
-                        r.original_max_position_embeddings,
-                        raw.max_position_embeddings,
-                    ) {
-                        (Some(o), Some(m)) if o > 0 => (o, m as f64 / o as f64),
-                        (Some(o), None) => (o, factor),
-                        (None, Some(m)) => (m, factor),
+                    // The ramp uses `factor` as written, as DeepSeek's reference code does
+                    // (transformers 4.x substituted max_position_embeddings / original, equal
+                    // in every DeepSeek release).
+                    let rope_factor = factor;
+                    let original = match (r.original_max_position_embeddings, raw.max_position_embeddings) {
+                        (Some(o), _) if o > 0 => o,
+                        (None, Some(m)) => m,
                         _ => {
                             return Err(ModelError::MissingKey {
                                 path: path.to_path_buf(),
