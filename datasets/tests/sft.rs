@@ -206,3 +206,38 @@ fn messages_jsonl_builds_like_in_memory_conversations() {
     let (direct, _) = build_examples(&[c], &tok, &cfg).unwrap();
     assert_eq!(from_file, direct);
 }
+
+/// Throughput benchmark (not a test; run with `--ignored --nocapture`): 2,000 R1-style
+/// conversations of ~1,000 words through the Qwen2.5 tokenizer, then packing into 16k rows.
+#[test]
+#[ignore]
+fn build_and_pack_throughput() {
+    let tok = tokenizer("qwen2.5");
+    let words = ["so", "the", "sum", "is", "12", "+", "7", "=", "19", "wait", "let", "me", "check", "again", "\\frac{1}{2}"];
+    let rows: Vec<Conversation> = (0..2000)
+        .map(|i| {
+            let body: Vec<&str> = (0..1000).map(|j| words[(i * 31 + j * 7) % words.len()]).collect();
+            Conversation {
+                messages: vec![
+                    ChatMessage::user(format!("Problem {i}: compute the sum.")),
+                    ChatMessage::assistant(format!("<think>\n{}\n</think>\n\n\\boxed{{19}}", body.join(" "))),
+                ],
+                origin: format!("row {i}"),
+            }
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let (examples, stats) = build_examples(&rows, &tok, &SftBuildConfig::default()).unwrap();
+    let build = start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    let packed = pack(&examples, 16384);
+    let pack_s = start.elapsed().as_secs_f64();
+    println!(
+        "built {} examples ({} tokens) in {build:.2}s: {:.0} examples/s, {:.0} tokens/s; packed into {} rows in {pack_s:.3}s",
+        examples.len(),
+        stats.tokens,
+        examples.len() as f64 / build,
+        stats.tokens as f64 / build,
+        packed.len()
+    );
+}
