@@ -1,14 +1,354 @@
-//! `distill quickstart`: the whole pipeline on a synthetic task.
+//! `distill quickstart`: the whole pipeline on a synthetic task, on CPU, in minutes.
+//!
+//! Every stage runs through the same library entry points as its own CLI command, and each
+//! stage's resolved config is written to `DIR/configs/` first, so a user can rerun any stage by
+//! hand (`distill student train --config DIR/configs/teacher_train.toml`, …). Rerunning the
+//! quickstart resumes: finished stages are skipped, interrupted ones continue.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use burn::backend::{flex::FlexDevice, Autodiff};
+use toml::{Table, Value};
+
+use crate::backend::Cpu;
+
+/// The default config, also compiled in so the command works from any directory.
+const DEFAULT_CONFIG: &str = include_str!("../../configs/quickstart.toml");
 
 /// Arguments of `distill quickstart`.
 #[derive(clap::Args, Debug)]
 pub struct QuickstartArgs {
     /// Output directory for every stage's artifacts.
     #[arg(long, default_value = "runs/quickstart")]
-    out: std::path::PathBuf,
+    out: PathBuf,
+    /// Quickstart config (TOML). Default: configs/quickstart.toml as shipped.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set teacher.train.max_steps=200` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
-/// Runs (or resumes) every stage.
+/// Runs (or resumes) every stage and prints a summary table.
 pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
-    anyhow::bail!("quickstart is not built yet (out {})", args.out.display())
+    let started = Instant::now();
+    let (text, origin) = match &args.config {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (DEFAULT_CONFIG.to_string(), "configs/quickstart.toml (built in)".to_string()),
+    };
+    let mut doc: Value = toml::from_str(&text).with_context(|| format!("parsing {origin}"))?;
+    teacher::config::apply_overrides(&mut doc, &args.set)?;
+    let q = Quickstart::new(&args.out, doc)?;
+    q.write_config("quickstart.toml", &q.doc)?;
+
+    let mut timings = Vec::new();
+    let mut stage = |name: &str, f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<()> {
+        let t = Instant::now();
+        eprintln!("\n== quickstart: {name}");
+        f().with_context(|| format!("quickstart stage '{name}'"))?;
+        timings.push((name.to_string(), t.elapsed().as_secs_f64()));
+        Ok(())
+    };
+    stage("1/7 synthetic task + tokenizer", &mut || q.data())?;
+    stage("2/7 train teacher (Llama, from scratch)", &mut || {
+        q.train("teacher", &q.data_dir().join("train_gold.jsonl"))
+    })?;
+    stage("3/7 sample teacher traces", &mut || q.sample())?;
+    stage("4/7 filter traces", &mut || q.filter())?;
+    stage("5/7 train student (Qwen2, on filtered traces)", &mut || {
+        q.train("student", &q.out.join("filtered").join("messages.parquet"))
+    })?;
+    stage("6/7 evaluate teacher and student", &mut || {
+        q.evaluate("teacher")?;
+        q.evaluate("student")
+    })?;
+    let mut report = None;
+    stage("7/7 compare", &mut || {
+        report = Some(q.compare()?);
+        Ok(())
+    })?;
+    let report = report.expect("compare stage ran");
+    print_summary(&q.out, &report, &timings, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The resolved quickstart config and the output directory.
+struct Quickstart {
+    out: PathBuf,
+    doc: Value,
+    seed: i64,
+}
+
+impl Quickstart {
+    fn new(out: &Path, doc: Value) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(out.join("configs"))
+            .with_context(|| format!("creating {}", out.display()))?;
+        let seed = doc.get("seed").and_then(Value::as_integer).unwrap_or(0);
+        Ok(Quickstart { out: out.to_path_buf(), doc, seed })
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.out.join("data")
+    }
+
+    fn tokenizer_dir(&self) -> PathBuf {
+        self.out.join("tokenizer")
+    }
+
+    /// A top-level table of the quickstart config (empty when absent).
+    fn section(&self, name: &str) -> Table {
+        self.doc.get(name).and_then(Value::as_table).cloned().unwrap_or_default()
+    }
+
+    /// Writes a stage config into `DIR/configs/` and returns its path.
+    fn write_config(&self, name: &str, value: &Value) -> anyhow::Result<PathBuf> {
+        let path = self.out.join("configs").join(name);
+        let text = format!(
+            "# Written by `distill quickstart --out {}`; the exact config this stage ran with.\n{}",
+            self.out.display(),
+            toml::to_string_pretty(value)?
+        );
+        datasets::atomic::write_atomic(&path, text.as_bytes())?;
+        Ok(path)
+    }
+
+    /// Stage 1: synthetic splits and the tokenizer trained on them.
+    fn data(&self) -> anyhow::Result<()> {
+        let mut task = self.section("task");
+        task.insert("seed".into(), Value::Integer(self.seed));
+        let cfg: datasets::synthetic::SyntheticConfig =
+            Value::Table(task).try_into().context("[task]")?;
+        let splits = datasets::synthetic::generate(&cfg)?;
+        std::fs::create_dir_all(self.data_dir())?;
+        let files = splits.write(&self.data_dir())?;
+        eprintln!(
+            "   {} train / {} test problems -> {}",
+            splits.train.len(),
+            splits.test.len(),
+            files.train_problems.parent().unwrap_or(Path::new(".")).display()
+        );
+        if self.tokenizer_dir().join("tokenizer.json").exists() {
+            eprintln!("   tokenizer exists, reusing {}", self.tokenizer_dir().display());
+            return Ok(());
+        }
+        let tcfg: datasets::synthetic::TokenizerTrainConfig =
+            Value::Table(self.section("tokenizer")).try_into().context("[tokenizer]")?;
+        let tok = datasets::synthetic::train_tokenizer(
+            &splits.tokenizer_corpus(),
+            &tcfg,
+            &self.tokenizer_dir(),
+        )?;
+        eprintln!("   tokenizer: {} tokens -> {}", tok.vocab_size(), self.tokenizer_dir().display());
+        Ok(())
+    }
+
+    /// Stages 2 and 5: train `role` ("teacher" or "student") from scratch on `train_file`.
+    fn train(&self, role: &str, train_file: &Path) -> anyhow::Result<()> {
+        let tok = datasets::TextTokenizer::from_dir(&self.tokenizer_dir())?;
+        let mut t = self.section(role);
+        let model = table_mut(&mut t, "model");
+        model.insert("tokenizer".into(), path_value(&self.tokenizer_dir()));
+        let arch = table_mut(model, "arch");
+        arch.insert("vocab_size".into(), Value::Integer(tok.vocab_size() as i64));
+        if let Some(bos) = tok.bos_token_id() {
+            arch.insert("bos_token_id".into(), Value::Integer(bos.into()));
+        }
+        let eos: Vec<Value> = tok.eos_token_ids().iter().map(|&e| Value::Integer(e.into())).collect();
+        arch.insert("eos_token_id".into(), Value::Array(eos));
+        table_mut(&mut t, "data").insert("train".into(), path_value(train_file));
+        table_mut(&mut t, "train").insert("seed".into(), Value::Integer(self.seed));
+        let out_dir = self.out.join(role);
+        table_mut(&mut t, "output").insert("dir".into(), path_value(&out_dir));
+        let path = self.write_config(&format!("{role}_train.toml"), &Value::Table(t))?;
+        if out_dir.join("final").join("config.json").exists() {
+            eprintln!("   {role} already trained: {}", out_dir.join("final").display());
+            return Ok(());
+        }
+        let cfg = student::TrainConfig::load(&path, &[])?;
+        let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false };
+        let summary = student::train::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?;
+        eprintln!(
+            "   {role}: {} steps, last loss {:.4} -> {}",
+            summary.steps,
+            summary.last_loss.unwrap_or(f64::NAN),
+            summary.final_dir.display()
+        );
+        Ok(())
+    }
+
+    /// Stage 3: k verified samples per training problem from the teacher, native engine.
+    fn sample(&self) -> anyhow::Result<()> {
+        let s = self.section("sample");
+        let get = |k: &str| s.get(k).cloned().with_context(|| format!("[sample] needs '{k}'"));
+        let concurrency = get("concurrency")?;
+        let mut sampling = Table::new();
+        for k in ["samples", "temperature", "top_p", "max_tokens"] {
+            sampling.insert(k.into(), get(k)?);
+        }
+        sampling.insert("seed".into(), Value::Integer(self.seed));
+        let mut run = Table::new();
+        run.insert("concurrency".into(), concurrency.clone());
+        if let Some(m) = s.get("max_problems") {
+            run.insert("max_problems".into(), m.clone());
+        }
+        let mut native = Table::new();
+        native.insert("model_dir".into(), path_value(&self.out.join("teacher").join("final")));
+        native.insert("max_batch".into(), concurrency);
+        native.insert("max_seq_len".into(), get("max_seq_len")?);
+        native.insert("name".into(), Value::String("quickstart-teacher".into()));
+        let mut t = Table::new();
+        t.insert("backend".into(), Value::String("native".into()));
+        t.insert("problems".into(), path_value(&self.data_dir().join("train.jsonl")));
+        t.insert("out_dir".into(), path_value(&self.out.join("traces")));
+        t.insert("sampling".into(), Value::Table(sampling));
+        t.insert("run".into(), Value::Table(run));
+        t.insert("native".into(), Value::Table(native));
+        let path = self.write_config("teacher_sample.toml", &Value::Table(t))?;
+        let cfg = teacher::config::TeacherConfig::load(&path, &[])?;
+        let dir = cfg.native.model_dir.clone().context("native.model_dir")?;
+        let engine = models::EngineConfig {
+            max_batch: cfg.native.max_batch,
+            max_seq_len: cfg.native.max_seq_len,
+            ..Default::default()
+        };
+        let model = teacher::native::NativeModel::load::<Cpu>(
+            &dir,
+            FlexDevice,
+            burn::tensor::DType::F32,
+            engine,
+            Some(cfg.teacher_name()),
+        )?;
+        let backend = std::sync::Arc::new(teacher::native::NativeBackend::new(model));
+        let rt = tokio::runtime::Runtime::new()?;
+        let report = rt.block_on(teacher::sampler::run_sampling(&cfg, backend, async {
+            let _ = tokio::signal::ctrl_c().await;
+        }))?;
+        eprintln!("   {report:?}");
+        Ok(())
+    }
+
+    /// Stage 4: keep verified, complete, unique traces not contaminated by the test split.
+    fn filter(&self) -> anyhow::Result<()> {
+        let mut f = self.section("filter");
+        let decontam = table_mut(&mut f, "decontam");
+        decontam.insert(
+            "files".into(),
+            Value::Array(vec![path_value(&self.data_dir().join("test.jsonl"))]),
+        );
+        let path = self.write_config("filter.toml", &Value::Table(f.clone()))?;
+        let cfg: datasets::filter::FilterConfig = Value::Table(f)
+            .try_into()
+            .with_context(|| format!("{}", path.display()))?;
+        let report = datasets::filter::run_filter(
+            &self.out.join("traces"),
+            &self.out.join("filtered"),
+            &cfg,
+        )?;
+        eprintln!(
+            "   kept {} of {} samples ({} problems); dropped: {} incorrect, {} truncated, {} duplicate, {} contaminated",
+            report.kept,
+            report.input_rows,
+            report.kept_problems,
+            report.dropped_incorrect,
+            report.dropped_truncated,
+            report.dropped_duplicate + report.dropped_near_duplicate,
+            report.dropped_contaminated
+        );
+        if report.kept == 0 {
+            bail!("the filter kept no trace: the teacher solved nothing (train it longer: --set teacher.train.max_steps=…)");
+        }
+        Ok(())
+    }
+
+    /// Stage 6: the R1 protocol (k samples, temperature, top-p) on the held-out split.
+    fn evaluate(&self, role: &str) -> anyhow::Result<()> {
+        let e = self.section("eval");
+        let get = |k: &str| e.get(k).cloned().with_context(|| format!("[eval] needs '{k}'"));
+        let mut model = Table::new();
+        model.insert("name".into(), Value::String(role.into()));
+        model.insert("role".into(), Value::String(role.into()));
+        model.insert("backend".into(), Value::String("native".into()));
+        model.insert(
+            "checkpoint".into(),
+            path_value(&self.out.join(role).join("final")),
+        );
+        model.insert("concurrency".into(), get("concurrency")?);
+        let mut native = Table::new();
+        native.insert("max_seq_len".into(), get("max_seq_len")?);
+        model.insert("native".into(), Value::Table(native));
+        let mut protocol = Table::new();
+        for k in ["temperature", "top_p", "max_tokens"] {
+            protocol.insert(k.into(), get(k)?);
+        }
+        protocol.insert("seed".into(), Value::Integer(self.seed));
+        let mut bench = Table::new();
+        bench.insert("name".into(), Value::String("synthetic-test".into()));
+        bench.insert("path".into(), path_value(&self.data_dir().join("test.jsonl")));
+        bench.insert("samples".into(), get("samples")?);
+        let mut t = Table::new();
+        t.insert("out_dir".into(), path_value(&self.out.join("eval").join(role)));
+        t.insert("model".into(), Value::Table(model));
+        t.insert("protocol".into(), Value::Table(protocol));
+        t.insert("benchmarks".into(), Value::Array(vec![Value::Table(bench)]));
+        let path = self.write_config(&format!("eval_{role}.toml"), &Value::Table(t))?;
+        let cfg = eval::EvalConfig::load(&path, &[])?;
+        let backend = eval::backends::build_backend::<Cpu>(FlexDevice, &cfg)?;
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(eval::run_eval(&cfg, backend))?;
+        Ok(())
+    }
+
+    /// Stage 7: report.md, report.json and SVG plots in DIR.
+    fn compare(&self) -> anyhow::Result<eval::compare::CompareReport> {
+        let runs = [self.out.join("eval").join("teacher"), self.out.join("eval").join("student")];
+        let opts = eval::CompareOptions { out_dir: self.out.clone(), teacher: Some("teacher".into()) };
+        Ok(eval::compare_runs(&runs, &opts)?)
+    }
+}
+
+/// The sub-table `key` of `t`, created when absent.
+fn table_mut<'a>(t: &'a mut Table, key: &str) -> &'a mut Table {
+    let v = t.entry(key.to_string()).or_insert_with(|| Value::Table(Table::new()));
+    if !v.is_table() {
+        *v = Value::Table(Table::new());
+    }
+    v.as_table_mut().expect("just made a table")
+}
+
+fn path_value(p: &Path) -> Value {
+    Value::String(p.display().to_string())
+}
+
+/// The final table: what each model scored, how long each stage took, where things are.
+fn print_summary(out: &Path, report: &eval::compare::CompareReport, timings: &[(String, f64)], total: f64) {
+    println!("\nquickstart finished in {:.1} min — artifacts in {}", total / 60.0, out.display());
+    println!("\n| model | role | pass@1 | 95% CI | cons@k | k | problems | mean tokens |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for m in &report.models {
+        for (bench, b) in &m.benchmarks {
+            println!(
+                "| {} ({bench}) | {:?} | {:.3} | [{:.3}, {:.3}] | {:.3} | {} | {} | {:.1} |",
+                m.name,
+                m.role,
+                b.pass_at_1,
+                b.pass_at_1_ci95[0],
+                b.pass_at_1_ci95[1],
+                b.cons_at_k,
+                b.k,
+                b.n_problems,
+                b.mean_response_tokens
+            );
+        }
+    }
+    println!("\n| stage | seconds |");
+    println!("|---|---|");
+    for (name, secs) in timings {
+        println!("| {name} | {secs:.1} |");
+    }
+    println!("\nreport: {}", out.join("report.md").display());
 }
