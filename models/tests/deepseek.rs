@@ -13,8 +13,28 @@ use models::deepseek::{deepseek_param_report, fp8, DeepseekV3Config, DeepseekV3F
 use models::{CachedInput, CausalLm, DType, ForwardInput, ModelConfig};
 use safetensors::tensor::{Dtype, TensorView};
 
-const FIXTURES: [&str; 2] = ["deepseek_v3", "deepseek_v3_yarn"];
 const TOL: f32 = 1e-4;
+
+/// Every DeepSeek-V3 reference directory under `tests/fixtures` (the shipped `deepseek_v3` and
+/// `deepseek_v3_yarn`, plus any other set generated with `make_fixtures.py --specs`).
+fn fixtures() -> Vec<String> {
+    let root = fixture("");
+    let mut found: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let cfg = std::fs::read_to_string(dir.join("config.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&cfg).ok()?;
+            (v["model_type"] == "deepseek_v3" && dir.join("reference.safetensors").exists())
+                .then(|| dir.file_name()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    found.sort();
+    for want in ["deepseek_v3", "deepseek_v3_yarn"] {
+        assert!(found.iter().any(|f| f == want), "fixture {want} missing from {}", root.display());
+    }
+    found
+}
 
 fn load(name: &str) -> DeepseekV3ForCausalLM<B> {
     DeepseekV3ForCausalLM::load_dir(&fixture(name), &common::device(), DType::F32)
@@ -37,7 +57,8 @@ fn argmax(v: &[f32]) -> u32 {
 
 #[test]
 fn logits_hidden_states_and_router_match_transformers() {
-    for name in FIXTURES {
+    for name in fixtures() {
+        let name = name.as_str();
         let model = load(name);
         let r = Reference::open(name);
         for which in ["single", "batch"] {
@@ -108,7 +129,8 @@ fn greedy(model: &DeepseekV3ForCausalLM<B>, prompt: &[u32], steps: usize, layout
 
 #[test]
 fn greedy_decode_through_latent_cache_matches_reference() {
-    for name in FIXTURES {
+    for name in fixtures() {
+        let name = name.as_str();
         let model = load(name);
         let r = Reference::open(name);
         let prompt = r.ids("generate.prompt_ids").remove(0);
@@ -201,7 +223,8 @@ fn latent_cache_is_smaller_than_expanded_kv() {
 
 #[test]
 fn param_report_counts_every_loaded_parameter() {
-    for name in FIXTURES {
+    for name in fixtures() {
+        let name = name.as_str();
         let model = load(name);
         let report = deepseek_param_report(&model.config);
         assert_eq!(report.total as usize, burn::module::Module::num_params(&model), "{name}");
@@ -392,22 +415,41 @@ fn sft_loss_and_gradients_match_transformers() {
     use burn::backend::Autodiff;
     use burn::module::{ModuleVisitor, Param};
     use burn::tensor::activation::log_softmax;
-    use models::deepseek::model::DeepseekFfn;
     type AB = Autodiff<B>;
 
-    struct SqNorm<'a> {
+    /// Gradients by HF name (enum variant names skipped, as in the saved files) and their
+    /// global squared norm.
+    struct Grads<'a> {
         grads: &'a <AB as burn::tensor::backend::AutodiffBackend>::Gradients,
+        path: Vec<String>,
+        skip: Vec<bool>,
+        by_name: HashMap<String, Vec<f32>>,
         sum: f64,
     }
-    impl ModuleVisitor<AB> for SqNorm<'_> {
+    impl ModuleVisitor<AB> for Grads<'_> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            let skip = container_type.starts_with("Enum:");
+            self.skip.push(skip);
+            if !skip {
+                self.path.push(name.to_string());
+            }
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            if !self.skip.pop().unwrap_or(false) {
+                self.path.pop();
+            }
+        }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AB, D>>) {
             if let Some(g) = p.val().grad(self.grads) {
-                self.sum += g.square().sum().into_scalar() as f64;
+                let v: Vec<f32> = g.into_data().iter::<f32>().collect();
+                self.sum += v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>();
+                self.by_name.insert(self.path.join("."), v);
             }
         }
     }
 
-    for name in FIXTURES {
+    for name in fixtures() {
+        let name = name.as_str();
         let model = DeepseekV3ForCausalLM::<AB>::load_dir(&fixture(name), &common::device(), DType::F32).unwrap();
         let r = Reference::open(name);
         let ids = r.ids("sft.input_ids");
@@ -433,31 +475,17 @@ fn sft_loss_and_gradients_match_transformers() {
         let loss_v = loss.clone().into_scalar();
         assert!((loss_v - r.f32("sft.loss_before").0[0]).abs() < 1e-5, "{name}: loss {loss_v}");
         let grads = loss.backward();
-        let mut sq = SqNorm { grads: &grads, sum: 0.0 };
-        model.visit(&mut sq);
-        let norm = sq.sum.sqrt();
+        let mut g = Grads { grads: &grads, path: Vec::new(), skip: Vec::new(), by_name: HashMap::new(), sum: 0.0 };
+        model.visit(&mut g);
+        let norm = g.sum.sqrt();
         let want = r.f32("sft.grad_norm").0[0] as f64;
         assert!((norm - want).abs() / want < 1e-5, "{name}: grad norm {norm} vs {want}");
-        let grad_of = |p: &Param<Tensor<AB, 2>>| values(p.val().grad(&grads).expect("has grad").cast(burn::tensor::FloatDType::F32));
-        let layers = &model.model.layers;
-        let q_a = layers[0].self_attn.q_a_proj.as_ref().expect("q_lora");
-        let checks: Vec<(&str, Vec<f32>)> = vec![
-            ("model.layers.0.self_attn.q_a_proj.weight", grad_of(&q_a.weight)),
-            (
-                "model.layers.1.mlp.gate.weight",
-                match &layers[1].mlp {
-                    DeepseekFfn::Moe(m) => grad_of(&m.gate.weight),
-                    DeepseekFfn::Dense(_) => panic!("layer 1 is MoE in the fixtures"),
-                },
-            ),
-            ("lm_head.weight", grad_of(&model.lm_head.as_ref().unwrap().weight)),
-            ("model.norm.weight", {
-                let g = model.model.norm.weight.val().grad(&grads).unwrap();
-                g.into_data().iter::<f32>().collect()
-            }),
-        ];
-        for (p, got) in checks {
-            assert_close(&format!("{name} grad {p}"), &got, &r.f32(&format!("sft.grad.{p}")).0, 1e-5);
+        let refs = models::weights::SafetensorsFiles::open_file(&fixture(name).join("reference.safetensors")).unwrap();
+        let tracked: Vec<&str> = refs.names().into_iter().filter_map(|n| n.strip_prefix("sft.grad.")).collect();
+        assert!(tracked.iter().any(|p| p.contains("mlp.gate.weight")), "{name}: router grad not tracked");
+        for p in tracked {
+            let got = g.by_name.get(p).unwrap_or_else(|| panic!("{name}: no gradient for {p}"));
+            assert_close(&format!("{name} grad {p}"), got, &r.f32(&format!("sft.grad.{p}")).0, 1e-5);
         }
     }
 }
