@@ -215,6 +215,11 @@ pub struct TrainSection {
     /// Positions per cross-entropy chunk (bounds the logits materialised at once). Default 1024.
     #[serde(default = "default_loss_chunk")]
     pub loss_chunk: usize,
+    /// Cross-entropy with a hand-written output-projection gradient, one logits chunk alive at
+    /// a time (see `fused_ce`). `false` = plain autodiff through every chunk's log-softmax
+    /// (reference path; more memory). Default true.
+    #[serde(default = "yes")]
+    pub fused_ce: bool,
     /// Held-out loss every N optimizer steps (0 = only at the end). Default 0.
     #[serde(default)]
     pub eval_every: u64,
@@ -379,6 +384,7 @@ impl Default for TrainSection {
             dtype: TrainDtype::F32,
             seed: default_seed(),
             loss_chunk: default_loss_chunk(),
+            fused_ce: true,
             eval_every: 0,
             eval_max_batches: 0,
         }

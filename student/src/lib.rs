@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod fused_ce;
 pub mod lora;
 pub mod loss;
 pub mod manifest;

@@ -278,6 +278,16 @@ impl GradAccumulator {
         module.visit(&mut c);
     }
 
+    /// Adds a gradient computed outside autodiff (the hand-written output-projection
+    /// gradient of the fused cross-entropy) for parameter `id`.
+    pub fn add_tensor<B: Backend, const D: usize>(&mut self, id: burn::module::ParamId, g: Tensor<B, D>) {
+        let g = match self.grads.remove::<B, D>(id) {
+            Some(prev) => prev + g,
+            None => g,
+        };
+        self.grads.register::<B, D>(id, g);
+    }
+
     /// Takes the sum, leaving the accumulator empty.
     pub fn take(&mut self) -> GradientsParams {
         std::mem::take(&mut self.grads)

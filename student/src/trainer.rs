@@ -16,6 +16,7 @@ use crate::config::{ModelInit, TrainConfig, TrainDtype};
 use crate::data::{load_rows, DataStats};
 use crate::error::{Result, StudentError};
 use crate::lora::{cast_view, Lora};
+use crate::fused_ce::{fused_ce, projection_weight, LmProjection};
 use crate::loss::{ce_sum_chunk, kd_sum_chunk, loss_chunks, KdSpec};
 use crate::manifest::{self, RunManifest};
 use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
@@ -47,6 +48,8 @@ pub struct TrainSummary {
     pub final_dir: PathBuf,
     /// The checkpoint the run resumed from.
     pub resumed_from: Option<PathBuf>,
+    /// Whether the fused cross-entropy (hand-written projection gradient) was used.
+    pub fused_ce: bool,
 }
 
 /// A teacher for logit distillation, run without autodiff.
@@ -231,6 +234,14 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         teacher: teacher.as_ref(),
         device,
     };
+    // Hand-written output-projection gradient (bounded logits memory) unless distilling.
+    let fused = match cfg.distill {
+        None if cfg.train.fused_ce => LmProjection::probe(&ctx.view(&model, lora.as_ref())),
+        _ => None,
+    };
+    if fused.is_none() && cfg.distill.is_none() && cfg.train.fused_ce {
+        tracing::warn!("model.logits is not a plain projection; using autodiff cross-entropy (more memory)");
+    }
     let mut last_loss = None;
     let mut last_eval = None;
     let epoch_limit = if cfg.train.max_steps > 0 { u64::MAX } else { epoch_rows };
@@ -261,20 +272,41 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         let lr = schedule.lr(step);
         let mut acc = GradAccumulator::new();
         let mut sums = LossSums::default();
+        let (mut t_fwd, mut t_bwd) = (0.0, 0.0);
         if loss_tokens > 0 {
             for mb in &mbs {
+                let tf = Instant::now();
                 let view = ctx.view(&model, lora.as_ref());
-                let Some((loss, s)) = ctx.micro_loss(&view, mb, loss_tokens) else {
-                    continue;
+                let (loss, extra) = match &fused {
+                    Some(proj) => match ctx.fused_loss(&view, proj, mb, loss_tokens, lora.is_none()) {
+                        Some((loss, s, gw)) => {
+                            sums.add(&s);
+                            (loss, gw.map(|g| (proj.id, g)))
+                        }
+                        None => continue,
+                    },
+                    None => match ctx.micro_loss(&view, mb, loss_tokens) {
+                        Some((loss, s)) => {
+                            sums.add(&s);
+                            (loss, None)
+                        }
+                        None => continue,
+                    },
                 };
-                sums.add(&s);
+                t_fwd += tf.elapsed().as_secs_f64();
+                let tb = Instant::now();
                 let grads = loss.backward();
                 match &lora {
                     Some(l) => acc.add(&l.adapters, grads),
                     None => acc.add(&model, grads),
                 }
+                if let Some((id, g)) = extra {
+                    acc.add_tensor::<AB::InnerBackend, 2>(id, g);
+                }
+                t_bwd += tb.elapsed().as_secs_f64();
             }
         }
+        let t_opt = Instant::now();
         let mut grads = acc.take();
         let (grad_norm, loss) = if loss_tokens == 0 {
             tracing::warn!(step, "no loss tokens in this step; parameters left unchanged");
@@ -299,6 +331,14 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
             (grad_norm, loss)
         };
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        tracing::debug!(
+            step,
+            forward_s = t_fwd,
+            backward_s = t_bwd,
+            optimizer_s = t_opt.elapsed().as_secs_f64(),
+            total_s = secs,
+            "step timing"
+        );
         tstate.step = step;
         tstate.rows_consumed = stream.consumed();
         tstate.epoch = epoch;
@@ -378,6 +418,7 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         eval_loss: last_eval,
         final_dir,
         resumed_from: resume_from.map(|r| r.1),
+        fused_ce: fused.is_some(),
     })
 }
 
@@ -465,6 +506,35 @@ impl<AB: AutodiffBackend> StepCtx<'_, AB> {
             (None, Some(dt)) => cast_view(model.clone(), dt),
             (None, None) => model.clone(),
         }
+    }
+
+    /// The fused-CE surrogate of one micro-batch (see [`crate::fused_ce`]): a scalar whose
+    /// gradient w.r.t. the hidden states is that of the step's mean loss, the host-side
+    /// sums, and the projection weight's gradient when `weight_grad`. `None` without loss
+    /// tokens.
+    #[allow(clippy::type_complexity)]
+    fn fused_loss(
+        &self,
+        model: &Model<AB>,
+        proj: &LmProjection,
+        mb: &MicroBatch,
+        step_tokens: usize,
+        weight_grad: bool,
+    ) -> Option<(Tensor<AB, 1>, LossSums, Option<Tensor<AB::InnerBackend, 2>>)> {
+        if mb.targets.num_loss_tokens() == 0 {
+            return None;
+        }
+        let (found, w) = projection_weight(model)?;
+        debug_assert_eq!(found.id, proj.id);
+        let hidden = model.forward_hidden(mb.to_input::<AB>(self.device));
+        let f = fused_ce(hidden.clone().inner(), w.inner(), &mb.targets, self.cfg.train.loss_chunk, step_tokens, weight_grad);
+        let surrogate = (hidden * Tensor::<AB, 3>::from_inner(f.grad_hidden)).sum();
+        let sums = LossSums {
+            total: f.nll_sum,
+            ce: f.nll_sum,
+            kd: 0.0,
+        };
+        Some((surrogate, sums, f.grad_weight))
     }
 
     /// The differentiable loss of one micro-batch, already divided by the step's loss-token

@@ -12,6 +12,7 @@ fn check_fixture(name: &str) {
     let cfg = tiny_config(&fixture(name), &train, &out, "");
     let summary = run(&cfg, false);
     assert_eq!(summary.steps, 1);
+    assert!(summary.fused_ce, "the default (fused) cross-entropy path is the one checked");
 
     let m = student::read_metrics(&out).unwrap();
     assert_eq!(m.len(), 1);

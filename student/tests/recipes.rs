@@ -136,3 +136,71 @@ fn shipped_recipes_parse_and_name_their_command() {
     }
     assert_eq!(n, 3);
 }
+
+#[test]
+fn fused_cross_entropy_equals_autodiff_on_a_tied_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = tmp.path().join("t.jsonl");
+    let rows: Vec<(Vec<u32>, Vec<i64>)> = (0..3u32)
+        .map(|r| {
+            let ids: Vec<u32> = (0..12 + r).map(|i| (i * 37 + r * 11) % 300).collect();
+            let labels = ids.iter().enumerate().map(|(i, &t)| if i < 3 { -100 } else { t as i64 }).collect();
+            (ids, labels)
+        })
+        .collect();
+    write_tokens(&train, &rows);
+    let run_with = |fused: bool| {
+        let out = tmp.path().join(format!("fused-{fused}"));
+        let text = format!(
+            r#"
+[model]
+init = "random"
+[model.arch]
+model_type = "qwen2"
+vocab_size = 300
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = 2
+max_position_embeddings = 64
+tie_word_embeddings = true
+[data]
+train = "{train}"
+format = "tokens"
+packing = false
+max_seq_len = 64
+[optim]
+lr = 1e-2
+weight_decay = 0.1
+max_grad_norm = 0.5
+[train]
+batch_size = 2
+grad_accum = 2
+max_steps = 2
+shuffle = false
+loss_chunk = 5
+fused_ce = {fused}
+[output]
+dir = "{out}"
+"#,
+            train = train.display(),
+            out = out.display()
+        );
+        let cfg = student::TrainConfig::from_toml_str(&text, &[], "test", None).unwrap();
+        let r = run(&cfg, false);
+        assert_eq!(r.fused_ce, fused);
+        (student::read_metrics(&out).unwrap(), r.final_dir)
+    };
+    let (mf, df) = run_with(true);
+    let (ma, da) = run_with(false);
+    for (f, a) in mf.iter().zip(&ma) {
+        assert!((f.loss - a.loss).abs() < 1e-5, "step {} loss {} vs {}", f.step, f.loss, a.loss);
+        assert!((f.grad_norm - a.grad_norm).abs() < 1e-5 * a.grad_norm.max(1.0), "grad_norm {} vs {}", f.grad_norm, a.grad_norm);
+    }
+    for name in ["model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight", "model.norm.weight"] {
+        let (x, y) = (checkpoint_tensor(&df, name), checkpoint_tensor(&da, name));
+        let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "{name}: {worst}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Cross-entropy with the gradient of the output projection computed by hand, chunk by chunk.
+//!
+//! Under autodiff, chunking the loss over the sequence does not bound memory: every chunk's
+//! f32 log-softmax `[B, n, vocab]` stays alive until backward. Here each chunk's logits are
+//! computed without autodiff, turned at once into `dL/dlogits = (softmax − onehot)·keep / N`,
+//! and projected back to `dL/dhidden = dlogits · W` and `dL/dW = dlogitsᵀ · hidden`; the chunk
+//! is then freed. Autodiff only sees the surrogate `Σ hidden ⊙ stopgrad(dL/dhidden)`, whose
+//! gradient is exactly `dL/dhidden`, and `dL/dW` is added to the projection's gradient after
+//! backward. Same math as the autodiff path (tested against it and against PyTorch), with
+//! one chunk of logits alive at a time and no log-softmax backward graph.
+//!
+//! It applies when `model.logits(h) = h · Wᵀ` for a parameter `lm_head.weight` (or the tied
+//! `model.embed_tokens.weight`) of shape `[vocab, hidden]`; [`LmProjection::probe`] checks that
+//! numerically once and the trainer falls back to the autodiff path otherwise.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, IndexingUpdateOp, Tensor, TensorData};
+
+use crate::loss::{loss_chunks, ShiftedTargets};
+use crate::params::PathStack;
+use models::CausalLm;
+
+/// The output projection of a model: its parameter id and HF name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmProjection {
+    /// Id of the `[vocab, hidden]` weight (same id in the master model and its views).
+    pub id: ParamId,
+    /// `lm_head.weight` or `model.embed_tokens.weight`.
+    pub name: String,
+}
+
+struct FindParam<'a, B: Backend> {
+    stack: PathStack,
+    names: &'a [&'a str],
+    found: Vec<(String, ParamId, Tensor<B, 2>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for FindParam<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let path = self.stack.path();
+        if D == 2 && self.names.contains(&path.as_str()) {
+            let t = param.val();
+            let dims = t.dims();
+            self.found.push((path, param.id, t.reshape([dims[0], dims[1]])));
+        }
+    }
+}
+
+/// The `[vocab, hidden]` projection weight of `model` (lm_head, else tied embeddings).
+pub fn projection_weight<B: Backend, M: Module<B>>(model: &M) -> Option<(LmProjection, Tensor<B, 2>)> {
+    let names = ["lm_head.weight", "model.embed_tokens.weight"];
+    let mut f = FindParam::<B> {
+        stack: PathStack::default(),
+        names: &names,
+        found: Vec::new(),
+    };
+    model.visit(&mut f);
+    for want in names {
+        if let Some(i) = f.found.iter().position(|x| x.0 == want) {
+            let (name, id, t) = f.found.swap_remove(i);
+            return Some((LmProjection { id, name }, t));
+        }
+    }
+    None
+}
+
+impl LmProjection {
+    /// Finds the projection and checks on a few random hidden states that `model.logits` is
+    /// exactly `h · Wᵀ` (relative error ≤ 1e-3), so the hand-written gradient is the true one.
+    pub fn probe<B: Backend, M: CausalLm<B> + Module<B>>(model: &M) -> Option<Self> {
+        let (proj, w) = projection_weight(model)?;
+        let [v, h] = w.dims();
+        if v != model.config().vocab_size && model.config().vocab_size != 0 {
+            return None;
+        }
+        let dev = w.device();
+        let vals: Vec<f32> = (0..2 * h).map(|i| ((i * 7919 % 101) as f32 / 50.0) - 1.0).collect();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(vals, [1, 2, h]), (&dev, w.dtype()));
+        let want = model.logits(x.clone()).cast(DType::F32);
+        let got = x.reshape([2, h]).matmul(w.transpose()).reshape([1, 2, v]).cast(DType::F32);
+        let scale: f64 = want.clone().abs().max().into_scalar().elem_f64();
+        let err: f64 = (want - got).abs().max().into_scalar().elem_f64();
+        (err <= 1e-3 * scale.max(1.0)).then_some(proj)
+    }
+}
+
+trait ElemF64 {
+    fn elem_f64(self) -> f64;
+}
+
+impl<E: burn::tensor::ElementConversion> ElemF64 for E {
+    fn elem_f64(self) -> f64 {
+        self.elem::<f64>()
+    }
+}
+
+/// Result of [`fused_ce`] for one micro-batch.
+pub struct FusedCe<B: Backend> {
+    /// Sum of token NLL over the micro-batch's loss tokens (host value).
+    pub nll_sum: f64,
+    /// `dL/dhidden` `[B, T, H]` (L = the step's mean loss), in the hidden dtype.
+    pub grad_hidden: Tensor<B, 3>,
+    /// `dL/dW` `[vocab, hidden]` in f32, when requested.
+    pub grad_weight: Option<Tensor<B, 2>>,
+}
+
+/// Cross-entropy of `hidden` (`[B, T, H]`, no autodiff) against `targets` with projection
+/// `w [V, H]`, normalised by the step's loss-token count `step_tokens`.
+pub fn fused_ce<B: Backend>(
+    hidden: Tensor<B, 3>,
+    w: Tensor<B, 2>,
+    targets: &ShiftedTargets,
+    chunk: usize,
+    step_tokens: usize,
+    want_weight_grad: bool,
+) -> FusedCe<B> {
+    let [b, t, h] = hidden.dims();
+    let v = w.dims()[0];
+    let dev = hidden.device();
+    let dtype = hidden.dtype();
+    let inv_n = 1.0 / step_tokens as f64;
+    let mut nll_sum = 0.0;
+    let mut grad_hidden = Tensor::<B, 3>::zeros([b, t, h], (&dev, dtype));
+    let mut grad_weight: Option<Tensor<B, 2>> = None;
+    for (a, e) in loss_chunks(targets, chunk) {
+        let n = e - a;
+        let hc = hidden.clone().narrow(1, a, n).reshape([b * n, h]);
+        let logits = hc.clone().matmul(w.clone().transpose()).cast(DType::F32); // [bn, V]
+        let (ids, keep) = chunk_targets::<B>(targets, a, e, v, &dev);
+        let m = logits.clone().max_dim(1); // [bn, 1]
+        let shifted = logits - m.clone();
+        let exp = shifted.clone().exp();
+        let sum = exp.clone().sum_dim(1); // [bn, 1]
+        let lse = sum.clone().log(); // of shifted
+        let picked = shifted.gather(1, ids.clone()); // [bn, 1]
+        let nll = (lse - picked) * keep.clone();
+        nll_sum += nll.sum().into_scalar().elem_f64();
+        // dL/dlogits = (softmax − onehot) · keep / N
+        let coef = keep.clone().mul_scalar(inv_n); // [bn, 1]
+        let d = (exp / sum) * coef.clone();
+        let d = d.scatter(1, ids, coef.neg(), IndexingUpdateOp::Add); // [bn, V]
+        let dc = d.cast(w.dtype());
+        let gh = dc.clone().matmul(w.clone()).reshape([b, n, h]).cast(dtype);
+        grad_hidden = grad_hidden.slice_assign([0..b, a..e, 0..h], gh);
+        if want_weight_grad {
+            let gw = dc.transpose().matmul(hc).cast(DType::F32); // [V, H]
+            grad_weight = Some(match grad_weight {
+                Some(g) => g + gw,
+                None => gw,
+            });
+        }
+    }
+    FusedCe {
+        nll_sum,
+        grad_hidden,
+        grad_weight,
+    }
+}
+
+fn chunk_targets<B: Backend>(targets: &ShiftedTargets, t0: usize, t1: usize, vocab: usize, dev: &B::Device) -> (Tensor<B, 2, burn::tensor::Int>, Tensor<B, 2>) {
+    let n = t1 - t0;
+    let mut ids = Vec::with_capacity(targets.batch * n);
+    let mut keep = Vec::with_capacity(targets.batch * n);
+    for b in 0..targets.batch {
+        for &t in &targets.targets[b * targets.seq + t0..b * targets.seq + t1] {
+            let ok = t != crate::loss::IGNORE_INDEX;
+            ids.push(if ok { t.clamp(0, vocab as i64 - 1) } else { 0 });
+            keep.push(if ok { 1.0f32 } else { 0.0 });
+        }
+    }
+    let rows = targets.batch * n;
+    (
+        Tensor::from_data(TensorData::new(ids, [rows, 1]), dev),
+        Tensor::from_data(TensorData::new(keep, [rows, 1]), (dev, DType::F32)),
+    )
+}
