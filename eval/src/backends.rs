@@ -7,7 +7,7 @@ use std::sync::Arc;
 use teacher::native::{NativeBackend, NativeModel};
 use teacher::Backend;
 
-use crate::config::{BackendKind, EvalConfig};
+use crate::config::{BackendKind, EvalConfig, NativeDType};
 use crate::EvalError;
 
 /// The OpenAI-compatible client for `cfg` (`model.openai` with `model` = `model.checkpoint`
@@ -33,7 +33,7 @@ pub fn engine_config(cfg: &EvalConfig) -> models::EngineConfig {
     }
 }
 
-/// Loads `model.checkpoint` into the in-process engine on `device` (f32 weights).
+/// Loads `model.checkpoint` into the in-process engine on `device` in `model.native.dtype`.
 pub fn native_backend<B: burn::prelude::Backend>(
     device: B::Device,
     cfg: &EvalConfig,
@@ -41,7 +41,11 @@ pub fn native_backend<B: burn::prelude::Backend>(
     let model = NativeModel::load::<B>(
         Path::new(&cfg.model.checkpoint),
         device,
-        burn::tensor::DType::F32,
+        match cfg.model.native.dtype {
+            NativeDType::F32 => burn::tensor::DType::F32,
+            NativeDType::Bf16 => burn::tensor::DType::BF16,
+            NativeDType::F16 => burn::tensor::DType::F16,
+        },
         engine_config(cfg),
         Some(cfg.model.display_name()),
     )

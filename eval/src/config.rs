@@ -45,8 +45,26 @@ pub struct NativeSettings {
     /// Sequences decoded together. Default: `model.concurrency`.
     pub max_batch: Option<usize>,
     /// KV-cache capacity per sequence (prompt + completion tokens). Default:
-    /// `protocol.max_tokens` + 2048 so no prompt is cut short of its full budget.
+    /// `protocol.max_tokens` + 2048 so no prompt is cut short of its full budget. The engine
+    /// preallocates `max_batch × max_seq_len` tokens of KV cache (Qwen2.5-7B: ~112 KiB per
+    /// token in f32), so size the batch to the device.
     pub max_seq_len: Option<usize>,
+    /// Weight and activation dtype: `f32` (default, exact reference numerics), `bf16` or
+    /// `f16` (half the memory; GPUs).
+    pub dtype: NativeDType,
+}
+
+/// Floating-point type the native engine runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NativeDType {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
 }
 
 /// The model under evaluation and how to reach it.
@@ -151,6 +169,23 @@ pub struct BenchmarkConfig {
 }
 
 impl BenchmarkConfig {
+    /// A shipped benchmark with its R1 sample count (`aime2024`, `aime2025`, `math500`).
+    pub fn shipped(name: &str) -> Self {
+        Self { name: name.into(), samples: None, path: None, columns: Columns::default(), limit: None }
+    }
+
+    /// Any JSONL/Parquet problem file (default columns `id`, `problem`, `answer`) scored with
+    /// `samples` samples per problem, e.g. the quickstart's held-out split.
+    pub fn file(name: &str, path: impl Into<PathBuf>, samples: usize) -> Self {
+        Self {
+            name: name.into(),
+            samples: Some(samples),
+            path: Some(path.into()),
+            columns: Columns::default(),
+            limit: None,
+        }
+    }
+
     /// k for this benchmark.
     pub fn samples(&self) -> usize {
         self.samples
@@ -217,6 +252,25 @@ fn default_benchmarks() -> Vec<BenchmarkConfig> {
 }
 
 impl EvalConfig {
+    /// The R1 protocol on the given benchmarks for a native checkpoint, everything else at its
+    /// default — the programmatic equivalent of a minimal config file (the quickstart builds
+    /// its runs this way). Adjust fields, then call [`EvalConfig::validate_config`].
+    pub fn new(out_dir: impl Into<PathBuf>, checkpoint: impl Into<String>, benchmarks: Vec<BenchmarkConfig>) -> Self {
+        Self {
+            out_dir: out_dir.into(),
+            model: ModelConfig { checkpoint: checkpoint.into(), ..ModelConfig::default() },
+            protocol: ProtocolConfig::default(),
+            benchmarks,
+            stats: StatsConfig::default(),
+            shard_size: default_shard_size(),
+        }
+    }
+
+    /// Checks a programmatically built config with the same rules as a loaded file.
+    pub fn validate_config(&self) -> Result<(), EvalError> {
+        self.validate("eval config")
+    }
+
     /// Parses TOML text after applying `--set key=value` overrides; `origin` names the file in
     /// errors. Relative paths stay relative to the working directory, like every CLI path.
     pub fn from_toml(text: &str, overrides: &[String], origin: &str) -> Result<Self, EvalError> {
@@ -396,6 +450,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mine"), "{e}");
+    }
+
+    #[test]
+    fn programmatic_config_validates() {
+        let mut c = EvalConfig::new("runs/q", "ckpt/teacher", vec![BenchmarkConfig::file("heldout", "test.jsonl", 4)]);
+        c.model.role = Role::Teacher;
+        c.validate_config().unwrap();
+        assert_eq!(c.benchmarks[0].samples(), 4);
+        assert_eq!(BenchmarkConfig::shipped("aime2025").samples(), 64);
+        c.protocol.max_tokens = 0;
+        assert!(c.validate_config().unwrap_err().to_string().contains("max_tokens"));
     }
 
     #[test]
