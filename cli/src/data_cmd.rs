@@ -178,4 +178,12 @@ mod tests {
         let bad = load_config_value(None, &["lenght.max=1".into()]).unwrap();
         assert!(bad.try_into::<FilterConfig>().is_err());
     }
+
+    /// The shipped config documents the defaults: it must parse and equal them.
+    #[test]
+    fn shipped_filter_config_lists_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/data/filter.toml");
+        let cfg: FilterConfig = load_config_value(Some(&path), &[]).unwrap().try_into().unwrap();
+        assert_eq!(cfg, FilterConfig::default());
+    }
 }
