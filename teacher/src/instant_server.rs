@@ -38,9 +38,15 @@ pub fn instant_router() -> Router {
                 // Substring test instead of a JSON parse: the server must cost next to nothing.
                 let stream = req.windows(14).any(|w| w == b"\"stream\":true");
                 if stream {
-                    ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], sse)
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                        sse,
+                    )
                 } else {
-                    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
                 }
             }
         }
@@ -54,15 +60,23 @@ pub fn instant_router() -> Router {
 pub fn instant_chat_stream() -> String {
     let ev = |v: serde_json::Value| format!("data: {v}\n\n");
     let mut out = String::new();
-    out += &ev(json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}));
+    out += &ev(
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+    );
     for piece in ["Add the numbers: ", "2 + 2 = 4."] {
-        out += &ev(json!({"choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": null}]}));
+        out += &ev(
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": null}]}),
+        );
     }
     for piece in ["The answer is ", "\\boxed{4}."] {
-        out += &ev(json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}));
+        out += &ev(
+            json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}),
+        );
     }
     out += &ev(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
-    out += &ev(json!({"choices": [], "usage": {"prompt_tokens": 24, "completion_tokens": 20, "total_tokens": 44}}));
+    out += &ev(
+        json!({"choices": [], "usage": {"prompt_tokens": 24, "completion_tokens": 20, "total_tokens": 44}}),
+    );
     out += "data: [DONE]\n\n";
     out
 }

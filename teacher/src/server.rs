@@ -92,18 +92,43 @@ pub async fn serve(
         .await
 }
 
-/// An OpenAI-style error response.
+/// An OpenAI-style error: rendered as `{"error": {"message", "type", "param", "code"}}` with
+/// its HTTP status. Small (no body yet) so validation code can return it by value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+    /// OpenAI error type (`invalid_request_error`, `authentication_error`, `server_error`).
+    pub kind: &'static str,
+    /// The request field at fault, if any.
+    pub param: Option<&'static str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": Value::Null}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Builds an [`ApiError`].
 pub fn api_error(
     status: StatusCode,
     message: impl Into<String>,
-    kind: &str,
-    param: Option<&str>,
-) -> Response {
-    let body = json!({"error": {"message": message.into(), "type": kind, "param": param, "code": Value::Null}});
-    (status, Json(body)).into_response()
+    kind: &'static str,
+    param: Option<&'static str>,
+) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        kind,
+        param,
+    }
 }
 
-fn bad_request(message: impl Into<String>, param: Option<&str>) -> Response {
+fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
     api_error(
         StatusCode::BAD_REQUEST,
         message,
@@ -119,7 +144,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn check_auth(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
+fn check_auth(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = &state.api_key else {
         return Ok(());
     };
@@ -149,7 +174,7 @@ fn check_auth(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> 
 
 async fn list_models(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     if let Err(r) = check_auth(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     Json(json!({
         "object": "list",
@@ -207,7 +232,7 @@ struct Plan {
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         let status = e.status();
         api_error(
@@ -220,7 +245,7 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
 }
 
-fn message_text(v: &Value, i: usize) -> Result<Message, Response> {
+fn message_text(v: &Value, i: usize) -> Result<Message, ApiError> {
     let role = v.get("role").and_then(Value::as_str).ok_or_else(|| {
         bad_request(
             format!("messages[{i}].role must be a string"),
@@ -268,7 +293,7 @@ fn message_text(v: &Value, i: usize) -> Result<Message, Response> {
     })
 }
 
-fn stop_list(v: &Option<Value>) -> Result<Vec<String>, Response> {
+fn stop_list(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s.clone()]),
@@ -287,7 +312,7 @@ fn stop_list(v: &Option<Value>) -> Result<Vec<String>, Response> {
     }
 }
 
-fn plan(state: &ServerState, prompts: Vec<Vec<u32>>, c: &CommonParams) -> Result<Plan, Response> {
+fn plan(state: &ServerState, prompts: Vec<Vec<u32>>, c: &CommonParams) -> Result<Plan, ApiError> {
     let limits = &state.limits;
     let info = state.model.engine().info();
     if let Some(m) = &c.model {
@@ -415,20 +440,20 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(r) = check_auth(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let body: ChatBody = match parse_body(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if body.messages.is_empty() {
-        return bad_request("messages must not be empty", Some("messages"));
+        return bad_request("messages must not be empty", Some("messages")).into_response();
     }
     let mut msgs = Vec::with_capacity(body.messages.len());
     for (i, m) in body.messages.iter().enumerate() {
         match message_text(m, i) {
             Ok(m) => msgs.push(m),
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     }
     let ids = match state.model.prompt_ids(&Prompt::Messages(msgs)) {
@@ -438,11 +463,12 @@ async fn chat_completions(
                 format!("cannot apply the chat template: {e}"),
                 Some("messages"),
             )
+            .into_response()
         }
     };
     match plan(&state, vec![ids], &body.common) {
         Ok(p) => respond(state, p, Kind::Chat).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -452,11 +478,11 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(r) = check_auth(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let body: CompletionBody = match parse_body(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let encode = |text: &str| state.model.prompt_ids(&Prompt::Text(text.to_string()));
     let as_ids = |a: &[Value]| -> Option<Vec<u32>> {
@@ -478,11 +504,11 @@ async fn completions(
     };
     let prompts = match prompts {
         Ok(p) => p,
-        Err(e) => return bad_request(e, Some("prompt")),
+        Err(e) => return bad_request(e, Some("prompt")).into_response(),
     };
     match plan(&state, prompts, &body.common) {
         Ok(p) => respond(state, p, Kind::Text).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -535,7 +561,10 @@ async fn respond(state: Arc<ServerState>, p: Plan, kind: Kind) -> Response {
     for (index, r) in results.into_iter().enumerate() {
         let (text, finish, pt, ct) = match r {
             Ok(x) => x,
-            Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e, "server_error", None),
+            Err(e) => {
+                return api_error(StatusCode::INTERNAL_SERVER_ERROR, e, "server_error", None)
+                    .into_response()
+            }
         };
         if index % per_prompt == 0 {
             prompt_tokens += u64::from(pt);

@@ -295,8 +295,15 @@ async fn streaming_and_plain_answers_from_the_instant_server() {
             stream,
             ..Default::default()
         };
-        let c = OpenAiBackend::new(cfg).unwrap().complete(request.clone()).await.unwrap();
-        assert_eq!(c.reasoning, "Add the numbers: 2 + 2 = 4.", "stream={stream}");
+        let c = OpenAiBackend::new(cfg)
+            .unwrap()
+            .complete(request.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            c.reasoning, "Add the numbers: 2 + 2 = 4.",
+            "stream={stream}"
+        );
         assert_eq!(c.content, "The answer is \\boxed{4}.");
         assert_eq!(c.completion_tokens, 20);
     }

@@ -287,7 +287,7 @@ async fn handle(mut sock: TcpStream, st: Arc<Stats>, plan: FaultPlan) -> std::io
 /// A successful body; half the keys use `reasoning_content`, half `<think>` tags.
 fn ok_body(key: &str, h: u64) -> String {
     let seed = key.rsplit('#').next().unwrap_or("0");
-    let message = if h % 2 == 0 {
+    let message = if h.is_multiple_of(2) {
         json!({"role": "assistant", "content": "The answer is \\boxed{42}.", "reasoning_content": format!("thinking about {seed}")})
     } else {
         json!({"role": "assistant", "content": format!("<think>\nthinking about {seed}\n</think>\n\nThe answer is \\boxed{{42}}.")})
