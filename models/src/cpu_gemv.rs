@@ -13,6 +13,7 @@
 //! back to `matmul`. The result equals `x · wᵀ` up to float summation order.
 
 use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -22,8 +23,20 @@ use rayon::prelude::*;
 
 /// Largest activation row count routed to the GEMV path.
 pub const MAX_ROWS: usize = 16;
+/// Smallest: a single row is left to gemm's own GEMV, which streams one row as fast as this
+/// kernel on the machines measured (see `speed::gemv_vs_matmul`); the gain is in sharing each
+/// weight load across several rows.
+pub const MIN_ROWS: usize = 2;
 /// Output features per parallel task.
 const CHUNK: usize = 32;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the GEMV path on or off process-wide (on by default), so benchmarks can measure what
+/// it buys against plain `matmul`.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
 
 fn to_flex<B: Backend>(t: Tensor<B, 2>) -> Option<FlexTensor> {
     let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
@@ -39,12 +52,12 @@ fn from_flex<B: Backend>(t: FlexTensor) -> Tensor<B, 2> {
 
 /// `x [rows, in] · wᵀ` for `w [out, in]`, when the fast path applies; `None` otherwise.
 pub fn try_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+    if !ENABLED.load(Ordering::Relaxed) || TypeId::of::<B>() != TypeId::of::<Flex>() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return None;
     }
     let [rows, k] = x.dims();
     let [out, k2] = w.dims();
-    if rows == 0 || rows > MAX_ROWS || k != k2 {
+    if !(MIN_ROWS..=MAX_ROWS).contains(&rows) || k != k2 {
         return None;
     }
     let wf = to_flex(w.clone())?;
@@ -318,6 +331,8 @@ mod tests {
         assert!(d < 1e-5, "{d}");
         let big = Tensor::<Flex, 2>::zeros([MAX_ROWS + 1, 8], &dev);
         assert!(try_linear(&big, &w).is_none());
+        let one = Tensor::<Flex, 2>::zeros([1, 8], &dev);
+        assert!(try_linear(&one, &w).is_none());
         type Ad = burn::backend::Autodiff<Flex>;
         let xa = Tensor::<Ad, 2>::zeros([1, 8], &dev);
         let wa = Tensor::<Ad, 2>::zeros([5, 8], &dev);
@@ -339,10 +354,11 @@ mod speed {
             let w = Tensor::<Flex, 2>::random([out, k], burn::tensor::Distribution::Normal(0.0, 0.02), &dev);
             for rows in [1usize, 8] {
                 let x = Tensor::<Flex, 2>::random([rows, k], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+                let (xs, ws) = (x.to_data().to_vec::<f32>().unwrap(), w.to_data().to_vec::<f32>().unwrap());
                 let mut best = [f64::INFINITY; 2];
                 for _ in 0..5 {
                     let t = std::time::Instant::now();
-                    let _ = try_linear(&x, &w).unwrap().into_data();
+                    let _ = gemv_rows(&xs, rows, &ws, out, k);
                     best[0] = best[0].min(t.elapsed().as_secs_f64());
                     let t = std::time::Instant::now();
                     let _ = x.clone().matmul(w.clone().transpose()).into_data();

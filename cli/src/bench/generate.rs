@@ -39,6 +39,9 @@ pub struct GenerateBenchArgs {
     /// Skip the transformers run.
     #[arg(long)]
     no_peer: bool,
+    /// Disable the dedicated CPU decode GEMV (plain flex `matmul`), to see what it buys.
+    #[arg(long)]
+    matmul_only: bool,
     /// Device to run on.
     #[arg(long, value_enum, default_value_t)]
     device: DeviceKind,
@@ -157,6 +160,7 @@ fn peer(a: &GenerateBenchArgs) -> Result<Figures, String> {
 
 /// Runs the benchmark and prints ours next to transformers.
 pub fn run(a: GenerateBenchArgs) -> anyhow::Result<()> {
+    models::cpu_gemv::set_enabled(!a.matmul_only);
     let kind = a.device;
     let ours = with_backend!(kind, ours(&a)).context("native run")?;
     let peer = if a.no_peer { Err("skipped (--no-peer)".to_string()) } else { peer(&a) };
