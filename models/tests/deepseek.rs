@@ -537,3 +537,41 @@ fn other_shapes_decode_consistently() {
     assert_eq!(got.len(), seq.len() * vocab);
     assert_close("q_proj model cached vs full", &got, &full, TOL);
 }
+
+/// Padded and packed layouts (what the trainer feeds) give the same logits as running each
+/// real sequence alone.
+#[test]
+fn padded_and_packed_layouts_match_separate_sequences() {
+    use models::AttentionLayout;
+    let dev = common::device();
+    let model = load("deepseek_v3_yarn");
+    let vocab = model.config.vocab_size;
+    let a: Vec<u32> = vec![11, 200, 37, 402, 9];
+    let b: Vec<u32> = vec![300, 4, 77];
+    let alone = |s: &Vec<u32>| values(model.forward(ids_tensor(std::slice::from_ref(s))));
+    let (la, lb) = (alone(&a), alone(&b));
+    // Right padding: row 1 = b + 2 pads.
+    let ids = ids_tensor(&[a.clone(), vec![300, 4, 77, 0, 0]]);
+    let km = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(vec![true, true, true, true, true, true, true, true, false, false], [2, 5]),
+        &dev,
+    );
+    let out = values(model.forward(ids.with_layout(AttentionLayout::CausalPadded { key_mask: km })));
+    assert_close("padded row 0", &out[..5 * vocab], &la, TOL);
+    assert_close("padded row 1", &out[5 * vocab..8 * vocab], &lb, TOL);
+    // Left padding with explicit positions (what batched prompt scoring uses).
+    let ids = ids_tensor(&[a.clone(), vec![0, 0, 300, 4, 77]]);
+    let km = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(vec![true, true, true, true, true, false, false, true, true, true], [2, 5]),
+        &dev,
+    );
+    let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4, 0, 0, 0, 1, 2], [2, 5]), &dev);
+    let out = values(model.forward(ids.with_positions(pos).with_layout(AttentionLayout::CausalPadded { key_mask: km })));
+    assert_close("left-padded row 1", &out[7 * vocab..], &lb, TOL);
+    // Packing: one row holding a then b, positions restart per segment.
+    let packed: Vec<u32> = a.iter().chain(&b).copied().collect();
+    let seg = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i64, 0, 0, 0, 0, 1, 1, 1], [1, 8]), &dev);
+    let out = values(model.forward(ids_tensor(&[packed]).with_layout(AttentionLayout::Packed { segment_ids: seg })));
+    assert_close("packed segment 0", &out[..5 * vocab], &la, TOL);
+    assert_close("packed segment 1", &out[5 * vocab..], &lb, TOL);
+}
