@@ -110,7 +110,7 @@ batch_size = {batch}
 max_steps = {steps}
 shuffle = false
 dtype = "{dtype}"
-loss_chunk = {seq}
+loss_chunk = {chunk}
 [output]
 dir = "{out}"
 "#,
@@ -123,6 +123,7 @@ dir = "{out}"
         maxpos = args.seq.max(2048),
         train = train.display(),
         seq = args.seq,
+        chunk = LOSS_CHUNK.min(args.seq),
         batch = args.batch,
         steps = args.steps + 1,
         dtype = if args.bf16 { "bf16" } else { "f32" },
@@ -233,13 +234,18 @@ fn param_count(a: &TrainBenchArgs) -> usize {
     a.vocab * a.hidden + a.layers * (attn + mlp + 2 * a.hidden) + a.hidden
 }
 
+/// Positions per cross-entropy chunk in the benchmark run.
+const LOSS_CHUNK: usize = 128;
+
 /// Activations autograd must keep (f32): per layer and token the inputs of every matmul and
 /// norm (≈ 8·hidden + 3·intermediate floats) plus attention scores and probabilities
-/// (2·heads·T per token), and the logits with their log-softmax (2·vocab per token).
+/// (2·heads·T per token); plus one cross-entropy chunk of logits, probabilities and their
+/// gradient (3·vocab per position of a chunk; the fused loss keeps no more).
 fn activation_bytes(a: &TrainBenchArgs) -> f64 {
     let tokens = (a.batch * a.seq) as f64;
     let per_layer = 8.0 * a.hidden as f64 + 3.0 * a.intermediate as f64 + 2.0 * (a.heads * a.seq) as f64;
-    4.0 * tokens * (a.layers as f64 * per_layer + 2.0 * a.vocab as f64)
+    let ce_chunk = 3.0 * (a.batch * LOSS_CHUNK.min(a.seq) * a.vocab) as f64;
+    4.0 * (tokens * a.layers as f64 * per_layer + ce_chunk)
 }
 
 fn peak_rss_mb() -> f64 {
