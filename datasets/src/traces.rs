@@ -132,7 +132,11 @@ pub fn trace_schema() -> SchemaRef {
         utf8("source", true),
         utf8("problem", false),
         utf8("reference_answer", false),
-        Field::new("prompt", DataType::List(Arc::new(message_item_field())), false),
+        Field::new(
+            "prompt",
+            DataType::List(Arc::new(message_item_field())),
+            false,
+        ),
         utf8("reasoning", false),
         utf8("content", false),
         utf8("completion", false),
@@ -190,13 +194,19 @@ pub fn rows_to_batch(rows: &[TraceRow]) -> Result<RecordBatch, arrow_schema::Arr
     };
     let mut prompt = ListBuilder::new(StructBuilder::new(
         message_fields(),
-        vec![Box::new(StringBuilder::new()), Box::new(StringBuilder::new())],
+        vec![
+            Box::new(StringBuilder::new()),
+            Box::new(StringBuilder::new()),
+        ],
     ))
     .with_field(Arc::new(message_item_field()));
     for r in rows {
         let values = prompt.values();
         for m in &r.prompt {
-            values.field_builder::<StringBuilder>(0).expect("role builder").append_value(&m.role);
+            values
+                .field_builder::<StringBuilder>(0)
+                .expect("role builder")
+                .append_value(&m.role);
             values
                 .field_builder::<StringBuilder>(1)
                 .expect("content builder")
@@ -256,16 +266,27 @@ pub fn encode_parquet(rows: &[TraceRow]) -> Result<Vec<u8>, String> {
 /// fsynced, then renamed over `path` (and the directory fsynced), so readers and a resumed run
 /// never see a partial shard.
 pub fn write_trace_shard(path: &Path, rows: &[TraceRow]) -> Result<(), TraceError> {
-    let bytes = encode_parquet(rows)
-        .map_err(|message| TraceError::Format { path: path.to_path_buf(), message })?;
+    let bytes = encode_parquet(rows).map_err(|message| TraceError::Format {
+        path: path.to_path_buf(),
+        message,
+    })?;
     write_bytes_atomic(path, &bytes)
 }
 
 /// Temp-file-then-rename write with fsync of file and directory.
 fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), TraceError> {
-    let io = |source| TraceError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let io = |source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
@@ -284,8 +305,10 @@ pub fn read_trace_file(path: &Path) -> Result<Vec<TraceRow>, TraceError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let file =
-        fs::File::open(path).map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
+    let file = fs::File::open(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| fmt(&e))?
         .build()
@@ -301,11 +324,17 @@ pub fn read_trace_file(path: &Path) -> Result<Vec<TraceRow>, TraceError> {
 /// The completed shard files of a trace directory, sorted by name (hidden temp files and
 /// non-Parquet files such as `manifest.json` are skipped).
 pub fn list_trace_shards(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let io = |source| TraceError::Io { path: dir.to_path_buf(), source };
+    let io = |source| TraceError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io)? {
         let p = entry.map_err(io)?.path();
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.starts_with('.') && name.ends_with(".parquet") && p.is_file() {
             out.push(p);
         }
@@ -332,16 +361,20 @@ fn column<'a, T: 'static>(
     batch: &'a RecordBatch,
     name: &str,
 ) -> Result<&'a T, TraceError> {
-    let col = batch.column_by_name(name).ok_or_else(|| TraceError::Column {
-        path: path.to_path_buf(),
-        column: name.into(),
-        problem: "is missing".into(),
-    })?;
-    col.as_any().downcast_ref::<T>().ok_or_else(|| TraceError::Column {
-        path: path.to_path_buf(),
-        column: name.into(),
-        problem: format!("has unexpected type {}", col.data_type()),
-    })
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| TraceError::Column {
+            path: path.to_path_buf(),
+            column: name.into(),
+            problem: "is missing".into(),
+        })?;
+    col.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| TraceError::Column {
+            path: path.to_path_buf(),
+            column: name.into(),
+            problem: format!("has unexpected type {}", col.data_type()),
+        })
 }
 
 fn batch_to_rows(
@@ -353,14 +386,30 @@ fn batch_to_rows(
     let u32c = |n| column::<UInt32Array>(path, batch, n);
     let u64c = |n| column::<UInt64Array>(path, batch, n);
     let f32c = |n| column::<Float32Array>(path, batch, n);
-    let (problem_id, source, problem, reference_answer) =
-        (s("problem_id")?, s("source")?, s("problem")?, s("reference_answer")?);
-    let (reasoning, content, completion, finish_reason) =
-        (s("reasoning")?, s("content")?, s("completion")?, s("finish_reason")?);
-    let (extracted, verdict, teacher, error) =
-        (s("extracted_answer")?, s("verdict")?, s("teacher")?, s("error")?);
-    let (sample_index, prompt_tokens, completion_tokens, max_tokens) =
-        (u32c("sample_index")?, u32c("prompt_tokens")?, u32c("completion_tokens")?, u32c("max_tokens")?);
+    let (problem_id, source, problem, reference_answer) = (
+        s("problem_id")?,
+        s("source")?,
+        s("problem")?,
+        s("reference_answer")?,
+    );
+    let (reasoning, content, completion, finish_reason) = (
+        s("reasoning")?,
+        s("content")?,
+        s("completion")?,
+        s("finish_reason")?,
+    );
+    let (extracted, verdict, teacher, error) = (
+        s("extracted_answer")?,
+        s("verdict")?,
+        s("teacher")?,
+        s("error")?,
+    );
+    let (sample_index, prompt_tokens, completion_tokens, max_tokens) = (
+        u32c("sample_index")?,
+        u32c("prompt_tokens")?,
+        u32c("completion_tokens")?,
+        u32c("max_tokens")?,
+    );
     let (seed, latency) = (u64c("seed")?, u64c("latency_ms")?);
     let (temperature, top_p) = (f32c("temperature")?, f32c("top_p")?);
     let created = column::<TimestampMicrosecondArray>(path, batch, "created_at")?;
@@ -368,21 +417,22 @@ fn batch_to_rows(
     let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
     for i in 0..batch.num_rows() {
         let msgs = prompt.value(i);
-        let msgs = msgs.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
-            TraceError::Column {
-                path: path.to_path_buf(),
-                column: "prompt".into(),
-                problem: "is not a list of {role, content} structs".into(),
-            }
-        })?;
+        let msgs =
+            msgs.as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| TraceError::Column {
+                    path: path.to_path_buf(),
+                    column: "prompt".into(),
+                    problem: "is not a list of {role, content} structs".into(),
+                })?;
         let field = |n: &str| {
-            msgs.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<StringArray>()).ok_or_else(
-                || TraceError::Column {
+            msgs.column_by_name(n)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| TraceError::Column {
                     path: path.to_path_buf(),
                     column: format!("prompt.{n}"),
                     problem: "is missing or not a string".into(),
-                },
-            )
+                })
         };
         let (roles, contents) = (field("role")?, field("content")?);
         let prompt = (0..msgs.len())
@@ -427,12 +477,22 @@ mod tests {
         TraceRow {
             problem_id: id.into(),
             sample_index: k,
-            source: if k % 2 == 0 { Some("aime".into()) } else { None },
+            source: if k % 2 == 0 {
+                Some("aime".into())
+            } else {
+                None
+            },
             problem: "What is 1+1?".into(),
             reference_answer: "2".into(),
             prompt: vec![
-                TraceMessage { role: "system".into(), content: "be brief".into() },
-                TraceMessage { role: "user".into(), content: "What is 1+1?".into() },
+                TraceMessage {
+                    role: "system".into(),
+                    content: "be brief".into(),
+                },
+                TraceMessage {
+                    role: "user".into(),
+                    content: "What is 1+1?".into(),
+                },
             ],
             reasoning: "1+1=2".into(),
             content: "\\boxed{2}".into(),
@@ -448,7 +508,11 @@ mod tests {
             max_tokens: 32768,
             seed: u64::MAX - k as u64,
             latency_ms: 1234,
-            error: if k == 1 { Some("HTTP 400: bad".into()) } else { None },
+            error: if k == 1 {
+                Some("HTTP 400: bad".into())
+            } else {
+                None
+            },
             created_at: 1_764_000_000_000_000,
         }
     }
@@ -462,7 +526,10 @@ mod tests {
         assert_eq!(read_trace_file(&path).unwrap(), rows);
         assert_eq!(read_traces(dir.path()).unwrap(), rows);
         // Only the finished shard is visible: no temp files left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1);
     }
 
