@@ -301,7 +301,7 @@ mod tests {
             problem_id: format!("p{i}"),
             sample_index: i,
             reference_answer: "42".into(),
-            subject: (i % 2 == 0).then(|| "Algebra".into()),
+            subject: i.is_multiple_of(2).then(|| "Algebra".into()),
             level: None,
             response: format!("<think>\nhm {i}\n</think>\n\n\\boxed{{{i}}}"),
             reasoning: Some("hm".into()),

@@ -477,7 +477,7 @@ mod tests {
         TraceRow {
             problem_id: id.into(),
             sample_index: k,
-            source: if k % 2 == 0 {
+            source: if k.is_multiple_of(2) {
                 Some("aime".into())
             } else {
                 None

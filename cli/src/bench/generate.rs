@@ -170,7 +170,7 @@ pub fn run(a: GenerateBenchArgs) -> anyhow::Result<()> {
     println!("{:<34}{:>10}{:>14}{:>8}", "metric", "distill", "transformers", "ratio");
     let row = |name: String, ours: f64, theirs: Option<f64>| {
         let ratio = theirs.filter(|t| *t > 0.0).map(|t| format!("{:>7.2}x", ours / t)).unwrap_or_else(|| format!("{:>8}", "-"));
-        println!("{name:<34}{}{}  {ratio}", fmt(Some(ours)), format!("{:>12}", fmt(theirs).trim()));
+        println!("{name:<34}{}{:>12}  {ratio}", fmt(Some(ours)), fmt(theirs).trim());
     };
     row(format!("prefill {} tok (tok/s)", a.prompt_len), ours.prefill_tokens_per_s, p.map(|p| p.prefill_tokens_per_s));
     for (b, v) in &ours.decode_tokens_per_s {

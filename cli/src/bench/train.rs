@@ -140,9 +140,9 @@ dir = "{out}"
     let timed: Vec<f64> = metrics.iter().skip(1).map(|m| m.tokens_per_s).collect();
     let ours = timed.iter().sum::<f64>() / timed.len().max(1) as f64;
     let rss = peak_rss_mb();
-    let params = param_count(&args) as f64;
+    let params = param_count(args) as f64;
     let states_mb = params * 4.0 * 4.0 / 1e6;
-    let acts_mb = activation_bytes(&args) / 1e6;
+    let acts_mb = activation_bytes(args) / 1e6;
     println!(
         "shape          : hidden {} × {} layers, heads {}/{}, inter {}, vocab {}, {} × {} tokens, {:.1}M params",
         args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate, args.vocab, args.batch, args.seq, params / 1e6
