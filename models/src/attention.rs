@@ -8,7 +8,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, FloatDType};
 
 use crate::error::ModelError;
-use crate::kv_cache::{CachePlan, LayerKv};
+use crate::kv_cache::{assign_in_place, CachePlan, LayerKv};
 use crate::layers::HfLinear;
 use crate::rope::apply_rope;
 use crate::weights::WeightSource;
@@ -123,8 +123,8 @@ impl<B: Backend> Attention<B> {
         let capacity = kv.k.dims()[2];
         if plan.contiguous && plan.offsets.iter().all(|&o| o == plan.offsets[0]) && plan.lengths.iter().all(|&l| l == plan.t) && plan.offsets[0] + plan.t <= capacity {
             let o = plan.offsets[0];
-            kv.k.inplace(|c| c.slice_assign([0..n, 0..hk, o..o + plan.t, 0..d], k_new));
-            kv.v.inplace(|c| c.slice_assign([0..n, 0..hk, o..o + plan.t, 0..d], v_new));
+            assign_in_place(&mut kv.k, [0..n, 0..hk, o..o + plan.t, 0..d], k_new);
+            assign_in_place(&mut kv.v, [0..n, 0..hk, o..o + plan.t, 0..d], v_new);
         } else {
             for r in 0..n {
                 let (s, o, l) = (plan.slots[r], plan.offsets[r], plan.lengths[r]);
@@ -133,8 +133,8 @@ impl<B: Backend> Attention<B> {
                 }
                 let kr = k_new.clone().slice([r..r + 1, 0..hk, 0..l, 0..d]);
                 let vr = v_new.clone().slice([r..r + 1, 0..hk, 0..l, 0..d]);
-                kv.k.inplace(|c| c.slice_assign([s..s + 1, 0..hk, o..o + l, 0..d], kr));
-                kv.v.inplace(|c| c.slice_assign([s..s + 1, 0..hk, o..o + l, 0..d], vr));
+                assign_in_place(&mut kv.k, [s..s + 1, 0..hk, o..o + l, 0..d], kr);
+                assign_in_place(&mut kv.v, [s..s + 1, 0..hk, o..o + l, 0..d], vr);
             }
         }
         let lk = plan.key_len;

@@ -11,6 +11,7 @@
 
 use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 
+use crate::kv_cache::assign_in_place;
 use crate::lm::KvCache;
 
 /// What the cache stores per token.
@@ -110,7 +111,7 @@ impl<B: Backend> MlaCache<B> {
     pub(crate) fn write_latent(&mut self, layer: usize, slot: usize, start: usize, values: Tensor<B, 3>) {
         let [_, t, d] = values.dims();
         if let LayerKv::Latent(buf) = &mut self.layers[layer] {
-            buf.inplace(|b| b.slice_assign([slot..slot + 1, start..start + t, 0..d], values));
+            assign_in_place(buf, [slot..slot + 1, start..start + t, 0..d], values);
         }
     }
 
@@ -126,8 +127,8 @@ impl<B: Backend> MlaCache<B> {
         let [_, h, t, dk] = k.dims();
         let dv = v.dims()[3];
         if let LayerKv::Expanded(kb, vb) = &mut self.layers[layer] {
-            kb.inplace(|b| b.slice_assign([slot..slot + 1, 0..h, start..start + t, 0..dk], k));
-            vb.inplace(|b| b.slice_assign([slot..slot + 1, 0..h, start..start + t, 0..dv], v));
+            assign_in_place(kb, [slot..slot + 1, 0..h, start..start + t, 0..dk], k);
+            assign_in_place(vb, [slot..slot + 1, 0..h, start..start + t, 0..dv], v);
         }
     }
 
