@@ -12,10 +12,19 @@ use std::path::Path;
 /// Read every non-blank line of `path` as a JSON value, with its 1-based line number.
 pub fn read_jsonl_values(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DatasetError> {
     let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    parse_jsonl_values(BufReader::new(file), path)
+}
+
+/// Parse JSON Lines from any reader (a file, or text embedded in the binary); `origin` names
+/// the source in errors, which carry the 1-based line number.
+pub fn parse_jsonl_values(
+    reader: impl BufRead,
+    origin: &Path,
+) -> Result<Vec<(usize, serde_json::Value)>, DatasetError> {
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
-        let line = line.map_err(|e| DatasetError::line(path, line_no, e.to_string()))?;
+        let line = line.map_err(|e| DatasetError::line(origin, line_no, e.to_string()))?;
         // Tolerate a UTF-8 byte-order mark (Windows editors write one).
         let line = if line_no == 1 {
             line.trim_start_matches('\u{feff}')
@@ -27,7 +36,7 @@ pub fn read_jsonl_values(path: &Path) -> Result<Vec<(usize, serde_json::Value)>,
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(trimmed)
-            .map_err(|e| DatasetError::line(path, line_no, format!("invalid JSON: {e}")))?;
+            .map_err(|e| DatasetError::line(origin, line_no, format!("invalid JSON: {e}")))?;
         out.push((line_no, v));
     }
     Ok(out)

@@ -20,7 +20,7 @@ pub mod traces;
 pub mod eval_records;
 
 pub use chat::{ChatMessage, ChatTemplate};
-pub use problems::{load_problems, Problem, ProblemColumns};
+pub use problems::{load_problems, parse_problems_jsonl, Problem, ProblemColumns};
 pub use stop::{IncrementalDecoder, StopStringMatcher};
 pub use tokenizer::TextTokenizer;
 

@@ -74,6 +74,26 @@ pub fn load_problems(path: &Path, columns: &ProblemColumns) -> Result<Vec<Proble
             ))
         }
     };
+    problems_from_rows(path, rows, columns)
+}
+
+/// Parse a JSON Lines problem set held in memory (e.g. a benchmark embedded in the binary);
+/// `origin` names it in errors exactly as a file path would.
+pub fn parse_problems_jsonl(
+    text: &str,
+    origin: &Path,
+    columns: &ProblemColumns,
+) -> Result<Vec<Problem>, DatasetError> {
+    let rows = crate::jsonl::parse_jsonl_values(text.as_bytes(), origin)?;
+    problems_from_rows(origin, rows, columns)
+}
+
+/// Rows (with their line numbers) to problems, checking that ids are unique.
+fn problems_from_rows(
+    path: &Path,
+    rows: Vec<(usize, Value)>,
+    columns: &ProblemColumns,
+) -> Result<Vec<Problem>, DatasetError> {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use datasets::{load_problems, parse_problems_jsonl, Problem, ProblemColumns};
 use serde_json::Value;
 
 use crate::EvalError;
@@ -68,8 +69,7 @@ pub fn shipped(name: &str) -> Option<&'static ShippedBenchmark> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Columns {
-    /// Problem id column (numbers are turned into text). Default `id`; when the column is
-    /// missing entirely the 0-based row number is used.
+    /// Problem id column (numbers are turned into text; ids must be unique). Default `id`.
     pub id: String,
     /// Problem statement column. Default `problem`.
     pub problem: String,
@@ -93,80 +93,49 @@ impl Default for Columns {
     }
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+impl Columns {
+    /// The shared problem-set loader's view of these columns (subject and level come through
+    /// as extra columns).
+    fn problem_columns(&self) -> ProblemColumns {
+        ProblemColumns {
+            id: Some(self.id.clone()),
+            problem: self.problem.clone(),
+            answer: self.answer.clone(),
+            source: None,
+            default_source: None,
+        }
+    }
+
+    fn to_eval(&self, p: Problem) -> EvalProblem {
+        let text = |col: &str| match p.extra.get(col) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        EvalProblem {
+            subject: text(&self.subject),
+            level: text(&self.level),
+            id: p.id,
+            problem: p.problem,
+            answer: p.answer,
+        }
     }
 }
 
-/// Turns one JSON object into a problem; `origin` names the file and line for errors.
-pub fn problem_from_json(
-    obj: &serde_json::Map<String, Value>,
-    columns: &Columns,
-    row: usize,
-    origin: &str,
-) -> Result<EvalProblem, EvalError> {
-    let required = |col: &str| -> Result<String, EvalError> {
-        obj.get(col).and_then(scalar_text).ok_or_else(|| {
-            EvalError::Invalid(format!("{origin}: missing or non-scalar column `{col}`"))
-        })
-    };
-    let id = match obj.get(&columns.id) {
-        Some(v) => scalar_text(v).ok_or_else(|| {
-            EvalError::Invalid(format!("{origin}: column `{}` is not a scalar", columns.id))
-        })?,
-        None => row.to_string(),
-    };
-    Ok(EvalProblem {
-        id,
-        problem: required(&columns.problem)?,
-        answer: required(&columns.answer)?,
-        subject: obj.get(&columns.subject).and_then(scalar_text),
-        level: obj.get(&columns.level).and_then(scalar_text),
-    })
-}
-
-/// Parses JSONL text (blank lines skipped); `file` names the source in errors, which give the
-/// 1-based line number.
+/// Parses JSONL text through the shared problem-set loader (`datasets::parse_problems_jsonl`);
+/// `file` names the source in errors, which give the 1-based line number.
 pub fn parse_jsonl(text: &str, columns: &Columns, file: &str) -> Result<Vec<EvalProblem>, EvalError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let origin = format!("{file}:{}", i + 1);
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| EvalError::Invalid(format!("{origin}: invalid JSON: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| EvalError::Invalid(format!("{origin}: expected a JSON object")))?;
-        out.push(problem_from_json(obj, columns, out.len(), &origin)?);
-    }
-    check_unique(&out, file)?;
-    Ok(out)
+    let problems = parse_problems_jsonl(text, Path::new(file), &columns.problem_columns())
+        .map_err(|e| EvalError::Invalid(e.to_string()))?;
+    Ok(problems.into_iter().map(|p| columns.to_eval(p)).collect())
 }
 
-fn check_unique(problems: &[EvalProblem], file: &str) -> Result<(), EvalError> {
-    let mut seen = std::collections::HashSet::new();
-    for p in problems {
-        if !seen.insert(p.id.as_str()) {
-            return Err(EvalError::Invalid(format!("{file}: duplicate problem id `{}`", p.id)));
-        }
-    }
-    Ok(())
-}
-
-/// Loads a problem file: `.jsonl`/`.json` lines or `.parquet`, with the given columns.
+/// Loads a problem file (`.jsonl`, `.json` or `.parquet`) through the shared problem-set
+/// loader, with the given columns.
 pub fn load_file(path: &Path, columns: &Columns) -> Result<Vec<EvalProblem>, EvalError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    if ext == "parquet" {
-        return crate::benchmarks::parquet::load(path, columns);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    parse_jsonl(&text, columns, &path.display().to_string())
+    let problems = load_problems(path, &columns.problem_columns())
+        .map_err(|e| EvalError::Invalid(e.to_string()))?;
+    Ok(problems.into_iter().map(|p| columns.to_eval(p)).collect())
 }
 
 /// Loads a benchmark: the file at `path` when given, otherwise the shipped set called `name`.
@@ -183,76 +152,6 @@ pub fn load(name: &str, path: Option<&Path>, columns: &Columns) -> Result<Vec<Ev
             })?;
             parse_jsonl(b.jsonl, columns, &format!("<shipped {name}>"))
         }
-    }
-}
-
-mod parquet {
-    //! Parquet problem files, read column by column into JSON-like rows.
-    use std::path::Path;
-
-    use arrow_array::cast::AsArray;
-    use arrow_array::{Array, RecordBatch};
-    use arrow_schema::DataType;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use serde_json::{Map, Value};
-
-    use super::{check_unique, problem_from_json, Columns, EvalProblem};
-    use crate::EvalError;
-
-    fn cell(col: &dyn Array, i: usize) -> Value {
-        if col.is_null(i) {
-            return Value::Null;
-        }
-        match col.data_type() {
-            DataType::Utf8 => Value::String(col.as_string::<i32>().value(i).to_string()),
-            DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(i).to_string()),
-            DataType::Utf8View => Value::String(col.as_string_view().value(i).to_string()),
-            DataType::Int64 => Value::from(col.as_primitive::<arrow_array::types::Int64Type>().value(i)),
-            DataType::Int32 => Value::from(col.as_primitive::<arrow_array::types::Int32Type>().value(i)),
-            DataType::UInt32 => Value::from(col.as_primitive::<arrow_array::types::UInt32Type>().value(i)),
-            DataType::UInt64 => Value::from(col.as_primitive::<arrow_array::types::UInt64Type>().value(i)),
-            DataType::Float64 => Value::from(col.as_primitive::<arrow_array::types::Float64Type>().value(i)),
-            DataType::Boolean => Value::from(col.as_boolean().value(i)),
-            _ => Value::Null,
-        }
-    }
-
-    fn rows(batch: &RecordBatch, columns: &Columns) -> Vec<Map<String, Value>> {
-        let wanted = [&columns.id, &columns.problem, &columns.answer, &columns.subject, &columns.level];
-        (0..batch.num_rows())
-            .map(|i| {
-                let mut m = Map::new();
-                for name in wanted {
-                    if let Some(col) = batch.column_by_name(name) {
-                        let v = cell(col.as_ref(), i);
-                        if !v.is_null() {
-                            m.insert(name.clone(), v);
-                        }
-                    }
-                }
-                m
-            })
-            .collect()
-    }
-
-    pub(super) fn load(path: &Path, columns: &Columns) -> Result<Vec<EvalProblem>, EvalError> {
-        let file_name = path.display().to_string();
-        let bad = |e: &dyn std::fmt::Display| EvalError::Invalid(format!("{file_name}: {e}"));
-        let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| bad(&e))?
-            .build()
-            .map_err(|e| bad(&e))?;
-        let mut out = Vec::new();
-        for batch in reader {
-            let batch = batch.map_err(|e| bad(&e))?;
-            for row in rows(&batch, columns) {
-                let origin = format!("{file_name}: row {}", out.len());
-                out.push(problem_from_json(&row, columns, out.len(), &origin)?);
-            }
-        }
-        check_unique(&out, &file_name)?;
-        Ok(out)
     }
 }
 
@@ -279,11 +178,11 @@ mod tests {
     #[test]
     fn custom_columns_and_line_numbers_in_errors() {
         let c = Columns { problem: "question".into(), answer: "final".into(), ..Columns::default() };
-        let ok = parse_jsonl("{\"question\":\"1+1?\",\"final\":2}\n\n{\"question\":\"2+2?\",\"final\":\"4\"}\n", &c, "f.jsonl").unwrap();
-        assert_eq!(ok[0].id, "0");
+        let ok = parse_jsonl("{\"id\":7,\"question\":\"1+1?\",\"final\":2}\n\n{\"id\":\"b\",\"question\":\"2+2?\",\"final\":\"4\"}\n", &c, "f.jsonl").unwrap();
+        assert_eq!(ok[0].id, "7");
         assert_eq!(ok[0].answer, "2");
-        assert_eq!(ok[1].id, "1");
-        let err = parse_jsonl("{\"question\":\"x\",\"final\":1}\n{\"question\":\"y\"}\n", &c, "f.jsonl")
+        assert_eq!(ok[1].id, "b");
+        let err = parse_jsonl("{\"id\":1,\"question\":\"x\",\"final\":1}\n{\"id\":2,\"question\":\"y\"}\n", &c, "f.jsonl")
             .unwrap_err()
             .to_string();
         assert!(err.contains("f.jsonl:2") && err.contains("final"), "{err}");
