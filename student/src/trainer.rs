@@ -77,7 +77,7 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     let resume_from = if opts.resume {
         let latest = checkpoint::latest_checkpoint(&out)?;
         if latest.is_none() {
-            tracing::warn!(dir = %out.display(), "--resume: no checkpoint found, starting fresh");
+            tracing::info!(dir = %out.display(), "resume requested but no checkpoint exists yet: starting fresh");
         }
         latest
     } else {
