@@ -43,9 +43,11 @@ pub struct Bar {
 pub fn accuracy_chart(benchmarks: &[String], models: &[String], bars: &[Vec<Option<Bar>>]) -> String {
     let (left, top, bottom, plot_h) = (60.0, 40.0, 50.0, 280.0);
     let bar_w = 22.0;
-    let group_w = (models.len().max(1) as f64) * bar_w + 30.0;
+    // Groups and the whole chart have minimum widths so that one benchmark with two models
+    // still leaves room for the title and the axis labels.
+    let group_w = ((models.len().max(1) as f64) * bar_w + 30.0).max(110.0);
     let legend_h = 18.0 * models.len() as f64;
-    let width = left + group_w * benchmarks.len().max(1) as f64 + 20.0;
+    let width = (left + group_w * benchmarks.len().max(1) as f64 + 20.0).max(360.0);
     let height = top + plot_h + bottom + legend_h;
     let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 1.0));
     let mut s = header(width, height, "pass@1 with 95% bootstrap CI");
@@ -109,8 +111,8 @@ pub struct LengthSeries {
 pub fn length_chart(benchmarks: &[String], models: &[String], series: &[Vec<Option<LengthSeries>>]) -> String {
     let (panel_w, panel_h, left, top, gap) = (300.0, 220.0, 60.0, 40.0, 50.0);
     let legend_h = 18.0 * models.len() as f64;
-    let width = left + (panel_w + gap) * benchmarks.len().max(1) as f64;
-    let height = top + panel_h + 60.0 + legend_h;
+    let width = (left + (panel_w + gap) * benchmarks.len().max(1) as f64).max(600.0);
+    let height = top + panel_h + 80.0 + legend_h;
     let mut s = header(width, height, "accuracy vs response length (tokens)");
     for (bi, bench) in benchmarks.iter().enumerate() {
         let x0 = left + (panel_w + gap) * bi as f64;
@@ -177,8 +179,8 @@ pub fn length_chart(benchmarks: &[String], models: &[String], series: &[Vec<Opti
     let _ = write!(
         s,
         r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">lines: accuracy of equal-count response-length bins · large dot: pass@1 at mean length</text>"##,
-        left + 260.0,
-        top + panel_h + 50.0
+        left,
+        top + panel_h + 50.0 + legend_h + 14.0
     );
     s.push_str("</svg>\n");
     s
