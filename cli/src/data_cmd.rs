@@ -86,28 +86,16 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
 /// Reads `path` (if any) as a TOML table and applies `KEY=VALUE` overrides (dotted keys; the value
 /// is parsed as TOML, falling back to a plain string).
 fn load_config_value(path: Option<&Path>, sets: &[String]) -> anyhow::Result<toml::Value> {
-    let mut root = match path {
+    let root = match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
             toml::from_str::<toml::Table>(&text).with_context(|| format!("{}", p.display()))?
         }
         None => toml::Table::new(),
     };
-    for s in sets {
-        let (key, raw) = s.split_once('=').with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-        let parts: Vec<&str> = key.trim().split('.').collect();
-        let mut table = &mut root;
-        for part in &parts[..parts.len() - 1] {
-            let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = entry.as_table_mut().with_context(|| format!("--set {s}: `{part}` is not a table"))?;
-        }
-        table.insert(parts[parts.len() - 1].to_string(), value);
-    }
-    Ok(toml::Value::Table(root))
+    let mut root = toml::Value::Table(root);
+    datasets::overrides::apply_overrides(&mut root, sets).map_err(anyhow::Error::msg)?;
+    Ok(root)
 }
 
 fn filter(a: FilterArgs) -> anyhow::Result<()> {

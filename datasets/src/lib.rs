@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod chat;
 pub mod jsonl;
+pub mod overrides;
 pub mod problems;
 pub mod stop;
 pub mod synthetic;

@@ -346,57 +346,7 @@ impl EvalConfig {
 /// (`0.7`, `true`, `[1, 2]`, `"x"`), falling back to a plain string; numeric path parts index
 /// arrays (`benchmarks.0.samples=8`). Missing tables are created.
 pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<(), EvalError> {
-    let (key, raw) = spec
-        .split_once('=')
-        .ok_or_else(|| EvalError::Invalid(format!("--set `{spec}`: expected key=value")))?;
-    let key = key.trim();
-    if key.is_empty() {
-        return Err(EvalError::Invalid(format!("--set `{spec}`: empty key")));
-    }
-    let value = parse_value(raw.trim());
-    let parts: Vec<&str> = key.split('.').collect();
-    let mut node = root;
-    for (i, part) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        node = match node {
-            toml::Value::Table(t) => {
-                if last {
-                    t.insert(part.to_string(), value);
-                    return Ok(());
-                }
-                t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()))
-            }
-            toml::Value::Array(a) => {
-                let idx: usize = part.parse().map_err(|_| {
-                    EvalError::Invalid(format!("--set `{key}`: `{part}` must be an array index"))
-                })?;
-                let len = a.len();
-                let slot = a.get_mut(idx).ok_or_else(|| {
-                    EvalError::Invalid(format!("--set `{key}`: index {idx} out of range (len {len})"))
-                })?;
-                if last {
-                    *slot = value;
-                    return Ok(());
-                }
-                slot
-            }
-            _ => {
-                return Err(EvalError::Invalid(format!(
-                    "--set `{key}`: `{}` is not a table",
-                    parts[..i].join(".")
-                )))
-            }
-        };
-    }
-    Ok(())
-}
-
-fn parse_value(raw: &str) -> toml::Value {
-    let doc = format!("v = {raw}");
-    match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
-        Err(_) => toml::Value::String(raw.into()),
-    }
+    datasets::overrides::apply_override(root, spec).map_err(EvalError::Invalid)
 }
 
 #[cfg(test)]

@@ -413,14 +413,15 @@ impl TrainConfig {
             path: origin.to_string(),
             msg,
         };
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
-        for ov in overrides {
-            apply_override(&mut value, ov).map_err(|msg| StudentError::Config {
+        let table: toml::Table = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
+        let mut value = toml::Value::Table(table);
+        datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| {
+            StudentError::Config {
                 path: "--set".into(),
                 msg,
-            })?;
-        }
-        let mut cfg: TrainConfig = toml::Value::Table(value)
+            }
+        })?;
+        let mut cfg: TrainConfig = value
             .try_into()
             .map_err(|e: toml::de::Error| cfg_err(e.to_string()))?;
         if let Some(base) = base {
@@ -507,34 +508,6 @@ impl TrainConfig {
     pub fn tokenizer_dir(&self) -> Option<&Path> {
         self.model.tokenizer.as_deref().or(self.model.path.as_deref())
     }
-}
-
-/// Sets `a.b.c = value` in a TOML table, creating intermediate tables.
-fn apply_override(root: &mut toml::Table, ov: &str) -> std::result::Result<(), String> {
-    let (key, raw) = ov
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {ov:?}"))?;
-    let key = key.trim();
-    let raw = raw.trim();
-    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.into())),
-        Err(_) => toml::Value::String(raw.to_string()),
-    };
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("bad key {key:?}"));
-    }
-    let mut table = root;
-    for p in &parts[..parts.len() - 1] {
-        let entry = table
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("{key}: {p} is not a table"))?;
-    }
-    table.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
 }
 
 #[cfg(test)]

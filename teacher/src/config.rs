@@ -264,45 +264,7 @@ impl TeacherConfig {
 /// literal (`0.7`, `true`, `[1, 2]`, `"x"`), falling back to a bare string (`--set
 /// out_dir=runs/x`). Intermediate tables are created as needed.
 pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<(), TeacherError> {
-    for item in overrides {
-        let (key, raw) = item.split_once('=').ok_or_else(|| {
-            TeacherError::Config(format!("--set expects key=value, got `{item}`"))
-        })?;
-        let key = key.trim();
-        if key.is_empty() || key.split('.').any(str::is_empty) {
-            return Err(TeacherError::Config(format!("--set: bad key `{key}`")));
-        }
-        let value = parse_toml_literal(raw.trim());
-        let mut cur = &mut *doc;
-        let parts: Vec<&str> = key.split('.').collect();
-        for (i, part) in parts.iter().enumerate() {
-            let table = cur.as_table_mut().ok_or_else(|| {
-                TeacherError::Config(format!(
-                    "--set {key}: `{}` is not a table",
-                    parts[..i].join(".")
-                ))
-            })?;
-            if i + 1 == parts.len() {
-                table.insert(part.to_string(), value.clone());
-                break;
-            }
-            cur = table
-                .entry(part.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
-        }
-    }
-    Ok(())
-}
-
-fn parse_toml_literal(raw: &str) -> toml::Value {
-    #[derive(Deserialize)]
-    struct Wrap {
-        v: toml::Value,
-    }
-    match toml::from_str::<Wrap>(&format!("v = {raw}")) {
-        Ok(w) => w.v,
-        Err(_) => toml::Value::String(raw.to_string()),
-    }
+    datasets::overrides::apply_overrides(doc, overrides).map_err(TeacherError::Config)
 }
 
 #[cfg(test)]
@@ -365,13 +327,13 @@ mod tests {
 
     #[test]
     fn literal_parsing_falls_back_to_strings() {
-        assert_eq!(parse_toml_literal("3"), toml::Value::Integer(3));
+        assert_eq!(datasets::overrides::parse_value("3"), toml::Value::Integer(3));
         assert_eq!(
-            parse_toml_literal("runs/x"),
+            datasets::overrides::parse_value("runs/x"),
             toml::Value::String("runs/x".into())
         );
         assert_eq!(
-            parse_toml_literal("\"a b\""),
+            datasets::overrides::parse_value("\"a b\""),
             toml::Value::String("a b".into())
         );
     }
