@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// `models/tests/fixtures/<name>` (repo path, never ../shared).
+/// `models/tests/fixtures/<name>` (a path inside this repository).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures").join(name)
 }
