@@ -181,11 +181,7 @@ pub async fn run_eval(cfg: &EvalConfig, backend: Arc<dyn Backend>) -> Result<Run
 /// changing statistics options.
 pub fn summarize_run(cfg: &EvalConfig) -> Result<RunSummary, EvalError> {
     let id = identity(cfg);
-    let opts = SummaryOptions {
-        bootstrap_resamples: cfg.stats.bootstrap_resamples,
-        bootstrap_seed: cfg.stats.bootstrap_seed,
-        length_bins: cfg.stats.length_bins,
-    };
+    let opts: &SummaryOptions = &cfg.stats;
     let mut benchmarks = std::collections::BTreeMap::new();
     for bench in &cfg.benchmarks {
         let mut records = read_eval_record_dir(&records_dir(&cfg.out_dir, &bench.name))?;
@@ -199,7 +195,7 @@ pub fn summarize_run(cfg: &EvalConfig) -> Result<RunSummary, EvalError> {
                 problems.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
             records.sort_by_key(|r| (index.get(r.problem_id.as_str()).copied().unwrap_or(usize::MAX), r.sample_index));
         }
-        benchmarks.insert(bench.name.clone(), crate::summary::summarize_benchmark(&records, &opts));
+        benchmarks.insert(bench.name.clone(), crate::summary::summarize_benchmark(&records, opts));
     }
     Ok(RunSummary {
         schema_version: SUMMARY_SCHEMA_VERSION,

@@ -68,22 +68,8 @@ pub struct ProtocolInfo {
     pub seed: u64,
 }
 
-/// Options of the statistics (not of generation).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SummaryOptions {
-    /// Bootstrap resamples for the CI.
-    pub bootstrap_resamples: usize,
-    /// Seed of the bootstrap stream.
-    pub bootstrap_seed: u64,
-    /// Number of equal-count response-length bins for accuracy-vs-length.
-    pub length_bins: usize,
-}
-
-impl Default for SummaryOptions {
-    fn default() -> Self {
-        Self { bootstrap_resamples: 10_000, bootstrap_seed: 0, length_bins: 8 }
-    }
-}
+/// Options of the statistics (not of generation): the `[stats]` section of the eval config.
+pub type SummaryOptions = crate::config::StatsConfig;
 
 /// Accuracy of one group of problems (a MATH subject or level).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
