@@ -14,8 +14,13 @@ fn main() {
         let v: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
         let gold = v["gold"].as_str().unwrap_or_default();
         let pred = v["pred"].as_str().unwrap_or_default();
-        let g = grader::grade(gold, pred);
-        let row = serde_json::json!({"verdict": g.verdict, "extracted": g.extracted});
+        // `"response": false` marks a bare answer (no extraction), as in the case tables.
+        let row = if v["response"].as_bool() == Some(false) {
+            serde_json::json!({"verdict": grader::grade_answer(gold, pred), "extracted": pred})
+        } else {
+            let g = grader::grade(gold, pred);
+            serde_json::json!({"verdict": g.verdict, "extracted": g.extracted})
+        };
         writeln!(out, "{row}").expect("write stdout");
     }
 }

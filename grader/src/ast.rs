@@ -111,6 +111,34 @@ impl Expr {
         }
     }
 
+    /// Renames every variable (Math-Verify's real and complex symbols are distinct names).
+    pub(crate) fn rename_vars(&mut self, f: &dyn Fn(&str) -> String) {
+        match self {
+            Expr::Var(v) => *v = f(v),
+            Expr::Num { .. } | Expr::Const(_) => {}
+            Expr::Add(v) | Expr::Mul(v) | Expr::Func(_, v) => {
+                v.iter_mut().for_each(|x| x.rename_vars(f));
+            }
+            Expr::Neg(a) | Expr::Percent(a) => a.rename_vars(f),
+            Expr::Div(a, b) | Expr::Pow(a, b) | Expr::PlusMinus(a, b) => {
+                a.rename_vars(f);
+                b.rename_vars(f);
+            }
+        }
+    }
+
+    /// True when `\infty` occurs: only then may an infinite float be a real infinity rather
+    /// than an overflow (`2^{2000}` overflows f64 but is a finite number).
+    pub(crate) fn has_inf(&self) -> bool {
+        match self {
+            Expr::Const(Const::Inf) => true,
+            Expr::Num { .. } | Expr::Const(_) | Expr::Var(_) => false,
+            Expr::Add(v) | Expr::Mul(v) | Expr::Func(_, v) => v.iter().any(Expr::has_inf),
+            Expr::Neg(a) | Expr::Percent(a) => a.has_inf(),
+            Expr::Div(a, b) | Expr::Pow(a, b) | Expr::PlusMinus(a, b) => a.has_inf() || b.has_inf(),
+        }
+    }
+
     /// True when a decimal literal occurs (then comparison rounds to 6 places).
     pub(crate) fn has_decimal(&self) -> bool {
         match self {
@@ -157,4 +185,25 @@ pub(crate) enum Answer {
     Matrix(Vec<Vec<Expr>>),
     /// A chain `e0 op0 e1 op1 e2 …`.
     Rel(Vec<Expr>, Vec<RelOp>),
+}
+
+impl Answer {
+    /// Renames every variable of every expression in the answer.
+    pub(crate) fn rename_vars(&mut self, f: &dyn Fn(&str) -> String) {
+        match self {
+            Answer::Expr(e) => e.rename_vars(f),
+            Answer::List(v) | Answer::Set(v) | Answer::Tuple(v) | Answer::Union(v) => {
+                v.iter_mut().for_each(|x| x.rename_vars(f));
+            }
+            Answer::Interval { lo, hi, .. } => {
+                lo.rename_vars(f);
+                hi.rename_vars(f);
+            }
+            Answer::Matrix(rows) => rows
+                .iter_mut()
+                .flat_map(|r| r.iter_mut())
+                .for_each(|x| x.rename_vars(f)),
+            Answer::Rel(es, _) => es.iter_mut().for_each(|x| x.rename_vars(f)),
+        }
+    }
 }

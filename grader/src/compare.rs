@@ -4,7 +4,6 @@
 use crate::ast::{Answer, Const, Expr, RelOp};
 use crate::eval::{exact, numeric, C};
 use num_rational::BigRational;
-use num_traits::{Signed, ToPrimitive, Zero};
 
 /// Points at which expressions with variables are compared.
 const SAMPLE_POINTS: usize = 8;
@@ -220,6 +219,11 @@ fn rel_to_set(es: &[Expr], ops: &[RelOp]) -> Option<Answer> {
         !v.is_empty()
     };
     match (es, ops) {
+        ([a, Expr::Func(f, x), b], [o1, o2])
+            if f == "abs" && x.len() == 1 && symbolic(&x[0]) && !symbolic(a) && !symbolic(b) =>
+        {
+            abs_band(a, b, *o1, *o2)
+        }
         ([a, mid, b], [o1, o2]) if symbolic(mid) && !symbolic(a) && !symbolic(b) => {
             let (lo, hi, lc, hc) = match (o1, o2) {
                 (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => {
@@ -264,6 +268,33 @@ fn rel_to_set(es: &[Expr], ops: &[RelOp]) -> Option<Answer> {
         }
         _ => None,
     }
+}
+
+/// `a ≤ |x| ≤ b` with `0 < a`: the union `[-b, -a] ∪ [a, b]` (ends as the relations say).
+fn abs_band(a: &Expr, b: &Expr, o1: RelOp, o2: RelOp) -> Option<Answer> {
+    let (lo, hi, lc, hc) = match (o1, o2) {
+        (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => (a, b, o1 == RelOp::Le, o2 == RelOp::Le),
+        (RelOp::Gt | RelOp::Ge, RelOp::Gt | RelOp::Ge) => (b, a, o2 == RelOp::Ge, o1 == RelOp::Ge),
+        _ => return None,
+    };
+    if exact(lo).is_none_or(|v| v <= BigRational::from_integer(0.into())) {
+        return None;
+    }
+    let neg = |e: &Expr| Expr::Neg(Box::new(e.clone()));
+    Some(Answer::Union(vec![
+        Answer::Interval {
+            lo: neg(hi),
+            hi: neg(lo),
+            lo_closed: hc,
+            hi_closed: lc,
+        },
+        Answer::Interval {
+            lo: lo.clone(),
+            hi: hi.clone(),
+            lo_closed: lc,
+            hi_closed: hc,
+        },
+    ]))
 }
 
 fn rels_eq(ge: &[Expr], gops: &[RelOp], pe: &[Expr], pops: &[RelOp]) -> bool {
@@ -380,23 +411,30 @@ fn sample_env(vars: &[String], k: usize) -> Vec<(String, C)> {
         .collect()
 }
 
+/// Relative closeness of two floats. A tolerance that could hide a difference of 1/4 means the
+/// floats cannot decide (`\sqrt{2}\cdot 10^{20}` against the same plus one): not close.
 fn close(a: C, b: C, rel: f64) -> bool {
     let scale = a.abs().max(b.abs()).max(1.0);
+    if rel * scale >= 0.25 {
+        return false;
+    }
     (a.re - b.re).abs() <= rel * scale && (a.im - b.im).abs() <= rel * scale
 }
 
 /// Math-Verify rounds to 6 decimal places when a decimal literal is involved.
 fn close_rounded(a: C, b: C) -> bool {
     let r = |v: f64| (v * 1e6).round();
-    if a.re.abs() < 1e9 && a.im.abs() < 1e9 && b.re.abs() < 1e9 && b.im.abs() < 1e9 {
+    if a.re.abs() < 1e8 && a.im.abs() < 1e8 && b.re.abs() < 1e8 && b.im.abs() < 1e8 {
         (r(a.re) == r(b.re) && r(a.im) == r(b.im)) || close(a, b, 1e-12)
     } else {
-        close(a, b, 1e-9)
+        close(a, b, 1e-12)
     }
 }
 
-fn both_infinite_same(a: C, b: C) -> bool {
-    a.im == 0.0 && b.im == 0.0 && a.re.is_infinite() && a.re == b.re
+/// Both are the same infinity — only when both expressions contain `\infty`; an overflowed
+/// float (`2^{1500}`) is a finite number the floats cannot compare.
+fn both_infinite_same(a: C, b: C, ea: &Expr, eb: &Expr) -> bool {
+    a.im == 0.0 && b.im == 0.0 && a.re.is_infinite() && a.re == b.re && ea.has_inf() && eb.has_inf()
 }
 
 /// Scalar equivalence: exact rationals first, then numeric evaluation (at sample points when
@@ -408,10 +446,8 @@ pub(crate) fn exprs_eq(a: &Expr, b: &Expr) -> bool {
     match (a, b) {
         (Expr::Percent(x), Expr::Percent(y)) => return exprs_eq(x, y),
         (Expr::Percent(x), other) | (other, Expr::Percent(x)) => {
-            // `50\%` matches `0.5` always and `50` when the percentage is a whole number
-            // (Math-Verify's rule).
-            let whole = exact(x).is_some_and(|v| v.is_integer()) && !x.has_decimal();
-            return (whole && scalar_eq(x, other)) || scalar_eq(&Expr::Percent(x.clone()), other);
+            // `50\%` is the number 0.5, never 50 (Math-Verify 0.8: `23\%` ≠ `23`).
+            return scalar_eq(&Expr::Percent(x.clone()), other);
         }
         _ => {}
     }
@@ -452,7 +488,7 @@ fn scalar_eq(a: &Expr, b: &Expr) -> bool {
     let vars = vars_of(a, b);
     if vars.is_empty() {
         let (x, y) = (numeric(a, &[]), numeric(b, &[]));
-        if both_infinite_same(x, y) {
+        if both_infinite_same(x, y, a, b) {
             return true;
         }
         if !x.is_finite() || !y.is_finite() {
@@ -479,18 +515,50 @@ fn scalar_eq(a: &Expr, b: &Expr) -> bool {
         }
         checked += 1;
     }
-    checked >= 2
+    // Nothing evaluable (symbolic sums, unknown functions): equal only in form, up to the
+    // order of terms and factors (`\sum G_j G_{n-j}` = `\sum G_{n-j} G_j`).
+    checked >= 2 || (checked == 0 && canonical(a) == canonical(b))
+}
+
+/// A printed form with the operands of sums and products sorted (commutativity only, so equal
+/// forms are equal values).
+fn canonical(e: &Expr) -> String {
+    fn flat<'a>(e: &'a Expr, add: bool, out: &mut Vec<&'a Expr>) {
+        match (e, add) {
+            (Expr::Add(v), true) | (Expr::Mul(v), false) => {
+                v.iter().for_each(|x| flat(x, add, out))
+            }
+            _ => out.push(e),
+        }
+    }
+    match e {
+        Expr::Add(_) | Expr::Mul(_) => {
+            let add = matches!(e, Expr::Add(_));
+            let mut parts = Vec::new();
+            flat(e, add, &mut parts);
+            let mut s: Vec<String> = parts.into_iter().map(canonical).collect();
+            s.sort();
+            format!("{}({})", if add { "+" } else { "*" }, s.join(","))
+        }
+        Expr::Num { value, .. } => value.to_string(),
+        Expr::Const(c) => format!("{c:?}"),
+        Expr::Var(v) => v.clone(),
+        Expr::Neg(a) => format!("-({})", canonical(a)),
+        Expr::Percent(a) => format!("%({})", canonical(a)),
+        Expr::Div(a, b) => format!("/({},{})", canonical(a), canonical(b)),
+        Expr::Pow(a, b) => format!("^({},{})", canonical(a), canonical(b)),
+        Expr::PlusMinus(a, b) => format!("±({},{})", canonical(a), canonical(b)),
+        Expr::Func(n, v) => format!(
+            "{n}({})",
+            v.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+    }
 }
 
 /// Equal after rounding both to 6 decimal places (exactly, in rationals).
 fn rationals_round_eq(x: &BigRational, y: &BigRational) -> bool {
     let scale = BigRational::from_integer(1_000_000.into());
     let round = |v: &BigRational| (v * &scale).round();
-    if round(x) == round(y) {
-        return true;
-    }
-    // Large values: relative agreement to 1e-12.
-    let d = (x - y).abs();
-    let m = x.abs().max(y.abs());
-    !m.is_zero() && (d / m).to_f64().is_some_and(|r| r < 1e-12)
+    // Exact at every size: two values a whole unit apart never round alike.
+    round(x) == round(y)
 }

@@ -1,7 +1,8 @@
 //! The public grading entry points: normalise, parse, compare.
 
 use crate::ast::Answer;
-use crate::normalize::{normalize, text_key};
+use crate::candidates::Cand;
+use crate::normalize::{normalize, text_key, treated_as_complex};
 use crate::{compare, extract, lexer, parse, Grade, Verdict};
 
 /// An answer prepared for comparison: its cleaned text, word key and parse (any may be absent).
@@ -9,6 +10,8 @@ pub(crate) struct Prepared {
     norm: String,
     text: Option<String>,
     parsed: Option<Answer>,
+    /// Math-Verify would read this answer's symbols as complex (see `treated_as_complex`).
+    complex: bool,
 }
 
 impl Prepared {
@@ -24,16 +27,38 @@ pub(crate) fn prepare(s: &str) -> Prepared {
             norm: String::new(),
             text: None,
             parsed: None,
+            complex: false,
         };
     };
     let text = text_key(&norm);
-    let parsed = parse_str(&norm);
-    Prepared { norm, text, parsed }
+    let complex = treated_as_complex(&norm);
+    let mut parsed = parse_str(&norm);
+    if complex {
+        if let Some(p) = parsed.as_mut() {
+            p.rename_vars(&|v| format!("{v}\u{2102}"));
+        }
+    }
+    Prepared {
+        norm,
+        text,
+        parsed,
+        complex,
+    }
 }
 
 /// A gold answer: a bare answer, or a text holding one (several boxes form a list, as in
 /// `\boxed{1} and \boxed{2}`; otherwise the answer is extracted like a response's).
 pub(crate) fn prepare_gold(s: &str) -> Prepared {
+    // A gold written with math delimiters or boxes (a whole reference solution) is read the way
+    // Math-Verify reads it: its extracted answer. A bare gold is the answer itself.
+    if has_math_delimiters(s) {
+        if let Some(c) = extract::extract_candidate(s) {
+            let q = prepare(&c.text());
+            if q.usable() {
+                return q;
+            }
+        }
+    }
     let boxes = extract::extract_final_boxes(s);
     if boxes.len() > 1 {
         let joined = prepare(&boxes.join(", "));
@@ -41,7 +66,34 @@ pub(crate) fn prepare_gold(s: &str) -> Prepared {
             return joined;
         }
     }
-    prepare_lenient(s)
+    // Only prose ("The answer is 5") is searched for an answer; a broken bare gold (`1+`)
+    // stays unparseable rather than being read as the number inside it.
+    let words = s
+        .split_whitespace()
+        .filter(|w| w.len() >= 2 && w.chars().all(char::is_alphabetic))
+        .count();
+    if words >= 3 {
+        prepare_lenient(s)
+    } else {
+        prepare(s)
+    }
+}
+
+/// `$…$` (an unescaped dollar), `\(`, `\[` or a box.
+fn has_math_delimiters(s: &str) -> bool {
+    s.contains("\\(")
+        || s.contains("\\[")
+        || s.contains("\\boxed")
+        || s.char_indices()
+            .any(|(i, c)| c == '$' && (i == 0 || s.as_bytes()[i - 1] != b'\\'))
+}
+
+/// True when `s` is an answer the grader can compare (Math-Verify skips candidates that do not
+/// parse, so extraction asks this of each).
+pub(crate) fn parses(s: &str) -> bool {
+    // A box too long to grade is still the answer (graded wrong), never skipped in favour of
+    // an earlier number.
+    s.chars().count() > crate::normalize::MAX_ANSWER_CHARS || prepare(s).usable()
 }
 
 /// `prepare`, falling back to the extracted answer when the text is not one itself.
@@ -79,15 +131,13 @@ fn parse_str(s: &str) -> Option<Answer> {
     None
 }
 
-fn squash(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
 fn prepared_eq(g: &Prepared, p: &Prepared) -> bool {
     if p.norm.is_empty() {
         return false;
     }
-    if squash(&g.norm) == squash(&p.norm) {
+    // Identical strings are equal (Math-Verify's string fallback: `$D = (0, 1)$` vs itself),
+    // but only identical ones — `2 000` is not `2000`.
+    if g.complex == p.complex && g.norm.trim() == p.norm.trim() {
         return true;
     }
     if let (Some(a), Some(b)) = (&g.text, &p.text) {
@@ -195,7 +245,8 @@ impl GoldAnswer {
 }
 
 fn grade_prepared(g: &Prepared, response: &str) -> Grade {
-    let extracted = extract::extract_answer(response);
+    let cand = extract::extract_candidate(response);
+    let extracted = cand.as_ref().map(Cand::text);
     if !g.usable() {
         return Grade {
             verdict: Verdict::UnparseableGold,
@@ -208,27 +259,19 @@ fn grade_prepared(g: &Prepared, response: &str) -> Grade {
             extracted: None,
         };
     };
-    if prepared_eq(g, &prepare(&answer)) {
-        return Grade {
-            verdict: Verdict::Correct,
-            extracted: Some(answer),
-        };
-    }
-    // Several distinct boxes form a set only when the gold is a set/list.
-    if matches!(g.parsed, Some(Answer::Set(_) | Answer::List(_))) {
-        let boxes = extract::extract_final_boxes(response);
-        if boxes.len() > 1 {
-            let joined = boxes.join(", ");
-            if prepared_eq(g, &prepare(&joined)) {
-                return Grade {
-                    verdict: Verdict::Correct,
-                    extracted: Some(joined),
-                };
-            }
-        }
-    }
+    // Math-Verify also compares the number's text without its percent sign: a plain `23%`
+    // matches a gold `23` that way (a LaTeX `23\%` does not).
+    let percent_text = match &cand {
+        Some(Cand::Number(n)) => n.strip_suffix('%').is_some_and(|t| t == g.norm.trim()),
+        _ => false,
+    };
+    let verdict = if percent_text || prepared_eq(g, &prepare(&answer)) {
+        Verdict::Correct
+    } else {
+        Verdict::Incorrect
+    };
     Grade {
-        verdict: Verdict::Incorrect,
+        verdict,
         extracted: Some(answer),
     }
 }

@@ -7,8 +7,11 @@ use num_integer_free::{is_perfect_power, small_int};
 use num_rational::BigRational;
 use num_traits::{One, Signed, ToPrimitive, Zero};
 
-/// Largest size (bits) an exact intermediate may reach before falling back to floats.
-const MAX_EXACT_BITS: u64 = 4096;
+/// Largest size (bits) an exact intermediate may reach. Beyond it the value is not evaluated
+/// exactly, and the float fallback cannot tell `2^{70000}` from `2^{70001}` either, so such
+/// comparisons end as "cannot decide → not equal" (see `compare`). 2^16 bits keeps every
+/// operation well under a millisecond.
+pub(crate) const MAX_EXACT_BITS: u64 = 1 << 16;
 
 /// Exact rational value of `e`, or `None` when it is irrational, symbolic, or too large.
 pub(crate) fn exact(e: &Expr) -> Option<BigRational> {
@@ -64,7 +67,11 @@ fn bits(v: &BigRational) -> u64 {
 fn exact_pow(base: &BigRational, exp: &BigRational) -> Option<BigRational> {
     if exp.is_integer() {
         let k = exp.to_integer().to_i64()?;
-        if k.unsigned_abs() > 4096 || bits(base).saturating_mul(k.unsigned_abs()) > MAX_EXACT_BITS {
+        // `bits(base) - 1` because the denominator 1 of an integer base costs one bit.
+        let size = bits(base).saturating_sub(1).max(1);
+        if k.unsigned_abs() > MAX_EXACT_BITS
+            || size.saturating_mul(k.unsigned_abs()) > MAX_EXACT_BITS
+        {
             return None;
         }
         if k < 0 && base.is_zero() {
@@ -105,7 +112,7 @@ fn exact_func(name: &str, args: &[Expr]) -> Option<BigRational> {
                 return None;
             }
             let n = n.to_integer().to_u64()?;
-            if n > 300 {
+            if n > 3000 {
                 return None;
             }
             let mut acc = BigInt::one();
@@ -120,10 +127,13 @@ fn exact_func(name: &str, args: &[Expr]) -> Option<BigRational> {
                 return None;
             }
             let (n, k) = (n.to_integer().to_i64()?, k.to_integer().to_i64()?);
-            if k < 0 || n < 0 || k > n || n > 2000 {
+            if k < 0 || n < 0 || k > n {
                 return Some(BigRational::zero());
             }
             let k = k.min(n - k);
+            if k > 3000 {
+                return None;
+            }
             let mut acc = BigInt::one();
             for j in 0..k {
                 acc = acc * (n - j) / (j + 1);

@@ -1,78 +1,68 @@
 //! Pulling the final answer out of a free-form model response.
 
-use crate::prose;
-
 /// Longest response considered; longer ones are cut from the front (the answer is at the end).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
-/// Longest extracted answer kept; anything longer is not a final answer.
-const MAX_ANSWER_CHARS: usize = 2000;
 
 /// Returns the final answer of a response, or `None` when it has none.
 ///
-/// Order, mirroring the R1/Math-Verify protocol: only the text after the last `</think>` (a
-/// response with an unclosed `<think>` was truncated mid-reasoning and has no answer); the last
-/// `\boxed{…}`/`\fbox{…}` (brace-matched, also `\boxed 5`); "final answer is …"; "answer: …";
-/// the whole text when it is itself a short bare answer; the last math segment; the last number.
+/// Only the text after the last `</think>` counts (a response with an unclosed `<think>` was
+/// truncated mid-reasoning and has no answer). Then Math-Verify 0.8's order: "final answer is
+/// X. I hope"; "final answer … is X" or the last run of `\boxed{…}`; "answer: X"; "answer … X";
+/// any math segment, arithmetic or number — within each step the match that ends last and
+/// parses wins (see `candidates`).
 pub fn extract_answer(response: &str) -> Option<String> {
+    extract_candidate(response).map(|c| c.text())
+}
+
+/// [`extract_answer`] keeping what kind of match the answer was.
+pub(crate) fn extract_candidate(response: &str) -> Option<crate::candidates::Cand> {
     let text = final_region(response)?;
-    if let Some((_, end, b)) = box_spans(text).pop() {
-        // A "final answer is …" sentence after the last box is the model's last word (the
-        // Minerva "I hope it is correct" ending); Math-Verify prefers it too.
-        if let Some(pos) = text.to_ascii_lowercase().rfind("final answer is") {
-            if pos > end {
-                if let Some(a) = prose::after_phrase(&text[pos..]) {
-                    return Some(a);
-                }
-            }
-        }
-        return Some(b);
-    }
-    if let Some(a) = prose::after_phrase(text) {
-        return Some(a);
-    }
-    if prose::is_bare_answer(text) {
-        let bare = strip_math_delims(text.trim()).trim();
-        if !bare.is_empty() && bare.chars().count() <= MAX_ANSWER_CHARS {
-            return Some(bare.to_string());
-        }
-    }
-    prose::rightmost_value(text)
+    crate::candidates::extract(text, &crate::equiv::parses)
 }
 
 /// All distinct boxed answers in the final-answer region, in order of appearance, so a grader
-/// can treat `\boxed{1}, \boxed{2}` as the set `{1, 2}` when the gold is a set.
+/// can treat `\boxed{1}, \boxed{2}` as the set `{1, 2}`.
 ///
 /// Like Math-Verify, only the last run of boxes counts: going backwards from the last box, an
 /// earlier box joins when fewer than 10 characters separate them, or fewer than 70 that
-/// include a separator (`,`, `;`, "and", "or").
+/// include a separator (`,`, `;`, "and", "or") and the two boxes differ.
 pub fn extract_final_boxes(response: &str) -> Vec<String> {
     let Some(text) = final_region(response) else {
         return Vec::new();
     };
+    let mut out: Vec<String> = Vec::new();
+    for b in group_of_last_boxes(text)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+    {
+        if !out.contains(&b) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// The last run of boxes (as above) with the byte offset just past the last one.
+pub(crate) fn group_of_last_boxes(text: &str) -> Option<(usize, Vec<String>)> {
     let spans = box_spans(text);
+    let last_end = spans.last()?.1;
     let mut group: Vec<&(usize, usize, String)> = Vec::new();
     for span in spans.iter().rev() {
         if let Some(next) = group.last() {
+            // Text between the earlier box's closing brace and the later box's command.
             let between = &text[span.1.min(next.0)..next.0];
-            let lower = between.to_ascii_lowercase();
-            let separated = between.contains([',', ';'])
-                || lower
-                    .split(|c: char| !c.is_ascii_alphabetic())
-                    .any(|w| w == "and" || w == "or");
-            let close = between.len() < 10 || (between.len() < 70 && separated && span.2 != next.2);
-            if !close {
+            let separated = ["and", "or", ",", ";"].iter().any(|w| between.contains(w));
+            let len = between.chars().count();
+            if !(len < 10 || (len < 70 && separated && span.2 != next.2)) {
                 break;
             }
         }
         group.push(span);
     }
-    let mut out: Vec<String> = Vec::new();
-    for (_, _, b) in group.into_iter().rev() {
-        if !out.contains(b) {
-            out.push(b.clone());
-        }
-    }
-    out
+    Some((
+        last_end,
+        group.into_iter().rev().map(|(_, _, b)| b.clone()).collect(),
+    ))
 }
 
 /// The last box of a bare answer that itself contains `\boxed{…}`.
@@ -104,6 +94,11 @@ fn final_region(response: &str) -> Option<&str> {
 
 const BOX_COMMANDS: [&str; 2] = ["\\boxed", "\\fbox"];
 
+/// Contents of every box in `text`, in order (Math-Verify's `boxed="all"`).
+pub(crate) fn box_contents(text: &str) -> Vec<String> {
+    all_boxes(text)
+}
+
 /// Every `\boxed`/`\fbox` argument in `text`, in order. Braces are matched once for the whole
 /// text, so adversarial input (thousands of unclosed boxes) stays linear.
 fn all_boxes(text: &str) -> Vec<String> {
@@ -130,7 +125,9 @@ fn box_spans(text: &str) -> Vec<(usize, usize, String)> {
                 }
                 if let Some((arg, end)) = box_argument(text, after, &closes) {
                     let arg = arg.trim();
-                    if !arg.is_empty() && arg.chars().count() <= MAX_ANSWER_CHARS {
+                    // A box of any length is the answer: one too long to grade is graded
+                    // wrong later, never skipped in favour of an earlier number.
+                    if !arg.is_empty() {
                         out.push((i, end, arg.to_string()));
                     }
                     i = end;
@@ -231,9 +228,15 @@ mod tests {
             Some("\\frac{1}{2}")
         );
         assert_eq!(extract_answer("\\boxed 5 done").as_deref(), Some("5"));
+        // Boxes fewer than 10 characters apart form one answer (Math-Verify's grouping).
         assert_eq!(
             extract_answer("\\boxed{1} then \\fbox{2}").as_deref(),
-            Some("2")
+            Some("1,2")
+        );
+        assert_eq!(
+            extract_answer("$\\boxed{16}$. Correcting the sign error gives $\\boxed{12}$.")
+                .as_deref(),
+            Some("12")
         );
         assert_eq!(
             extract_answer("<think>\\boxed{1}</think> \\boxed{3}").as_deref(),

@@ -115,25 +115,8 @@ pub(crate) fn lex(s: &str) -> Option<Vec<Tok>> {
                     i += 1;
                     continue;
                 }
-                let mut text: String = chars[start..i].iter().collect();
-                // Scientific `1.5e3` / `2E-4`, only glued to digits.
-                if i + 1 < chars.len() && (chars[i] == 'e' || chars[i] == 'E') {
-                    let mut j = i + 1;
-                    if j < chars.len() && (chars[j] == '-' || chars[j] == '+') {
-                        j += 1;
-                    }
-                    if j < chars.len() && chars[j].is_ascii_digit() {
-                        let mut k = j;
-                        while k < chars.len() && chars[k].is_ascii_digit() {
-                            k += 1;
-                        }
-                        if k - j <= 4 && (k >= chars.len() || !chars[k].is_alphabetic()) {
-                            text.push('e');
-                            text.extend(&chars[i + 1..k]);
-                            i = k;
-                        }
-                    }
-                }
+                let text: String = chars[start..i].iter().collect();
+                // `1.5e3` is 1.5·e·3 here, as in Math-Verify: `e` is Euler's number.
                 out.push(Tok::Num(text));
                 continue;
             }
@@ -271,47 +254,58 @@ pub(crate) fn lex(s: &str) -> Option<Vec<Tok>> {
 }
 
 /// `\frac12` means `\frac{1}{2}` and `\sqrt23` means `\sqrt{2}3`: a bare digit run used as
-/// a command argument gives up only its first digit.
+/// a command argument gives up only its first digit. Linear: braces are matched once.
 fn split_digit_arguments(toks: &mut Vec<Tok>) {
-    let mut i = 0;
-    while i < toks.len() {
+    let mut partner = vec![usize::MAX; toks.len()];
+    let mut stack = Vec::new();
+    for (k, t) in toks.iter().enumerate() {
+        match t {
+            Tok::LBrace => stack.push(k),
+            Tok::RBrace => {
+                if let Some(open) = stack.pop() {
+                    partner[open] = k;
+                }
+            }
+            _ => {}
+        }
+    }
+    // Leading digits peeled off each number token as separate one-digit arguments.
+    let mut peel = vec![0usize; toks.len()];
+    for i in 0..toks.len() {
         let nargs = match &toks[i] {
             Tok::Cmd(c) if c == "frac" || c == "binom" => 2,
             Tok::Cmd(c) if c == "sqrt" => 1,
-            _ => 0,
+            _ => continue,
         };
         let mut j = i + 1;
         for _ in 0..nargs {
             match toks.get(j) {
-                Some(Tok::LBrace) => {
-                    let mut depth = 0usize;
-                    while j < toks.len() {
-                        match toks[j] {
-                            Tok::LBrace => depth += 1,
-                            Tok::RBrace => {
-                                depth -= 1;
-                                if depth == 0 {
-                                    break;
-                                }
-                            }
-                            _ => {}
-                        }
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                Some(Tok::Num(n)) if n.len() > 1 && n.chars().all(|c| c.is_ascii_digit()) => {
-                    let (first, rest) = n.split_at(1);
-                    let (first, rest) = (first.to_string(), rest.to_string());
-                    toks[j] = Tok::Num(first);
-                    toks.insert(j + 1, Tok::Num(rest));
-                    j += 1;
+                Some(Tok::LBrace) => match partner[j] {
+                    usize::MAX => break,
+                    close => j = close + 1,
+                },
+                Some(Tok::Num(n))
+                    if n.len() > peel[j] + 1 && n.chars().all(|c| c.is_ascii_digit()) =>
+                {
+                    peel[j] += 1;
                 }
                 Some(_) => j += 1,
                 None => break,
             }
         }
-        i += 1;
+    }
+    if peel.iter().all(|&p| p == 0) {
+        return;
+    }
+    let old = std::mem::take(toks);
+    for (t, p) in old.into_iter().zip(peel) {
+        match t {
+            Tok::Num(n) if p > 0 => {
+                toks.extend(n[..p].chars().map(|c| Tok::Num(c.to_string())));
+                toks.push(Tok::Num(n[p..].to_string()));
+            }
+            t => toks.push(t),
+        }
     }
 }
 

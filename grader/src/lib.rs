@@ -7,37 +7,43 @@
 //!
 //! # Extraction ([`extract_answer`])
 //! Only the text after the last `</think>` counts (an unclosed `<think>` means the response was
-//! truncated: no answer). Then: the last `\boxed{…}`/`\fbox{…}` (brace-matched; `\boxed 5`),
-//! unless a "final answer is …" sentence follows it; "final answer is", "the answer is",
-//! "answer:" (refined to the math or number in the sentence); the whole text when it is itself a
-//! bare answer; the right-most math segment or number.
+//! truncated: no answer). Then Math-Verify 0.8's order, which published open-r1/lighteval
+//! numbers were graded with: "final answer is X. I hope"; "final answer … is X" or the last
+//! run of `\boxed{…}`; "answer: X"; "answer … X"; any math segment (`$…$`, `\[…\]`, …, joined
+//! by "and"/"or"/","), plain arithmetic or number (decimal commas, thousands groups, `$12`,
+//! `40%`). Within each step the match that ends last and parses wins.
 //!
 //! # Equivalence ([`grade_answer`], [`answers_equivalent`])
 //! Answers are normalised (`\left`/`\right`/`\!`/`$`, `\dfrac`, thousands separators `1,000`
-//! `1{,}000` `1\,000`, degrees, currency, trailing units and `\text{…}` units, "and"/"or" as
-//! commas, percent words) and parsed into a small AST: exact rationals, `+ - * / ^`, `\frac`
-//! (also `\frac12` and mixed numbers `2\frac13`), `\sqrt`, `\pi`, `e`, `i`, functions,
-//! factorials, `\binom`, `±`, percentages, scientific notation; sets (unordered), tuples
+//! `1{,}000`, degrees, currency, trailing units and `\text{…}` units, "and"/"or" as commas,
+//! percent words) and parsed into a small AST: exact rationals of any size (up to 2^16 bits),
+//! `+ - * / ^`, `\frac` (also `\frac12` and mixed numbers `2\frac13`), `\sqrt`, `\pi`, `e`,
+//! functions, factorials, `\binom`, `±`, percentages (`x\%` is x/100); sets (unordered), tuples
 //! (ordered), intervals (ends matter; `(a, b)` also reads as an open interval), unions,
 //! matrices, relations (`x = 3` ↔ `3`, inequalities ↔ intervals) and word answers
-//! (case-insensitive). Scalars compare exactly over the rationals when possible; a decimal
-//! literal compares to 6 decimal places (but an exact integer stays exact); otherwise both sides
-//! are evaluated over the complex numbers, at 8 deterministic points of both signs when
-//! variables occur.
+//! (case-insensitive). As in Math-Verify 0.8, `i` is a symbol (a standalone `i` makes the
+//! answer's symbols complex, so `6-5i` ≠ `6-5 i`), `1.5e3` is 1.5·e·3 and `2\,220` is not 2220.
+//! Scalars compare exactly over the rationals when possible; a decimal literal compares to 6
+//! decimal places (but an exact integer stays exact); otherwise both sides are evaluated over
+//! the complex numbers, at 8 deterministic points of both signs when variables occur. Floats
+//! that cannot resolve a difference of one (overflow, values past 10^8) are "cannot decide",
+//! which is "not equal".
 //!
 //! # Verdicts
 //! [`Verdict::UnparseableGold`] when the gold cannot be understood — never counted as correct.
 
 mod ast;
+mod candidates;
 mod compare;
 mod equiv;
 mod eval;
 mod extract;
 mod lexer;
+mod matrix;
 mod normalize;
 mod parse;
 mod parse_expr;
-mod prose;
+mod units;
 
 pub use equiv::{answers_equivalent, cluster_answers, grade_answer, GoldAnswer};
 pub use extract::{extract_answer, extract_final_boxes};

@@ -1,82 +1,9 @@
 //! String-level clean-up before lexing: delimiters, spacing macros, thousands separators,
 //! degrees, currency and trailing units — the textual noise Math-Verify also discards.
 
-/// Longest answer (in characters) that is graded; longer text is not a final answer.
-pub(crate) const MAX_ANSWER_CHARS: usize = 2000;
-
-/// Unit words dropped when they trail a value (`5 cm`, `12\text{ inches}`).
-const UNITS: [&str; 70] = [
-    "cm",
-    "mm",
-    "km",
-    "m",
-    "meter",
-    "meters",
-    "metre",
-    "metres",
-    "centimeter",
-    "centimeters",
-    "kilometer",
-    "kilometers",
-    "in",
-    "inch",
-    "inches",
-    "ft",
-    "feet",
-    "foot",
-    "yard",
-    "yards",
-    "mile",
-    "miles",
-    "mph",
-    "kmh",
-    "units",
-    "unit",
-    "sq",
-    "square",
-    "cubic",
-    "degree",
-    "degrees",
-    "deg",
-    "radian",
-    "radians",
-    "rad",
-    "dollar",
-    "dollars",
-    "cent",
-    "cents",
-    "hour",
-    "hours",
-    "hr",
-    "hrs",
-    "minute",
-    "minutes",
-    "min",
-    "mins",
-    "second",
-    "seconds",
-    "sec",
-    "s",
-    "day",
-    "days",
-    "week",
-    "weeks",
-    "month",
-    "months",
-    "year",
-    "years",
-    "kg",
-    "g",
-    "gram",
-    "grams",
-    "lb",
-    "lbs",
-    "pound",
-    "pounds",
-    "liter",
-    "liters",
-    "l",
-];
+/// Longest answer (in characters) that is graded; a longer one (a box of thousands of terms)
+/// is still the answer, but graded wrong rather than parsed.
+pub(crate) const MAX_ANSWER_CHARS: usize = 8000;
 
 /// Cleans an answer string; returns `None` when it is too long to be an answer.
 pub(crate) fn normalize(s: &str) -> Option<String> {
@@ -98,7 +25,6 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         ("\\right", ""),
         ("\\!", ""),
         ("{,}", ""),
-        ("{, }", ""),
         ("^{\\circ}", ""),
         ("^\\circ", ""),
         ("^{\\prime}", ""),
@@ -127,6 +53,7 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
             t = t.replace(from, to);
         }
     }
+    t = brace_commas(&t);
     // `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer.
     // `x \approx 11`: with only a name before it, the value after is the answer.
     if let Some(p) = t.find("\\approx") {
@@ -143,45 +70,14 @@ pub(crate) fn normalize(s: &str) -> Option<String> {
         .trim_start_matches('$')
         .trim_end_matches('$')
         .to_string();
-    t = strip_trailing_units(&t);
-    t = remove_thin_space_thousands(&t);
+    // Math-Verify's order: "and"/"or" become commas before trailing `\text{…}` units go.
     t = words_to_commas(&t);
+    t = crate::units::strip_units(&t);
     t = remove_comma_thousands(&t);
     t = strip_leading_words(&t);
     let t = t.trim().trim_end_matches(['.', ';']).trim();
     let t = t.strip_prefix('$').unwrap_or(t);
     Some(t.trim().to_string())
-}
-
-/// `1\,000` and `1\ 000` → `1000` (a thin space between digit groups).
-fn remove_thin_space_thousands(s: &str) -> String {
-    let mut out = s.to_string();
-    for sep in ["\\,", "\\ ", "\\;", "\\:"] {
-        let mut res = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(p) = rest.find(sep) {
-            let before = &rest[..p];
-            let after = &rest[p + sep.len()..];
-            res.push_str(before);
-            if res.ends_with('\\') {
-                // Part of a `\\` row separator, not a spacing macro.
-                res.push_str(sep);
-                rest = after;
-                continue;
-            }
-            let digit_before = res.chars().last().is_some_and(|c| c.is_ascii_digit());
-            let three_after = after.len() >= 3
-                && after.as_bytes()[..3].iter().all(u8::is_ascii_digit)
-                && !after.as_bytes().get(3).is_some_and(u8::is_ascii_digit);
-            if !(digit_before && three_after) {
-                res.push(' ');
-            }
-            rest = after;
-        }
-        res.push_str(rest);
-        out = res;
-    }
-    out
 }
 
 /// `1 and 3`, `(1,2)or(2,1)` → `1, 3`, `(1,2),(2,1)`: "and"/"or" not part of a longer word
@@ -236,12 +132,18 @@ fn fix_doubled_backslashes(s: &str) -> String {
 /// `28 percent`, `28 pct`, `28 percentage` → `28%`.
 fn percent_words(s: &str) -> String {
     let t = s.trim_end();
+    // `\text{ percent}` is not here: Math-Verify turns its inner ` percent` into `\%` and then
+    // drops the whole trailing `\text{…}` as a unit, so `64 \text{ percent}` is 64.
+    if t.ends_with("\\text{ percent}") || t.ends_with("\\text{ percentage}") {
+        return s.to_string();
+    }
     for w in [
+        "\\text{percentage}",
+        "\\text{percent}",
+        "\\text{pct}",
         "percentage",
         "percent",
         "pct",
-        "\\text{percent}",
-        "\\text{ percent}",
     ] {
         if let Some(head) = t.strip_suffix(w) {
             if head.ends_with(|c: char| c.is_ascii_digit() || c == ' ' || c == '$' || c == '}') {
@@ -275,93 +177,6 @@ fn remove_comma_thousands(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// Drops a trailing `\text{…}` unit or a known unit word after a value (`5\text{ cm}^2`).
-fn strip_trailing_units(s: &str) -> String {
-    let mut t = s.trim().to_string();
-    for _ in 0..3 {
-        let before = t.clone();
-        // `^2`/`^3` after a unit.
-        let core = t.trim_end();
-        let core = core
-            .strip_suffix("^2")
-            .or_else(|| core.strip_suffix("^3"))
-            .or_else(|| core.strip_suffix("^{2}"))
-            .or_else(|| core.strip_suffix("^{3}"))
-            .unwrap_or(core);
-        if let Some(stripped) = strip_trailing_text_command(core) {
-            if !stripped.trim().is_empty() {
-                t = stripped;
-            }
-        } else {
-            let words_end = core.trim_end();
-            let start = words_end
-                .char_indices()
-                .rev()
-                .find(|(_, c)| !c.is_ascii_alphabetic())
-                .map_or(0, |(p, c)| p + c.len_utf8());
-            let word = &words_end[start..];
-            if !word.is_empty() && UNITS.contains(&word.to_ascii_lowercase().as_str()) {
-                let head = &words_end[..start];
-                let prev = head.chars().last();
-                let after_value = prev.is_some_and(|c| c == ' ' || c.is_ascii_digit() || c == '}');
-                // Avoid stripping a variable glued to a coefficient without space (`2m` is
-                // stripped only when it is a unit word of 2+ letters).
-                let glued_single = prev.is_some_and(|c| c.is_ascii_digit()) && word.len() == 1;
-                if after_value && !glued_single && has_value_char(head) {
-                    t = head.trim_end().to_string();
-                }
-            }
-        }
-        if t == before {
-            break;
-        }
-    }
-    t
-}
-
-fn has_value_char(s: &str) -> bool {
-    s.chars()
-        .any(|c| c.is_ascii_digit() || c == '}' || c == ')')
-}
-
-/// If `s` ends with `\text{…}` (or `\mbox`, `\mathrm`) whose body is a unit phrase, returns `s`
-/// without it.
-fn strip_trailing_text_command(s: &str) -> Option<String> {
-    let s = s.trim_end();
-    if !s.ends_with('}') {
-        return None;
-    }
-    for cmd in [
-        "\\text",
-        "\\mbox",
-        "\\mathrm",
-        "\\textrm",
-        "\\textnormal",
-        "\\textbf",
-        "\\textit",
-        "\\mathbf",
-    ] {
-        if let Some(p) = s.rfind(cmd) {
-            let rest = s[p + cmd.len()..].trim_start();
-            if let Some(body) = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
-                if body.contains(['{', '}']) {
-                    continue;
-                }
-                let words: Vec<&str> = body.split_whitespace().collect();
-                let is_unit = !words.is_empty()
-                    && words.iter().all(|w| {
-                        let w = w.trim_matches(|c: char| !c.is_ascii_alphabetic());
-                        w.is_empty() || w.chars().all(|c| c.is_ascii_alphabetic())
-                    });
-                if is_unit {
-                    return Some(s[..p].trim_end().to_string());
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Drops a leading "x =" style label only when followed by nothing mathematical before it —
@@ -419,4 +234,60 @@ pub(crate) fn text_key(s: &str) -> Option<String> {
     } else {
         Some(key)
     }
+}
+
+/// Math-Verify's `should_treat_as_complex`: a standalone `i` (`6 - 5 i`, `1+i`, but not `5i`),
+/// `\mathbb{C}`, `\det`, real/imaginary parts. Its symbols are then complex rather than real,
+/// so `6-5i` and `6-5 i` are different answers there; distill mirrors that by naming the
+/// variables of such answers apart.
+pub(crate) fn treated_as_complex(s: &str) -> bool {
+    const MARKERS: [&str; 15] = [
+        "\\mathbb{C}",
+        "\\text{i}",
+        "\\mathrm{i}",
+        "\\det",
+        "\\operatorname{tr}",
+        "\\operatorname{rank}",
+        "\\text{rank}",
+        "\\arg{",
+        "\\Re{",
+        "\\Im{",
+        "\\operatorname{Re}",
+        "\\operatorname{Im}",
+        "\\text{Re}",
+        "\\text{Im}",
+        "\\imath",
+    ];
+    if MARKERS.iter().any(|m| s.contains(m)) {
+        return true;
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let chars: Vec<char> = s.chars().collect();
+    chars.iter().enumerate().any(|(k, &c)| {
+        c == 'i' && !word(k.checked_sub(1).map(|j| chars[j])) && !word(chars.get(k + 1).copied())
+    })
+}
+
+/// `14 {, }916` → `14,916`: Math-Verify's `\s*\{\s*,\s*\}` → `,`.
+fn brace_commas(s: &str) -> String {
+    if !s.contains('{') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find('{') {
+        let inner = rest[p + 1..].trim_start();
+        if let Some(after) = inner.strip_prefix(',').map(str::trim_start) {
+            if let Some(tail) = after.strip_prefix('}') {
+                out.push_str(rest[..p].trim_end());
+                out.push(',');
+                rest = tail;
+                continue;
+            }
+        }
+        out.push_str(&rest[..=p]);
+        rest = &rest[p + 1..];
+    }
+    out.push_str(rest);
+    out
 }

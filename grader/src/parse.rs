@@ -8,7 +8,7 @@ use crate::lexer::Tok;
 /// Deepest nesting accepted; deeper input is rejected rather than risking the stack.
 const MAX_DEPTH: usize = 200;
 /// Most tokens accepted in one answer.
-pub(crate) const MAX_TOKENS: usize = 1500;
+pub(crate) const MAX_TOKENS: usize = 6000;
 
 /// Parser state shared by the answer and expression levels.
 pub(crate) struct Parser {
@@ -76,21 +76,31 @@ impl Parser {
     /// Top level: items separated by `,`/`;`/"and"/"or".
     fn list(&mut self) -> Option<Answer> {
         let mut items = vec![self.union()?];
+        // Indices of items that follow a `;`.
+        let mut after_semicolon = Vec::new();
         loop {
             let sep = matches!(self.peek(), Some(Tok::Comma | Tok::Semicolon))
                 || self.peek().is_some_and(is_separator_word);
             if !sep {
                 break;
             }
+            let mut semi = false;
             while matches!(self.peek(), Some(Tok::Comma | Tok::Semicolon))
                 || self.peek().is_some_and(is_separator_word)
             {
+                semi |= self.peek() == Some(&Tok::Semicolon);
                 self.pos += 1;
             }
             if self.peek().is_none() {
                 break;
             }
+            if semi {
+                after_semicolon.push(items.len());
+            }
             items.push(self.union()?);
+        }
+        if let Some(groups) = assignment_groups(&items, &after_semicolon) {
+            return Some(Answer::List(groups));
         }
         Some(if items.len() == 1 {
             items.pop()?
@@ -143,13 +153,38 @@ impl Parser {
                 self.pos += 1;
                 return Some(Answer::Set(Vec::new()));
             }
-            Some(Tok::Cmd(c)) if c == "begin" => return self.matrix(),
+            Some(Tok::Cmd(c)) if c == "begin" => return self.matrix_expr(None),
             _ => {}
         }
         let start = self.pos;
         if let Some(e) = self.try_expr() {
             if self.at_item_end() {
                 return Some(Answer::Expr(e));
+            }
+            // `2 \begin{pmatrix}…`: a scalar times a matrix.
+            if matches!(self.peek(), Some(Tok::Cmd(c)) if c == "begin") {
+                let save = self.pos;
+                if let Some(m) = self.matrix_expr(Some(e.clone())) {
+                    return Some(m);
+                }
+                self.pos = save;
+            }
+            // `D = (0, 1)`, `P = \{a, b\}`: a name for a collection; the collection is the
+            // answer (Math-Verify unwraps such assignments).
+            if matches!(e, Expr::Var(_)) && self.peek() == Some(&Tok::Eq) {
+                let save = self.pos;
+                self.pos += 1;
+                if matches!(
+                    self.peek(),
+                    Some(Tok::LSet | Tok::LParen | Tok::LBrack | Tok::LBrace)
+                ) {
+                    if let Some(c) = self.union() {
+                        if !matches!(c, Answer::Expr(_)) && self.at_item_end() {
+                            return Some(c);
+                        }
+                    }
+                }
+                self.pos = save;
             }
             if let Some(op) = self.rel_op() {
                 let mut exprs = vec![e];
@@ -385,4 +420,32 @@ impl Parser {
         }
         Some(name)
     }
+}
+
+/// `p=5,q=2;p=7,q=2`: `;`-separated groups of assignments are the tuples `(5,2),(7,2)`.
+fn assignment_groups(items: &[Answer], after_semicolon: &[usize]) -> Option<Vec<Answer>> {
+    if after_semicolon.is_empty() {
+        return None;
+    }
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(after_semicolon);
+    bounds.push(items.len());
+    let mut groups = Vec::new();
+    for w in bounds.windows(2) {
+        let group = &items[w[0]..w[1]];
+        if group.len() < 2 {
+            return None;
+        }
+        let values = group
+            .iter()
+            .map(|a| match a {
+                Answer::Rel(es, ops) if ops.len() == 1 && ops[0] == RelOp::Eq => {
+                    matches!(es[0], Expr::Var(_)).then(|| Answer::Expr(es[1].clone()))
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        groups.push(Answer::Tuple(values));
+    }
+    Some(groups)
 }

@@ -160,7 +160,7 @@ impl Parser {
             Tok::Pipe => self.abs_depth == 0,
             Tok::Cmd(c) => !matches!(
                 c.as_str(),
-                "cup" | "in" | "end" | "rfloor" | "rceil" | "dots" | "ldots" | "cdots"
+                "cup" | "in" | "begin" | "end" | "rfloor" | "rceil" | "dots" | "ldots" | "cdots"
             ),
             Tok::Word(w) => !is_separator_word(t) && is_numeric_word(w),
             _ => false,
@@ -312,7 +312,7 @@ impl Parser {
             }
             Tok::Ident(c) => Some(match c.as_str() {
                 "e" => Expr::Const(Const::E),
-                "i" => Expr::Const(Const::I),
+                // `i` is a symbol, as in Math-Verify 0.8 (`i^2` ≠ `-1`, `\frac{1}{i}` ≠ `-i`).
                 // Single letters compare case-insensitively, as in Math-Verify.
                 _ => Expr::Var(c.to_lowercase()),
             }),
@@ -377,6 +377,7 @@ impl Parser {
                 let x = self.argument()?;
                 Some(Expr::Func("sqrt".into(), vec![x]))
             }
+            "sum" | "prod" => self.big_operator(name),
             "pi" => Some(Expr::Const(Const::Pi)),
             "infty" | "infin" | "infinity" => Some(Expr::Const(Const::Inf)),
             "imath" => Some(Expr::Const(Const::I)),
@@ -397,6 +398,36 @@ impl Parser {
             n if GREEK.contains(&n) => Some(Expr::Var(n.to_string())),
             _ => None,
         }
+    }
+
+    /// `\sum_{k=0}^{n} body` (also `\prod`): kept symbolic as `sum(k, lo, hi, body)`; such
+    /// answers compare by their form up to the order of sums and products (see `canonical`).
+    fn big_operator(&mut self, name: &str) -> Option<Expr> {
+        let mut var = Expr::Var(String::new());
+        let mut lo = Expr::Var(String::new());
+        let mut hi = Expr::Var(String::new());
+        for _ in 0..2 {
+            if self.eat(&Tok::Underscore) {
+                if self.eat(&Tok::LBrace) {
+                    if matches!(self.peek(), Some(Tok::Ident(_)))
+                        && self.peek_at(1) == Some(&Tok::Eq)
+                    {
+                        var = self.primary()?;
+                        self.pos += 1;
+                    }
+                    lo = self.expr()?;
+                    if !self.eat(&Tok::RBrace) {
+                        return None;
+                    }
+                } else {
+                    lo = self.argument()?;
+                }
+            } else if self.eat(&Tok::Caret) {
+                hi = self.exponent()?;
+            }
+        }
+        let body = self.product()?;
+        Some(Expr::Func(name.to_string(), vec![var, lo, hi, body]))
     }
 
     /// `\sin x`, `\sin^2(x)`, `\log_2 8`, `\ln(x+1)`.
@@ -475,7 +506,6 @@ fn word_expr(w: &str) -> Option<Expr> {
     }
     match w {
         "e" => Some(Expr::Const(Const::E)),
-        "i" => Some(Expr::Const(Const::I)),
         _ if w.chars().count() == 1 && w.chars().all(char::is_alphabetic) => {
             Some(Expr::Var(w.to_lowercase()))
         }

@@ -25,7 +25,14 @@ fn nested_and_bare_boxes() {
         Some("\\frac{\\sqrt{3}}{2}")
     );
     assert_eq!(extract_answer("so \\boxed 7.").as_deref(), Some("7"));
-    assert_eq!(extract_answer("\\fbox{12} end").as_deref(), Some("12"));
+    // Math-Verify anchors box extraction on `\boxed{`; a lone `\fbox` outside math is not an
+    // answer, inside a math segment it is.
+    assert_eq!(extract_answer("\\fbox{12} end"), None);
+    assert_eq!(
+        extract_answer("$\\fbox{12}$ end").as_deref(),
+        Some("\\fbox{12}")
+    );
+    assert_eq!(grade("12", "$\\fbox{12}$ end").verdict, Verdict::Correct);
     assert_eq!(
         extract_answer("\\boxed{\\{1,2\\}}").as_deref(),
         Some("\\{1,2\\}")
@@ -79,7 +86,7 @@ fn joined_math_segments_form_a_list() {
 fn bare_answers_are_taken_whole() {
     for (gold, pred) in [
         ("\\frac{1}{2}", "\\frac{1}{2}"),
-        ("(1,2)", "(1, 2)"),
+        ("(1,2)", "$(1, 2)$"),
         ("x=3", "3"),
         ("\\sqrt{2}", "$\\sqrt2$"),
     ] {
@@ -92,7 +99,7 @@ fn bare_answers_are_taken_whole() {
 }
 
 #[test]
-fn several_boxes_form_a_set_only_for_set_golds() {
+fn joined_boxes_form_a_set() {
     let r = "The solutions are $\\boxed{2}$ and $\\boxed{-3}$.";
     assert_eq!(
         extract_final_boxes(r),
@@ -102,9 +109,13 @@ fn several_boxes_form_a_set_only_for_set_golds() {
     assert_eq!(g.verdict, Verdict::Correct);
     assert_eq!(g.extracted.as_deref(), Some("2, -3"));
     assert_eq!(grade("\\{2,-3\\}", r).verdict, Verdict::Correct);
-    // A scalar gold is judged against the last box only.
+    // Math-Verify reads "$\boxed{2}$ and $\boxed{-3}$" as the set {2, -3}: a scalar gold is
+    // not it.
     assert_eq!(grade("2", r).verdict, Verdict::Incorrect);
-    assert_eq!(grade("-3", r).verdict, Verdict::Correct);
+    assert_eq!(grade("-3", r).verdict, Verdict::Incorrect);
+    // Boxes in separate sentences are not joined: the last one is the answer.
+    let r = "First $\\boxed{41}$ was wrong. Correcting the sign gives $\\boxed{42}$.";
+    assert_eq!(grade("42", r).verdict, Verdict::Correct);
 }
 
 #[test]
