@@ -245,7 +245,20 @@ impl GoldAnswer {
 }
 
 fn grade_prepared(g: &Prepared, response: &str) -> Grade {
-    let cand = extract::extract_candidate(response);
+    // The answer that parsed during extraction is kept, not prepared a second time.
+    let last: std::cell::RefCell<Option<(String, Prepared)>> = std::cell::RefCell::new(None);
+    let parses_keep = |s: &str| {
+        if s.chars().count() > crate::normalize::MAX_ANSWER_CHARS {
+            return true;
+        }
+        let p = prepare(s);
+        let ok = p.usable();
+        if ok {
+            *last.borrow_mut() = Some((s.to_string(), p));
+        }
+        ok
+    };
+    let cand = extract::extract_candidate_with(response, &parses_keep);
     let extracted = cand.as_ref().map(Cand::text);
     if !g.usable() {
         return Grade {
@@ -265,7 +278,11 @@ fn grade_prepared(g: &Prepared, response: &str) -> Grade {
         Some(Cand::Number(n)) => n.strip_suffix('%').is_some_and(|t| t == g.norm.trim()),
         _ => false,
     };
-    let verdict = if percent_text || prepared_eq(g, &prepare(&answer)) {
+    let prepared = match last.into_inner() {
+        Some((s, p)) if s == answer => p,
+        _ => prepare(&answer),
+    };
+    let verdict = if percent_text || prepared_eq(g, &prepared) {
         Verdict::Correct
     } else {
         Verdict::Incorrect

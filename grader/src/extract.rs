@@ -16,8 +16,16 @@ pub fn extract_answer(response: &str) -> Option<String> {
 
 /// [`extract_answer`] keeping what kind of match the answer was.
 pub(crate) fn extract_candidate(response: &str) -> Option<crate::candidates::Cand> {
+    extract_candidate_with(response, &crate::equiv::parses)
+}
+
+/// [`extract_candidate`] with the caller's "does this parse" test (which may keep its work).
+pub(crate) fn extract_candidate_with(
+    response: &str,
+    parses: &dyn Fn(&str) -> bool,
+) -> Option<crate::candidates::Cand> {
     let text = final_region(response)?;
-    crate::candidates::extract(text, &crate::equiv::parses)
+    crate::candidates::extract(text, parses)
 }
 
 /// All distinct boxed answers in the final-answer region, in order of appearance, so a grader

@@ -43,6 +43,8 @@ mod matrix;
 mod normalize;
 mod parse;
 mod parse_expr;
+mod plain_values;
+mod segments;
 mod units;
 
 pub use equiv::{answers_equivalent, cluster_answers, grade_answer, GoldAnswer};

@@ -195,8 +195,17 @@ fn strip_trailing_text(s: &str) -> String {
 /// One pass of the unit-word rule; `None` when no unit ends the string.
 fn strip_unit_word(t: &str) -> Option<String> {
     let body = t.trim_end();
+    // Every unit ends in a letter, `.`, `2`, `³` or `™`: most answers end otherwise.
+    let last = body.chars().next_back()?;
+    if !(last.is_alphabetic() || matches!(last, '.' | '2' | '³' | '™')) {
+        return None;
+    }
     let mut best: Option<usize> = None;
     for u in UNITS {
+        // Cheap filter before the suffix comparisons: the unit (or its plural) must end here.
+        if !(u.ends_with(last) || last == 's') {
+            continue;
+        }
         for suffix in ["", "s", "es"] {
             let Some(head) = body.strip_suffix(suffix).and_then(|h| h.strip_suffix(u)) else {
                 continue;
