@@ -454,21 +454,7 @@ pub(crate) fn exprs_eq(a: &Expr, b: &Expr) -> bool {
     scalar_eq(a, b)
 }
 
-/// `52_8` (a number with its base as subscript) against a bare `52`: the digits are the answer,
-/// as in Math-Verify. Two different bases stay different.
-fn strip_base(e: &Expr) -> Option<&Expr> {
-    match e {
-        Expr::Func(name, args) if name.starts_with("sub_") && args.len() == 1 => Some(&args[0]),
-        _ => None,
-    }
-}
-
 fn scalar_eq(a: &Expr, b: &Expr) -> bool {
-    match (strip_base(a), strip_base(b)) {
-        (Some(x), None) => return scalar_eq(x, b),
-        (None, Some(y)) => return scalar_eq(a, y),
-        _ => {}
-    }
     let decimal = a.has_decimal() || b.has_decimal();
     if let (Some(x), Some(y)) = (exact(a), exact(b)) {
         if x == y {

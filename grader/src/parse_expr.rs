@@ -223,8 +223,9 @@ impl Parser {
                     let sub = self.subscript_text()?;
                     e = match e {
                         Expr::Var(v) => Expr::Var(format!("{v}_{sub}")),
-                        // A base after a number: `1001_2`, kept as a distinct symbol.
-                        other => Expr::Func(format!("sub_{sub}"), vec![other]),
+                        // A base after a number (`1001_2`, `52_8`): Math-Verify 0.8 reads the
+                        // digits and drops the base, so `52_8` = `52_3` = `52` there too.
+                        other => other,
                     };
                 }
                 _ => return Some(e),
