@@ -138,8 +138,9 @@ fn eq(g: &Answer, p: &Answer, depth: usize) -> bool {
         (A::Set(a) | A::List(a), A::Set(b) | A::List(b) | A::Tuple(b)) => unordered_eq(a, b, depth),
         (A::Union(a), A::Union(b)) => unordered_eq(a, b, depth),
         // A single value against a one-element collection.
+        // (`8, 8` is the set {8}: duplicates do not count.)
         (A::Set(a) | A::List(a), single) | (single, A::Set(a) | A::List(a))
-            if a.len() == 1 && !is_collection(single) =>
+            if !is_collection(single) && a.len() <= MAX_ELEMENTS && dedup(a, depth).len() == 1 =>
         {
             eq(&a[0], single, depth + 1)
         }

@@ -276,6 +276,11 @@ fn grade_prepared(g: &Prepared, response: &str) -> Grade {
     // matches a gold `23` that way (a LaTeX `23\%` does not).
     let percent_text = match &cand {
         Some(Cand::Number(n)) => n.strip_suffix('%').is_some_and(|t| t == g.norm.trim()),
+        // `$\boxed{10}$ percent`: Math-Verify's string form of the segment is `10`.
+        Some(Cand::Latex(v)) if v.len() == 1 => v[0]
+            .strip_suffix(" percent")
+            .and_then(normalize)
+            .is_some_and(|t| t == g.norm.trim()),
         _ => false,
     };
     let prepared = match last.into_inner() {

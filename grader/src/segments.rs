@@ -16,8 +16,10 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn answer(&self) -> String {
+        // A percent word (not `\%`): normalisation makes it a percent sign, and the grader can
+        // still tell it came after the segment (Math-Verify's string form omits it).
         if self.percent {
-            format!("{}\\%", self.body)
+            format!("{} percent", self.body)
         } else {
             self.body.clone()
         }

@@ -164,10 +164,21 @@ pub(crate) fn strip_units(s: &str) -> String {
 /// remainder ends the string (`}` plus an optional `^d`/`{^d}`), unless nothing would be left.
 fn strip_trailing_text(s: &str) -> String {
     let t = s.trim_end();
-    let core = ["^2", "^3", "{^2}", "{^3}"]
-        .iter()
-        .find_map(|e| t.strip_suffix(e))
-        .unwrap_or(t);
+    // An optional `^d` or `{^d}` (any digit) after the unit.
+    let b = t.as_bytes();
+    let n = b.len();
+    let core = if n >= 2 && b[n - 2] == b'^' && b[n - 1].is_ascii_digit() {
+        &t[..n - 2]
+    } else if n >= 4
+        && t.ends_with('}')
+        && b[n - 4] == b'{'
+        && b[n - 3] == b'^'
+        && b[n - 2].is_ascii_digit()
+    {
+        &t[..n - 4]
+    } else {
+        t
+    };
     if !core.ends_with('}') {
         return s.to_string();
     }

@@ -55,6 +55,10 @@ CASES = {
         ("36", "$\\boxed{36\\text{ square units}}$"),
         ("8", "$8$ inches"),
         ("15", "$\\boxed{15 \\text{ minutes}}$"),
+        ("15", "$\\boxed{15\\mbox{ cm}^5}$"),
+        ("8", "We get $\\boxed{8}$, i.e. $\\boxed{8 \\text{ units}}$."),
+        ("10", "the area decreased by $\\boxed{10}$ percent."),
+        ("0.1", "the area decreased by $\\boxed{10}$ percent."),
     ],
     "delimiters_spanning_lines": [
         ("9", "Answer $ \n 9 \n $"),
