@@ -5,6 +5,10 @@
 //! global-norm clipping, gradient accumulation and chunked cross-entropy. Checkpoints are
 //! Hugging Face directories (written by `models`) plus the trainer state needed to resume
 //! bit-for-bit on the same loss curve.
+//!
+//! The trainer is assembled from parts ([`trainer`]: setup, policy step, eval, records,
+//! saving); what a micro-batch's loss is lives behind one seam, [`objective::Objective`]
+//! (cross-entropy, logit distillation), which starts from final-norm hidden states.
 
 pub mod batch;
 pub mod checkpoint;
@@ -17,6 +21,7 @@ pub mod lora;
 pub mod loss;
 pub mod manifest;
 pub mod metrics;
+pub mod objective;
 pub mod optim;
 pub mod params;
 pub mod merge;
