@@ -1,4 +1,4 @@
-//! The SFT / logit-distillation trainer for student models.
+//! The student trainers: SFT / logit distillation and GRPO.
 //!
 //! Data flows in as trace / messages / pre-tokenized files, is rendered with the student's
 //! chat template and packed by `datasets::sft`, and is trained here with PyTorch-exact AdamW,
@@ -8,7 +8,9 @@
 //!
 //! The trainer is assembled from parts ([`trainer`]: setup, policy step, eval, records,
 //! saving); what a micro-batch's loss is lives behind one seam, [`objective::Objective`]
-//! (cross-entropy, logit distillation), which starts from final-norm hidden states.
+//! (cross-entropy, logit distillation, GRPO's clipped-ratio loss), which starts from final-norm
+//! hidden states. [`grpo`] adds the rollout stage (recorded or natively sampled and graded
+//! completions) for reinforcement learning with verifiable rewards.
 
 pub mod batch;
 pub mod checkpoint;
@@ -17,6 +19,7 @@ pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod fused_ce;
+pub mod grpo;
 pub mod lora;
 pub mod loss;
 pub mod manifest;
@@ -29,5 +32,6 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use grpo::{train_grpo, GrpoConfig, GrpoSummary};
 pub use error::{Result, StudentError};
 pub use trainer::{read_metrics, train, RunOptions, TrainSummary};

@@ -10,9 +10,10 @@
 //! states, a layer-by-layer checkpointed backward can call
 //! [`Objective::loss_from_hidden`] as its "hidden → loss" closure.
 //!
-//! SFT cross-entropy ([`sft`]) and logit distillation ([`kd`]) are one file
+//! SFT cross-entropy ([`sft`]), logit distillation ([`kd`]) and GRPO ([`grpo`]) are one file
 //! each; a new objective is one new file plus its config.
 
+pub mod grpo;
 pub mod kd;
 pub mod sft;
 

@@ -2,7 +2,8 @@
 //! model, resume point, trainable policy), [`sft_data`] (rows and per-step micro-batches), an
 //! [`Objective`](crate::objective::Objective) (cross-entropy or KD) that turns a micro-batch's
 //! hidden states into a loss, the shared optimizer step of [`policy`], held-out [`eval`],
-//! [`records`] and [`save`] (checkpoints, final model).
+//! [`records`] and [`save`] (checkpoints, final model). GRPO ([`crate::grpo`]) reuses all of
+//! them with its own objective and rollout stage.
 
 pub mod eval;
 pub mod policy;
