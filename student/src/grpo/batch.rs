@@ -54,7 +54,7 @@ pub fn sequence_weights(rollouts: &[Rollout], agg: &Aggregation) -> Vec<f64> {
 /// (a single longer row gets its own range); `budget == 0` = one range.
 pub fn split_by_tokens(lens: &[usize], budget: usize) -> Vec<Range<usize>> {
     if budget == 0 || lens.is_empty() {
-        return vec![0..lens.len()];
+        return std::iter::once(0..lens.len()).collect();
     }
     let mut out = Vec::new();
     let (mut start, mut longest) = (0, 0);

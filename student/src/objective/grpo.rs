@@ -1,10 +1,10 @@
 //! GRPO's clipped-ratio policy loss with the k3 KL penalty, per completion token, from the
 //! policy's logprobs at the sampling temperature (TRL's conventions):
 //!
-//! `ratio = exp(logp − old)`, `pt = −min(ratio·A, clamp(ratio, 1−ε_low, 1+ε_high)·A)
-//! + β·(exp(ref − logp) − (ref − logp) − 1)`, aggregated with per-token weights that the
-//! rollout stage computed for the whole step (so the loss does not depend on how the step is
-//! split into micro-batches).
+//! `ratio = exp(logp − old)`,
+//! `pt = −min(ratio·A, clamp(ratio, 1−ε_low, 1+ε_high)·A) + β·(exp(ref − logp) − (ref − logp) − 1)`,
+//! aggregated with per-token weights that the rollout stage computed for the whole step (so the
+//! loss does not depend on how the step is split into micro-batches).
 //!
 //! Every term depends on the policy only through `logp` of the sampled token, so the loss's
 //! gradient is `Σ_t w_t·∂pt/∂logp_t · ∂logp_t/∂logits` with `∂logp/∂logits = (onehot − p)/T`.

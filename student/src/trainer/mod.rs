@@ -18,6 +18,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::batch::{MicroBatch, RowStream};
+use crate::checkpoint::TrainerState;
 use crate::config::TrainConfig;
 use crate::data::{load_rows, DataStats};
 use crate::error::{Result, StudentError};
@@ -79,9 +80,8 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     let mut generation = start.generation;
     let data = SftData::load(cfg, tokenizer.as_ref(), &start.config, &mut generation)?;
     let total_steps = data.total_steps(cfg);
-    let schedule = LrSchedule::new(&cfg.schedule, cfg.optim.lr, total_steps);
     let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
-    let mut policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
+    let policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
     let (objective, fused) = sft_objective(cfg, &policy, tok_dir.as_deref(), device)?;
     records::write_sft_records(cfg, &resolved, &config_sha, &data, total_steps, &resume)?;
     let saver = Saver {
@@ -94,45 +94,17 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     };
 
     let mut tstate = resume.trainer_state(total_steps, cfg.train.seed, &config_sha);
-    let mut metrics = MetricsWriter::open(&out, tstate.step)?;
-    let mut stream = RowStream::new(data.rows.len(), cfg.train.shuffle, cfg.train.seed, tstate.rows_consumed);
-    tracing::info!(
-        rows = data.rows.len(),
-        tokens = data.train_stats.tokens,
-        label_tokens = data.train_stats.label_tokens,
+    let mut steps = SftLoop {
+        cfg,
+        device,
+        data: &data,
+        objective: objective.as_ref(),
+        schedule: LrSchedule::new(&cfg.schedule, cfg.optim.lr, total_steps),
+        saver: &saver,
+        metrics: MetricsWriter::open(&out, tstate.step)?,
         total_steps,
-        start_step = tstate.step,
-        "training"
-    );
-    let bar = progress_bar(opts.progress, total_steps, tstate.step);
-    let (mut last_loss, mut last_eval) = (None, None);
-    while tstate.step < total_steps {
-        let Some((mbs, epoch)) = data.next_step(cfg, &mut stream, tstate.epoch) else {
-            break;
-        };
-        let m;
-        (policy, m) = sft_step(policy, objective.as_ref(), &mbs, &schedule, &mut tstate, epoch, cfg, device)?;
-        tstate.rows_consumed = stream.consumed();
-        metrics.write(&m)?;
-        last_loss = Some(m.loss);
-        if let Some(b) = &bar {
-            b.set_position(m.step);
-            b.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
-        }
-        let (step, mid_run) = (tstate.step, tstate.step < total_steps);
-        if !data.eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && mid_run {
-            last_eval = Some(write_eval(&mut metrics, &policy, &data, cfg, step, device)?);
-        }
-        if cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && mid_run {
-            saver.checkpoint(&policy, &tstate, cfg.output.keep_last, |_| Ok(()))?;
-        }
-    }
-    if let Some(b) = &bar {
-        b.finish();
-    }
-    if !data.eval_rows.is_empty() {
-        last_eval = Some(write_eval(&mut metrics, &policy, &data, cfg, tstate.step, device)?);
-    }
+    };
+    let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress)?;
     let final_dir = saver.final_model(&policy, &tstate, cfg.output.save_dtype)?;
     Ok(TrainSummary {
         steps: tstate.step,
@@ -142,6 +114,73 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         resumed_from: resume.from.map(|r| r.1),
         fused_ce: fused,
     })
+}
+
+/// The parts the SFT step loop runs with.
+struct SftLoop<'a, AB: AutodiffBackend> {
+    cfg: &'a TrainConfig,
+    device: &'a AB::Device,
+    data: &'a SftData,
+    objective: &'a dyn Objective<AB, Batch = MicroBatch>,
+    schedule: LrSchedule,
+    saver: &'a Saver<'a>,
+    metrics: MetricsWriter,
+    total_steps: u64,
+}
+
+impl<AB: AutodiffBackend> SftLoop<'_, AB> {
+    /// Steps from `tstate` to the end of the run (held-out loss and checkpoints when due),
+    /// then the final held-out loss. Returns the trained policy, the last loss and the last
+    /// held-out loss.
+    fn run(&mut self, mut policy: Policy<AB>, tstate: &mut TrainerState, progress: bool) -> Result<(Policy<AB>, Option<f64>, Option<f64>)> {
+        let (cfg, data) = (self.cfg, self.data);
+        let mut stream = RowStream::new(data.rows.len(), cfg.train.shuffle, cfg.train.seed, tstate.rows_consumed);
+        tracing::info!(
+            rows = data.rows.len(),
+            tokens = data.train_stats.tokens,
+            label_tokens = data.train_stats.label_tokens,
+            total_steps = self.total_steps,
+            start_step = tstate.step,
+            "training"
+        );
+        let bar = progress_bar(progress, self.total_steps, tstate.step);
+        let (mut last_loss, mut last_eval) = (None, None);
+        while tstate.step < self.total_steps {
+            let Some((mbs, epoch)) = data.next_step(cfg, &mut stream, tstate.epoch) else {
+                break;
+            };
+            let m;
+            (policy, m) = sft_step(policy, self.objective, &mbs, &self.schedule, tstate, epoch, cfg, self.device)?;
+            tstate.rows_consumed = stream.consumed();
+            self.metrics.write(&m)?;
+            last_loss = Some(m.loss);
+            if let Some(b) = &bar {
+                b.set_position(m.step);
+                b.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
+            }
+            let (step, mid_run) = (tstate.step, tstate.step < self.total_steps);
+            if !data.eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && mid_run {
+                last_eval = Some(self.eval(&policy, step)?);
+            }
+            if cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && mid_run {
+                self.saver.checkpoint(&policy, tstate, cfg.output.keep_last, |_| Ok(()))?;
+            }
+        }
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        if !data.eval_rows.is_empty() {
+            last_eval = Some(self.eval(&policy, tstate.step)?);
+        }
+        Ok((policy, last_loss, last_eval))
+    }
+
+    /// Runs the held-out evaluation, writes its metrics line and returns the loss.
+    fn eval(&mut self, policy: &Policy<AB>, step: u64) -> Result<f64> {
+        let (eval_loss, eval_tokens) = eval::eval_loss(policy, &self.data.eval_rows, self.data.pad_id, &self.cfg.train, self.device);
+        self.metrics.write(&EvalMetrics { step, eval_loss, eval_tokens })?;
+        Ok(eval_loss)
+    }
 }
 
 /// The objective `cfg` asks for: KD with `[distill]`; otherwise cross-entropy, fused (hand-
@@ -169,7 +208,7 @@ fn sft_step<AB: AutodiffBackend>(
     objective: &dyn Objective<AB, Batch = MicroBatch>,
     mbs: &[MicroBatch],
     schedule: &LrSchedule,
-    tstate: &mut crate::checkpoint::TrainerState,
+    tstate: &mut TrainerState,
     epoch: u64,
     cfg: &TrainConfig,
     device: &AB::Device,
@@ -218,13 +257,6 @@ fn sft_step<AB: AutodiffBackend>(
         kd_loss: per_token("kd"),
     };
     Ok((policy, m))
-}
-
-/// Runs the held-out evaluation, writes its metrics line and returns the loss.
-fn write_eval<AB: AutodiffBackend>(metrics: &mut MetricsWriter, policy: &Policy<AB>, data: &SftData, cfg: &TrainConfig, step: u64, device: &AB::Device) -> Result<f64> {
-    let (eval_loss, eval_tokens) = eval::eval_loss(policy, &data.eval_rows, data.pad_id, &cfg.train, device);
-    metrics.write(&EvalMetrics { step, eval_loss, eval_tokens })?;
-    Ok(eval_loss)
 }
 
 fn base_name(cfg: &TrainConfig) -> String {
