@@ -1,4 +1,4 @@
-//! `distill student` subcommands: SFT / logit-distillation training and LoRA merging.
+//! `distill student` subcommands: SFT / logit-distillation training, GRPO and LoRA merging.
 
 use std::path::PathBuf;
 
@@ -20,11 +20,14 @@ pub struct StudentArgs {
 enum StudentCommand {
     /// Train a student (SFT on traces, optionally with logit distillation) from a TOML config.
     Train(TrainArgs),
+    /// Reinforcement learning with verifiable rewards (GRPO) from a TOML config: recorded
+    /// rollouts (`[rollouts] file`) or completions sampled in-process and graded.
+    Grpo(TrainArgs),
     /// Merge a LoRA adapter (PEFT layout) into its base model, writing a plain HF checkpoint.
     Merge(MergeArgs),
 }
 
-/// `distill student train`.
+/// `distill student train` and `distill student grpo`.
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
     /// Training config (see configs/student/*.toml).
@@ -86,6 +89,23 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        StudentCommand::Grpo(a) => {
+            let cfg = student::GrpoConfig::load(&a.config, &a.set)?;
+            let opts = student::RunOptions {
+                resume: a.resume,
+                progress: !a.no_progress,
+                bf16_supported: a.device != DeviceKind::Cpu,
+            };
+            let summary = with_backend!(a.device, grpo_on(&cfg, &opts))?;
+            eprintln!(
+                "trained {} GRPO steps; last loss {}, last mean reward {}; final model in {}",
+                summary.steps,
+                summary.last_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
+                summary.last_reward.map_or("n/a".into(), |r| format!("{r:.3}")),
+                summary.final_dir.display()
+            );
+            Ok(())
+        }
         StudentCommand::Merge(a) => {
             let dtype = match a.dtype.as_deref() {
                 Some("f32") => Some(models::DType::F32),
@@ -106,6 +126,14 @@ fn train_on<B: Backend>(
     opts: &student::RunOptions,
 ) -> anyhow::Result<student::TrainSummary> {
     student::train::<Autodiff<B>>(cfg, &device, opts).context("student train")
+}
+
+fn grpo_on<B: Backend>(
+    device: B::Device,
+    cfg: &student::GrpoConfig,
+    opts: &student::RunOptions,
+) -> anyhow::Result<student::GrpoSummary> {
+    student::train_grpo::<Autodiff<B>>(cfg, &device, opts).context("student grpo")
 }
 
 fn merge_on<B: Backend>(

@@ -60,7 +60,7 @@ pub fn load_rows(
         ..SftBuildConfig::default()
     };
     let (mut examples, bs) = sft::prepare_examples(path, format, tok, &build)
-        .map_err(|e| StudentError::Data(e.to_string()))?;
+        .map_err(|e| StudentError::dataset(format!("reading training data {}", path.display()), e))?;
     if examples.is_empty() {
         return Err(StudentError::Data(format!(
             "{}: no usable examples ({} read, {} too long, {} without trained tokens)",

@@ -30,12 +30,27 @@ pub enum StudentError {
         /// The parser's message.
         msg: String,
     },
-    /// Training data could not be loaded or is unusable.
+    /// Training data could not be loaded or is unusable (a problem found by this crate).
     #[error("data: {0}")]
     Data(String),
-    /// The model could not be loaded, built or saved.
-    #[error("model: {0}")]
-    Model(String),
+    /// A `datasets` operation (tokenizer, data files, problem sets) failed.
+    #[error("{context}")]
+    Dataset {
+        /// What was being done, e.g. "loading the tokenizer of models/x".
+        context: String,
+        /// The typed error of the `datasets` crate.
+        #[source]
+        source: datasets::DatasetError,
+    },
+    /// The model could not be loaded, built, run or saved.
+    #[error("{context}")]
+    Model {
+        /// What was being done, e.g. "loading the model models/x".
+        context: String,
+        /// The typed error of the `models` crate.
+        #[source]
+        source: models::ModelError,
+    },
     /// A checkpoint (weights, optimizer or trainer state) is missing or inconsistent.
     #[error("checkpoint {path}: {msg}")]
     Checkpoint {
@@ -59,6 +74,22 @@ impl StudentError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps a `models` error with what was being done.
+    pub fn model(context: impl Into<String>, source: models::ModelError) -> Self {
+        Self::Model {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Wraps a `datasets` error with what was being done.
+    pub fn dataset(context: impl Into<String>, source: datasets::DatasetError) -> Self {
+        Self::Dataset {
+            context: context.into(),
             source,
         }
     }

@@ -164,7 +164,7 @@ pub fn fused_ce<B: Backend>(
     }
 }
 
-fn chunk_targets<B: Backend>(targets: &ShiftedTargets, t0: usize, t1: usize, vocab: usize, dev: &B::Device) -> (Tensor<B, 2, burn::tensor::Int>, Tensor<B, 2>) {
+pub(crate) fn chunk_targets<B: Backend>(targets: &ShiftedTargets, t0: usize, t1: usize, vocab: usize, dev: &B::Device) -> (Tensor<B, 2, burn::tensor::Int>, Tensor<B, 2>) {
     let n = t1 - t0;
     let mut ids = Vec::with_capacity(targets.batch * n);
     let mut keep = Vec::with_capacity(targets.batch * n);

@@ -80,7 +80,8 @@ pub fn sha256_str(s: &str) -> String {
 
 /// Hashes every data file behind `path` (a file or a directory of shards).
 pub fn hash_data(path: &Path) -> Result<Vec<InputFile>> {
-    let files = datasets::sft::training_files(path).map_err(|e| StudentError::Data(e.to_string()))?;
+    let files = datasets::sft::training_files(path)
+        .map_err(|e| StudentError::dataset(format!("listing training files {}", path.display()), e))?;
     files
         .into_iter()
         .map(|p| {

@@ -49,7 +49,8 @@ pub fn merge_adapter<B: Backend>(
         alpha / r
     };
     let pairs = crate::lora::read_peft(adapter_dir)?;
-    let loaded = models::load_model::<B>(base_dir, device, DType::F32).map_err(|e| StudentError::Model(e.to_string()))?;
+    let loaded = models::load_model::<B>(base_dir, device, DType::F32)
+        .map_err(|e| StudentError::model(format!("loading the base model {}", base_dir.display()), e))?;
     let names: std::collections::HashSet<String> =
         crate::params::list_params(&loaded.model).into_iter().map(|p| p.name).collect();
     if let Some(missing) = pairs.keys().find(|k| !names.contains(*k)) {
@@ -75,10 +76,11 @@ pub fn merge_adapter<B: Backend>(
             ..SaveOptions::default()
         },
     )
-    .map_err(|e| StudentError::Model(e.to_string()))?;
+    .map_err(|e| StudentError::model(format!("saving the merged model to {}", out_dir.display()), e))?;
     let tok_src = if adapter_dir.join("tokenizer.json").is_file() { adapter_dir } else { base_dir };
     if tok_src.join("tokenizer.json").is_file() {
-        datasets::tokenizer::copy_tokenizer_files(tok_src, out_dir).map_err(|e| StudentError::Data(e.to_string()))?;
+        datasets::tokenizer::copy_tokenizer_files(tok_src, out_dir)
+            .map_err(|e| StudentError::dataset(format!("copying tokenizer files to {}", out_dir.display()), e))?;
     }
     Ok(MergeSummary {
         merged: pairs.len(),

@@ -204,3 +204,18 @@ dir = "{out}"
         assert!(worst < 1e-5, "{name}: {worst}");
     }
 }
+
+#[test]
+fn grpo_recipe_parses_and_names_its_command() {
+    let name = "grpo-r1-distill-qwen-1.5b.toml";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/student").join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with(&format!("# distill student grpo --config configs/student/{name}")), "{first:?}");
+    let cfg = student::GrpoConfig::from_toml_str(&text, &[], name, None).unwrap();
+    let g = &cfg.grpo;
+    assert!((8..=16).contains(&g.num_generations));
+    assert_eq!((cfg.optim.lr, g.beta, g.epsilon_high), (1e-6, 0.001, 0.28));
+    assert!(g.max_completion_length >= 8192);
+    assert_eq!(cfg.source(), student::grpo::config::RolloutSource::Native);
+}

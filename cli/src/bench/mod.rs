@@ -4,6 +4,7 @@
 pub mod client;
 pub mod generate;
 pub mod grade;
+pub mod grpo;
 pub mod mla;
 pub mod serve;
 pub mod train;
@@ -23,6 +24,8 @@ enum BenchCommand {
     Generate(generate::GenerateBenchArgs),
     /// Grader answers/s on 500 × 64 MATH-500 responses next to Math-Verify.
     Grade(grade::GradeBenchArgs),
+    /// One GRPO step on a small Qwen shape: rollout, scoring and training tokens/s and time split.
+    Grpo(grpo::GrpoBenchArgs),
     /// DeepSeek-V3 MLA: decode tok/s and KV bytes/token, latent cache vs expanded K/V.
     Mla(mla::MlaBenchArgs),
     /// `distill serve` tokens/s at 1, 8 and 32 concurrent clients.
@@ -37,6 +40,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Client(a) => client::run(a),
         BenchCommand::Generate(a) => generate::run(a),
         BenchCommand::Grade(a) => grade::run(a),
+        BenchCommand::Grpo(a) => grpo::run(a),
         BenchCommand::Mla(a) => mla::run(a),
         BenchCommand::Serve(a) => serve::run(a),
         BenchCommand::Train(a) => train::run(a),

@@ -1,0 +1,380 @@
+//! The GRPO config: `distill student grpo --config FILE [--set k=v]`. Unknown keys are errors;
+//! every default is documented where it is declared. `[model]`, `[optim]`, `[schedule]` and
+//! `[output]` are the SFT trainer's sections.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModelSection, OptimSection, OutputSection, ScheduleSection, TrainDtype};
+use crate::error::{Result, StudentError};
+
+/// The whole GRPO run description.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoConfig {
+    /// The policy to train (`path`, or random init as in SFT).
+    pub model: ModelSection,
+    /// Where completions come from.
+    pub rollouts: RolloutsSection,
+    /// The algorithm's knobs.
+    #[serde(default)]
+    pub grpo: GrpoSection,
+    /// AdamW (same keys and defaults as SFT).
+    #[serde(default)]
+    pub optim: OptimSection,
+    /// Learning-rate schedule (same keys and defaults as SFT).
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    /// Run length, precision, seed.
+    #[serde(default)]
+    pub train: GrpoTrainSection,
+    /// Run directory, checkpoints, final model.
+    pub output: OutputSection,
+}
+
+/// Rollout source.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutSource {
+    /// Recorded rollouts from `rollouts.file` (one JSON line per completion).
+    File,
+    /// Sample from the current policy in-process with the native engine.
+    Native,
+}
+
+/// `[rollouts]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutsSection {
+    /// Recorded rollouts JSONL: `group`, `prompt_ids`, `completion_ids`, `reward`, optional
+    /// `old_logprobs` (per completion token; absent = the current policy's, i.e. on-policy),
+    /// optional `ref_logprobs`, optional `truncated`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Problem set (`id`, `problem`, `answer`) for sampled rollouts.
+    #[serde(default)]
+    pub problems: Option<PathBuf>,
+    /// `file` or `native`. Default: `file` when `file` is set, else `native`.
+    #[serde(default)]
+    pub source: Option<RolloutSource>,
+    /// Groups (prompts) per rollout batch; 0 = the whole file as one batch (file source).
+    /// Default 0 for files; native sampling requires >= 1 (default used there: 8).
+    #[serde(default)]
+    pub groups_per_step: usize,
+    /// Shuffle the problems each epoch (native). Default true.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Weight of the format reward (`<think>…</think>` then a `\boxed{}` answer) added to the
+    /// 0/1 accuracy reward (native). Default 0 (accuracy only).
+    #[serde(default)]
+    pub format_reward: f64,
+    /// Append the R1 instruction ("Please reason step by step, …\\boxed{}.") to each problem.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub r1_instruction: bool,
+}
+
+/// How the loss is aggregated over completion tokens (TRL's `loss_type`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Mean over sequences of each sequence's token mean.
+    Grpo,
+    /// Sum over tokens / tokens of the batch.
+    Bnpo,
+    /// Sum over tokens / (sequences · max_completion_length).
+    DrGrpo,
+    /// Sum over tokens / tokens of the whole step (global across micro-batches). Default.
+    #[default]
+    Dapo,
+}
+
+/// How advantages are scaled (TRL's `scale_rewards`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleRewards {
+    /// Divide by the group's std (+1e-4). Default.
+    #[default]
+    Group,
+    /// Divide by the std of the whole batch (+1e-4).
+    Batch,
+    /// Do not divide (Dr. GRPO).
+    None,
+}
+
+/// `[grpo]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoSection {
+    /// Completions per prompt (G). Default 8.
+    #[serde(default = "default_generations")]
+    pub num_generations: usize,
+    /// Sampling temperature; logprobs are taken at it (logits / T). Default 1.0.
+    #[serde(default = "one_f")]
+    pub temperature: f64,
+    /// Nucleus mass for native sampling. Default 1.0 (off).
+    #[serde(default = "one_f")]
+    pub top_p: f64,
+    /// Top-k for native sampling; 0 = off. Default 0.
+    #[serde(default)]
+    pub top_k: usize,
+    /// Lower clip: ratio ≥ 1 − epsilon_low. Default 0.2.
+    #[serde(default = "default_eps")]
+    pub epsilon_low: f64,
+    /// Upper clip: ratio ≤ 1 + epsilon_high (DAPO's clip-higher uses 0.28). Default 0.2.
+    #[serde(default = "default_eps")]
+    pub epsilon_high: f64,
+    /// KL coefficient of the k3 estimator against the reference; 0 loads no reference model.
+    /// Default 0.
+    #[serde(default)]
+    pub beta: f64,
+    /// Reference model for β > 0 when rollouts carry no `ref_logprobs`. Default `model.path`
+    /// (the initial policy).
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
+    /// Loss aggregation. Default `dapo`.
+    #[serde(default)]
+    pub loss_type: LossType,
+    /// Advantage scaling. Default `group`.
+    #[serde(default)]
+    pub scale_rewards: ScaleRewards,
+    /// Longest completion in tokens (sampling limit; dr_grpo's normaliser). Default 256.
+    #[serde(default = "default_max_completion")]
+    pub max_completion_length: usize,
+    /// Optimizer steps per rollout batch. Default 1.
+    #[serde(default = "one")]
+    pub num_iterations: usize,
+    /// Give truncated completions (no EOS within the limit) no loss. Default false.
+    #[serde(default)]
+    pub mask_truncated_completions: bool,
+    /// DAPO soft overlong penalty: completions longer than `max_completion_length − buffer`
+    /// lose up to `overlong_penalty` reward linearly; 0 = off. Default 0.
+    #[serde(default)]
+    pub overlong_buffer: usize,
+    /// Largest soft overlong penalty. Default 1.0.
+    #[serde(default = "one_f")]
+    pub overlong_penalty: f64,
+    /// Padded tokens (sequences × longest) per micro-batch; 0 = one micro-batch. Default 8192.
+    #[serde(default = "default_mb_tokens")]
+    pub micro_batch_tokens: usize,
+    /// Positions per logits chunk of the logprob projection. Default 1024.
+    #[serde(default = "default_chunk")]
+    pub loss_chunk: usize,
+    /// Hand-written projection gradient, one logits chunk alive at a time (`false` = autodiff
+    /// through each chunk's log-softmax; reference path). Default true.
+    #[serde(default = "yes")]
+    pub fused: bool,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoTrainSection {
+    /// Optimizer steps; 0 = one pass over the rollouts file / problems (× num_iterations).
+    /// Default 0.
+    #[serde(default)]
+    pub max_steps: u64,
+    /// Default `f32`.
+    #[serde(default)]
+    pub dtype: TrainDtype,
+    /// Seed of problem order and sampling. Default 42.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_generations() -> usize {
+    8
+}
+fn default_eps() -> f64 {
+    0.2
+}
+fn default_max_completion() -> usize {
+    256
+}
+fn default_mb_tokens() -> usize {
+    8192
+}
+fn default_chunk() -> usize {
+    1024
+}
+fn default_seed() -> u64 {
+    42
+}
+
+impl Default for GrpoSection {
+    fn default() -> Self {
+        Self {
+            num_generations: default_generations(),
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            epsilon_low: 0.2,
+            epsilon_high: 0.2,
+            beta: 0.0,
+            reference: None,
+            loss_type: LossType::default(),
+            scale_rewards: ScaleRewards::default(),
+            max_completion_length: default_max_completion(),
+            num_iterations: 1,
+            mask_truncated_completions: false,
+            overlong_buffer: 0,
+            overlong_penalty: 1.0,
+            micro_batch_tokens: default_mb_tokens(),
+            loss_chunk: default_chunk(),
+            fused: true,
+        }
+    }
+}
+
+impl Default for GrpoTrainSection {
+    fn default() -> Self {
+        Self {
+            max_steps: 0,
+            dtype: TrainDtype::F32,
+            seed: default_seed(),
+        }
+    }
+}
+
+impl GrpoConfig {
+    /// Parses a config file with `key=value` overrides, resolves relative paths against the
+    /// file's directory and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| StudentError::io(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_str(&text, overrides, &path.display().to_string(), Some(base))
+    }
+
+    /// As [`GrpoConfig::load`], from text (`origin` names it in errors).
+    pub fn from_toml_str(text: &str, overrides: &[String], origin: &str, base: Option<&Path>) -> Result<Self> {
+        let cfg_err = |msg: String| StudentError::Config {
+            path: origin.to_string(),
+            msg,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
+        let mut value = toml::Value::Table(table);
+        datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| StudentError::Config {
+            path: "--set".into(),
+            msg,
+        })?;
+        let mut cfg: GrpoConfig = value.try_into().map_err(|e: toml::de::Error| cfg_err(e.to_string()))?;
+        if let Some(base) = base {
+            cfg.resolve_paths(base);
+        }
+        cfg.validate().map_err(cfg_err)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.exists() && base.join(&*p).exists() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            self.model.path.as_mut(),
+            self.model.config.as_mut(),
+            self.model.tokenizer.as_mut(),
+            self.rollouts.file.as_mut(),
+            self.rollouts.problems.as_mut(),
+            self.grpo.reference.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+
+    /// The rollout source in effect.
+    pub fn source(&self) -> RolloutSource {
+        self.rollouts.source.unwrap_or(if self.rollouts.file.is_some() {
+            RolloutSource::File
+        } else {
+            RolloutSource::Native
+        })
+    }
+
+    /// Checks ranges and required combinations.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let probe = crate::TrainConfig {
+            model: self.model.clone(),
+            data: crate::config::DataSection {
+                train: PathBuf::from("-"),
+                eval: None,
+                format: Default::default(),
+                packing: false,
+                max_seq_len: 2,
+                over_length: Default::default(),
+            },
+            optim: self.optim.clone(),
+            schedule: self.schedule.clone(),
+            train: Default::default(),
+            output: self.output.clone(),
+            lora: None,
+            distill: None,
+        };
+        probe.validate()?;
+        let g = &self.grpo;
+        if g.num_generations < 2 {
+            return Err(format!("grpo.num_generations must be >= 2 (a group needs a baseline), got {}", g.num_generations));
+        }
+        if !(g.temperature > 0.0 && g.temperature.is_finite()) {
+            return Err(format!("grpo.temperature must be > 0, got {}", g.temperature));
+        }
+        if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+            return Err(format!("grpo.top_p must be in (0, 1], got {}", g.top_p));
+        }
+        if !(0.0..1.0).contains(&g.epsilon_low) || g.epsilon_high < 0.0 || g.beta < 0.0 {
+            return Err("grpo.epsilon_low must be in [0, 1), grpo.epsilon_high and grpo.beta >= 0".into());
+        }
+        if g.max_completion_length == 0 || g.num_iterations == 0 || g.loss_chunk == 0 {
+            return Err("grpo.max_completion_length, grpo.num_iterations and grpo.loss_chunk must be >= 1".into());
+        }
+        if g.overlong_buffer >= g.max_completion_length && g.overlong_buffer > 0 {
+            return Err("grpo.overlong_buffer must be < grpo.max_completion_length".into());
+        }
+        match self.source() {
+            RolloutSource::File if self.rollouts.file.is_none() => Err("rollouts.source = \"file\" needs rollouts.file".into()),
+            RolloutSource::Native if self.rollouts.problems.is_none() => {
+                Err("native rollouts need rollouts.problems (or set rollouts.file for recorded rollouts)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The tokenizer directory: `model.tokenizer`, else `model.path`.
+    pub fn tokenizer_dir(&self) -> Option<&Path> {
+        self.model.tokenizer.as_deref().or(self.model.path.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[model]\npath = \"m\"\n[rollouts]\nfile = \"r.jsonl\"\n[output]\ndir = \"out\"\n";
+
+    #[test]
+    fn defaults_overrides_and_unknown_keys() {
+        let c = GrpoConfig::from_toml_str(MIN, &["grpo.loss_type=\"dr_grpo\"".into(), "grpo.beta=0.04".into()], "x", None).unwrap();
+        assert_eq!(c.grpo.loss_type, LossType::DrGrpo);
+        assert_eq!(c.grpo.beta, 0.04);
+        assert_eq!(c.source(), RolloutSource::File);
+        assert_eq!(c.grpo.scale_rewards, ScaleRewards::Group);
+        let e = GrpoConfig::from_toml_str(MIN, &["grpo.epsilon=0.2".into()], "x", None).unwrap_err();
+        assert!(e.to_string().contains("epsilon"), "{e}");
+        let e = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"native\"".into()], "x", None).unwrap_err();
+        assert!(e.to_string().contains("rollouts.problems"), "{e}");
+    }
+}

@@ -1,0 +1,21 @@
+//! GRPO: group-relative policy optimisation with verifiable rewards, on the SFT trainer's
+//! parts (setup, policy step, checkpoints, final save) with its own objective
+//! ([`crate::objective::grpo`]) and a rollout stage: recorded rollouts from a file, or G
+//! completions per problem sampled in-process and rewarded by the grader.
+//!
+//! TRL's conventions throughout: logprobs at the sampling temperature, each completion its own
+//! sequence from position 0, Bessel-std advantages + 1e-4, the two-sided clipped ratio with
+//! the k3 KL (β = 0 loads no reference), `loss_type` grpo | bnpo | dr_grpo | dapo.
+
+pub mod advantage;
+pub mod batch;
+pub mod config;
+pub mod metrics;
+pub mod native;
+pub mod reward;
+pub mod rollout;
+pub mod trainer;
+
+pub use config::GrpoConfig;
+pub use metrics::{read_grpo_metrics, GrpoStepMetrics};
+pub use trainer::{train_grpo, GrpoSummary};

@@ -1,0 +1,308 @@
+//! The GRPO run: setup, the rollout stage (one batch per `num_iterations` optimizer steps,
+//! old/reference logprobs filled in), the shared policy step with the GRPO objective,
+//! metrics, checkpoints with the batch being reused, final model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::DType;
+use models::Model;
+
+use super::advantage::advantages;
+use super::batch::{fill_logprobs, grpo_batches, Aggregation, LogprobField};
+use super::config::{GrpoConfig, RolloutSource};
+use super::metrics::{token_means, BatchStats, GrpoStepMetrics};
+use super::native::NativeSampler;
+use super::rollout::{batches_of, read_rollouts, RolloutBatch};
+use crate::checkpoint::TrainerState;
+use crate::error::{Result, StudentError};
+use crate::fused_ce::LmProjection;
+use crate::manifest;
+use crate::metrics::MetricsWriter;
+use crate::objective::grpo::{GrpoLossSpec, GrpoObjective};
+use crate::schedule::LrSchedule;
+use crate::trainer::policy::Policy;
+use crate::trainer::save::Saver;
+use crate::trainer::setup::{self, Resume};
+use crate::trainer::{progress_bar, RunOptions};
+
+/// File holding the rollout batch in a checkpoint (`rollouts-<batch index>.jsonl`).
+const ROLLOUTS_PREFIX: &str = "rollouts-";
+
+/// What a finished GRPO run reports.
+#[derive(Debug, Clone)]
+pub struct GrpoSummary {
+    /// Optimizer steps completed.
+    pub steps: u64,
+    /// Loss of the last step.
+    pub last_loss: Option<f64>,
+    /// Mean reward of the last step's batch.
+    pub last_reward: Option<f64>,
+    /// `<output.dir>/final`.
+    pub final_dir: PathBuf,
+    /// The checkpoint the run resumed from.
+    pub resumed_from: Option<PathBuf>,
+    /// Whether a reference model was loaded (only for β > 0 without recorded ref logprobs).
+    pub reference_loaded: bool,
+    /// Whether the fused logprob projection was used.
+    pub fused: bool,
+}
+
+/// Where rollout batches come from.
+enum Source {
+    File(Vec<RolloutBatch>),
+    Native(Box<NativeSampler>),
+}
+
+impl Source {
+    fn batches_per_epoch(&self) -> u64 {
+        match self {
+            Source::File(b) => b.len() as u64,
+            Source::Native(s) => s.batches_per_epoch(),
+        }
+    }
+}
+
+/// Everything one run holds besides the policy.
+struct Run<'a, AB: AutodiffBackend> {
+    cfg: &'a GrpoConfig,
+    device: &'a AB::Device,
+    source: Source,
+    reference: Option<Model<AB::InnerBackend>>,
+    objective: GrpoObjective,
+    schedule: LrSchedule,
+    pad_id: u32,
+}
+
+/// Trains with GRPO as `cfg` says. Generic over the autodiff backend.
+pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, opts: &RunOptions) -> Result<GrpoSummary> {
+    let out = cfg.output.dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| StudentError::io(&out, e))?;
+    let resolved = toml::to_string_pretty(cfg).map_err(|e| StudentError::Config {
+        path: "grpo config".into(),
+        msg: e.to_string(),
+    })?;
+    let config_sha = manifest::sha256_str(&resolved);
+
+    let tok_dir = cfg.tokenizer_dir().map(Path::to_path_buf);
+    let start = setup::initial_model::<AB>(&cfg.model, cfg.train.seed, device)?;
+    let resume = Resume::find(&out, opts.resume, &config_sha)?;
+    let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
+    let mut policy = setup::build_policy(start.model, None, &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
+    let source = rollout_source(cfg, tok_dir.as_deref(), &start.generation)?;
+    let reference = load_reference::<AB::InnerBackend>(cfg, &source, device, compute_dtype)?;
+    let total_steps = match cfg.train.max_steps {
+        0 => source.batches_per_epoch() * cfg.grpo.num_iterations as u64,
+        n => n,
+    };
+    let fused = if cfg.grpo.fused { LmProjection::probe(&policy.view()) } else { None };
+    let run = Run::<AB> {
+        cfg,
+        device,
+        source,
+        reference,
+        objective: GrpoObjective::new(loss_spec(cfg), cfg.grpo.loss_chunk, fused.clone()),
+        schedule: LrSchedule::new(&cfg.schedule, cfg.optim.lr, total_steps),
+        pad_id: pad_id(&start.generation, &start.config),
+    };
+    crate::fsutil::write_atomic(&out.join("train_config.toml"), resolved.as_bytes())?;
+    let saver = Saver {
+        out: &out,
+        model_config: &start.config,
+        generation: &start.generation,
+        tok_dir: tok_dir.as_deref(),
+        max_shard_bytes: cfg.output.max_shard_bytes,
+        base_name: cfg.model.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+    };
+    let mut tstate = resume.trainer_state(total_steps, cfg.train.seed, &config_sha);
+    let mut metrics = MetricsWriter::open(&out, tstate.step)?;
+    let mut current = resume.dir().and_then(saved_batch);
+    tracing::info!(total_steps, start_step = tstate.step, source = ?cfg.source(), "grpo training");
+    let bar = progress_bar(opts.progress, total_steps, tstate.step);
+    let (mut last_loss, mut last_reward) = (None, None);
+    while tstate.step < total_steps {
+        let index = tstate.step / cfg.grpo.num_iterations as u64;
+        let (t_gen, t_score) = run.ensure_batch(&policy, index, &mut current)?;
+        let batch = &current.as_ref().expect("just ensured").1;
+        let m;
+        (policy, m) = run.step(policy, batch, &mut tstate, index)?;
+        let m = GrpoStepMetrics { generate_s: t_gen, score_s: t_score, ..m };
+        metrics.write(&m)?;
+        (last_loss, last_reward) = (Some(m.loss), Some(m.reward_mean));
+        if let Some(b) = &bar {
+            b.set_position(m.step);
+            b.set_message(format!("loss {:.4} reward {:.3} lr {:.2e}", m.loss, m.reward_mean, m.lr));
+        }
+        if cfg.output.save_every > 0 && tstate.step % cfg.output.save_every == 0 && tstate.step < total_steps {
+            let keep = |dir: &Path| batch.save(&dir.join(format!("{ROLLOUTS_PREFIX}{index}.jsonl")));
+            saver.checkpoint(&policy, &tstate, cfg.output.keep_last, keep)?;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    let final_dir = saver.final_model(&policy, &tstate, cfg.output.save_dtype)?;
+    Ok(GrpoSummary {
+        steps: tstate.step,
+        last_loss,
+        last_reward,
+        final_dir,
+        resumed_from: resume.from.map(|r| r.1),
+        reference_loaded: run.reference.is_some(),
+        fused: fused.is_some(),
+    })
+}
+
+impl<AB: AutodiffBackend> Run<'_, AB> {
+    /// Makes `current` hold rollout batch `index`: kept when it already does (reuse over
+    /// `num_iterations`, or restored from a checkpoint), else read or sampled, then old and
+    /// reference logprobs filled in. Returns (seconds sampling, seconds scoring).
+    fn ensure_batch(&self, policy: &Policy<AB>, index: u64, current: &mut Option<(u64, RolloutBatch)>) -> Result<(f64, f64)> {
+        if current.as_ref().is_some_and(|c| c.0 == index) {
+            return Ok((0.0, 0.0));
+        }
+        let g = &self.cfg.grpo;
+        let t0 = Instant::now();
+        let view = policy.view().valid();
+        let mut batch = match &self.source {
+            Source::File(b) => b[(index % b.len() as u64) as usize].clone(),
+            Source::Native(s) => s.sample(&view, index, self.cfg)?,
+        };
+        let t_gen = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let (chunk, budget) = (g.loss_chunk, g.micro_batch_tokens);
+        fill_logprobs(&mut batch, &view, LogprobField::Old, g.temperature, chunk, budget, self.pad_id);
+        if let Some(r) = &self.reference {
+            fill_logprobs(&mut batch, r, LogprobField::Reference, g.temperature, chunk, budget, self.pad_id);
+        }
+        *current = Some((index, batch));
+        Ok((t_gen, t1.elapsed().as_secs_f64()))
+    }
+
+    /// One optimizer step on `batch`: advantages, per-token weights, micro-batches, the shared
+    /// policy update; the trainer state advanced.
+    fn step(&self, policy: Policy<AB>, batch: &RolloutBatch, tstate: &mut TrainerState, index: u64) -> Result<(Policy<AB>, GrpoStepMetrics)> {
+        let (cfg, g) = (self.cfg, &self.cfg.grpo);
+        let step = tstate.step + 1;
+        let t0 = Instant::now();
+        let (adv, zero_std_share) = advantages(&batch.rewards(), &batch.groups, g.scale_rewards);
+        let agg = Aggregation {
+            loss_type: g.loss_type,
+            max_completion_length: g.max_completion_length,
+            mask_truncated: g.mask_truncated_completions,
+        };
+        let mbs = grpo_batches(batch, &adv, &agg, g.micro_batch_tokens, self.pad_id);
+        let lr = self.schedule.lr(step);
+        let mut acc = policy.accumulate(&self.objective, &mbs, 0, self.device);
+        let loss = acc.sums.total;
+        let (policy, grad_norm) = policy.update(&mut acc.grads, loss, step, lr, cfg.optim.max_grad_norm)?;
+        let (kl, entropy, clip_low, clip_high, loss_tokens) = token_means(&acc.sums);
+        let stats = BatchStats::of(batch);
+        tstate.step = step;
+        tstate.rows_consumed = (index + 1) * batch.num_groups() as u64;
+        tstate.epoch = index / self.source.batches_per_epoch().max(1);
+        tstate.loss_tokens_seen += loss_tokens;
+        tstate.input_tokens_seen += mbs.iter().map(|m| m.mb.real_tokens as u64).sum::<u64>();
+        tstate.last_lr = lr;
+        let m = GrpoStepMetrics {
+            step,
+            loss,
+            grad_norm,
+            lr,
+            reward_mean: stats.reward.0,
+            reward_std: stats.reward.1,
+            accuracy: stats.accuracy,
+            format_reward: stats.format_reward,
+            zero_std_share,
+            clip_low,
+            clip_high,
+            clip_region: clip_low + clip_high,
+            kl,
+            entropy,
+            completion_length_mean: stats.lengths.0,
+            completion_length_max: stats.lengths.1,
+            truncated_share: stats.lengths.2,
+            loss_tokens,
+            iteration: tstate.step.saturating_sub(1) % g.num_iterations as u64,
+            generate_s: 0.0,
+            score_s: 0.0,
+            train_s: t0.elapsed().as_secs_f64(),
+        };
+        Ok((policy, m))
+    }
+}
+
+/// The clipping / KL knobs of `cfg`.
+fn loss_spec(cfg: &GrpoConfig) -> GrpoLossSpec {
+    GrpoLossSpec {
+        temperature: cfg.grpo.temperature,
+        epsilon_low: cfg.grpo.epsilon_low,
+        epsilon_high: cfg.grpo.epsilon_high,
+        beta: cfg.grpo.beta,
+    }
+}
+
+/// Padding id: generation config, model config, first EOS, else 0.
+fn pad_id(generation: &models::GenerationConfig, config: &models::ModelConfig) -> u32 {
+    generation
+        .pad_token_id
+        .or(config.pad_token_id)
+        .or(generation.eos_token_ids.first().copied())
+        .unwrap_or(0)
+}
+
+/// Reads the rollouts file into batches, or prepares native sampling (tokenizer, problems).
+fn rollout_source(cfg: &GrpoConfig, tok_dir: Option<&Path>, generation: &models::GenerationConfig) -> Result<Source> {
+    match cfg.source() {
+        RolloutSource::File => {
+            let path = cfg.rollouts.file.as_ref().expect("validated");
+            Ok(Source::File(batches_of(read_rollouts(path)?, cfg.rollouts.groups_per_step)))
+        }
+        RolloutSource::Native => {
+            let tokenizer = setup::load_tokenizer(tok_dir)?
+                .ok_or_else(|| StudentError::Data("native rollouts need a tokenizer (model.tokenizer or model.path with tokenizer.json)".into()))?;
+            let mut stop = generation.eos_token_ids.clone();
+            stop.extend(tokenizer.eos_token_ids().iter().copied().filter(|id| !generation.eos_token_ids.contains(id)));
+            Ok(Source::Native(Box::new(NativeSampler::new(cfg, tokenizer, stop)?)))
+        }
+    }
+}
+
+/// The reference model, loaded only when β > 0 and some rollouts lack `ref_logprobs` (native
+/// sampling never records them). β = 0 never loads one.
+fn load_reference<B: Backend>(cfg: &GrpoConfig, source: &Source, device: &B::Device, dtype: Option<DType>) -> Result<Option<Model<B>>> {
+    let needed = cfg.grpo.beta > 0.0
+        && match source {
+            Source::File(batches) => batches.iter().any(|b| b.rollouts.iter().any(|r| r.ref_logprobs.is_none())),
+            Source::Native(_) => true,
+        };
+    if !needed {
+        return Ok(None);
+    }
+    let dir = cfg.grpo.reference.as_ref().or(cfg.model.path.as_ref()).ok_or_else(|| StudentError::Config {
+        path: "[grpo]".into(),
+        msg: "grpo.beta > 0 needs grpo.reference (or model.path) for reference logprobs".into(),
+    })?;
+    let loaded = models::load_model::<B>(dir, device, dtype.unwrap_or(DType::F32))
+        .map_err(|e| StudentError::model(format!("loading the reference model {}", dir.display()), e))?;
+    tracing::info!(dir = %dir.display(), "reference model loaded for the KL term");
+    Ok(Some(loaded.model))
+}
+
+/// The rollout batch a checkpoint kept (`rollouts-<index>.jsonl`), if any.
+fn saved_batch(dir: &Path) -> Option<(u64, RolloutBatch)> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(index) = name.strip_prefix(ROLLOUTS_PREFIX).and_then(|s| s.strip_suffix(".jsonl")).and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        match read_rollouts(&entry.path()) {
+            Ok(r) => return Some((index, RolloutBatch::from_rollouts(r))),
+            Err(e) => tracing::warn!(error = %e, "ignoring the checkpoint's rollouts"),
+        }
+    }
+    None
+}

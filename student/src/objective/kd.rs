@@ -1,0 +1,103 @@
+//! Logit distillation: `(1 − w)·CE + w·KD` against a teacher sharing the student's tokenizer,
+//! the teacher run without autodiff on the same micro-batch, both projected chunk by chunk.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use models::lm::ForwardInput;
+use models::{CausalLm, Model};
+
+use super::{scalar, LossSums, Objective, ObjectiveLoss};
+use crate::batch::MicroBatch;
+use crate::loss::{ce_sum_chunk, kd_sum_chunk, loss_chunks, KdSpec};
+
+/// The KD objective with its teacher (on the inner, non-autodiff backend).
+pub struct KdObjective<B: Backend> {
+    teacher: Model<B>,
+    spec: KdSpec,
+    weight: f64,
+    loss_chunk: usize,
+}
+
+impl<B: Backend> KdObjective<B> {
+    /// `weight` mixes the KD term into the cross-entropy: `(1 − weight)·CE + weight·KD`.
+    pub fn new(teacher: Model<B>, spec: KdSpec, weight: f64, loss_chunk: usize) -> Self {
+        Self {
+            teacher,
+            spec,
+            weight,
+            loss_chunk,
+        }
+    }
+}
+
+impl<AB: AutodiffBackend> Objective<AB> for KdObjective<AB::InnerBackend> {
+    type Batch = MicroBatch;
+
+    fn is_empty(&self, mb: &MicroBatch) -> bool {
+        mb.targets.num_loss_tokens() == 0
+    }
+
+    fn input(&self, mb: &MicroBatch, device: &AB::Device) -> ForwardInput<AB> {
+        mb.to_input::<AB>(device)
+    }
+
+    fn loss_from_hidden(&self, view: &Model<AB>, hidden: Tensor<AB, 3>, mb: &MicroBatch, step_tokens: usize) -> Option<ObjectiveLoss<AB>> {
+        let chunks = loss_chunks(&mb.targets, self.loss_chunk);
+        if chunks.is_empty() {
+            return None;
+        }
+        let teacher_hidden = self.teacher.forward_hidden(mb.to_input::<AB::InnerBackend>(&hidden.device()));
+        let w = self.weight;
+        let mut total: Option<Tensor<AB, 1>> = None;
+        let mut sums = LossSums::default();
+        for (a, b) in chunks {
+            let logits = view.logits(hidden.clone().narrow(1, a, b - a));
+            let ce = ce_sum_chunk(logits.clone(), &mb.targets, a, b);
+            let tl = Tensor::<AB, 3>::from_inner(self.teacher.logits(teacher_hidden.clone().narrow(1, a, b - a)));
+            let kd = kd_sum_chunk(logits, tl, &mb.targets, a, b, self.spec);
+            let (c, k) = (scalar(&ce), scalar(&kd));
+            sums.add_part("ce", c);
+            sums.add_part("kd", k);
+            sums.total += (1.0 - w) * c + w * k;
+            let part = ce.mul_scalar(1.0 - w) + kd.mul_scalar(w);
+            total = Some(match total {
+                Some(t) => t + part,
+                None => part,
+            });
+        }
+        Some(ObjectiveLoss {
+            loss: total?.div_scalar(step_tokens as f64),
+            sums,
+            projection_grad: None,
+        })
+    }
+}
+
+impl<B: Backend> KdObjective<B> {
+    /// Loads the teacher of `[distill]` (in the compute dtype) after checking that it shares
+    /// the student's tokenizer (`student_tok`): KD compares distributions token by token.
+    pub fn load(section: &crate::config::DistillSection, student_tok: Option<&std::path::Path>, device: &B::Device, dtype: Option<burn::tensor::DType>, loss_chunk: usize) -> crate::Result<Self> {
+        use crate::error::StudentError;
+        use datasets::TextTokenizer;
+        let dir = &section.teacher;
+        let teacher_tok = TextTokenizer::from_dir(dir).map_err(|e| StudentError::dataset(format!("loading the teacher tokenizer in {}", dir.display()), e))?;
+        let student_dir = student_tok.ok_or_else(|| StudentError::Data("logit distillation needs the student's tokenizer".into()))?;
+        let student_tok = TextTokenizer::from_dir(student_dir)
+            .map_err(|e| StudentError::dataset(format!("loading the student tokenizer in {}", student_dir.display()), e))?;
+        if teacher_tok.inner().get_vocab(true) != student_tok.inner().get_vocab(true) {
+            return Err(StudentError::Data(format!(
+                "logit distillation needs teacher and student to share a tokenizer; {} and {} differ",
+                dir.display(),
+                student_tok.dir().display()
+            )));
+        }
+        let loaded = models::load_model::<B>(dir, device, dtype.unwrap_or(burn::tensor::DType::F32))
+            .map_err(|e| StudentError::model(format!("loading the teacher {}", dir.display()), e))?;
+        let spec = KdSpec {
+            kind: section.kind,
+            beta: section.beta,
+            temperature: section.temperature,
+        };
+        Ok(Self::new(loaded.model, spec, section.weight, loss_chunk))
+    }
+}

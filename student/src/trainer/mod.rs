@@ -1,0 +1,289 @@
+//! The SFT / logit-distillation trainer, assembled from parts: [`setup`] (tokenizer, starting
+//! model, resume point, trainable policy), [`sft_data`] (rows and per-step micro-batches), an
+//! [`Objective`](crate::objective::Objective) (cross-entropy or KD) that turns a micro-batch's
+//! hidden states into a loss, the shared optimizer step of [`policy`], held-out [`eval`],
+//! [`records`] and [`save`] (checkpoints, final model). GRPO ([`crate::grpo`]) reuses all of
+//! them with its own objective and rollout stage.
+
+pub mod eval;
+pub mod policy;
+pub mod records;
+pub mod save;
+pub mod setup;
+pub mod sft_data;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::batch::{MicroBatch, RowStream};
+use crate::checkpoint::TrainerState;
+use crate::config::TrainConfig;
+use crate::data::{load_rows, DataStats};
+use crate::error::{Result, StudentError};
+use crate::fused_ce::LmProjection;
+use crate::manifest;
+use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
+use crate::objective::kd::KdObjective;
+use crate::objective::sft::SftObjective;
+use crate::objective::Objective;
+use crate::schedule::LrSchedule;
+use policy::Policy;
+use save::Saver;
+use setup::Resume;
+use sft_data::SftData;
+
+/// How to run (what is not part of the reproducible config).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the newest `checkpoint-<step>/` in `output.dir` (fresh start when none).
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Whether the backend computes bf16 natively; when false, `dtype = "bf16"` falls back to
+    /// f32 with a warning (CPU).
+    pub bf16_supported: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Optimizer steps completed.
+    pub steps: u64,
+    /// Loss of the last step.
+    pub last_loss: Option<f64>,
+    /// Held-out loss at the end, when held-out data is configured.
+    pub eval_loss: Option<f64>,
+    /// `<output.dir>/final`.
+    pub final_dir: PathBuf,
+    /// The checkpoint the run resumed from.
+    pub resumed_from: Option<PathBuf>,
+    /// Whether the fused cross-entropy (hand-written projection gradient) was used.
+    pub fused_ce: bool,
+}
+
+/// An SFT-family objective over packed/padded micro-batches.
+type SftObjectiveBox<AB> = Box<dyn Objective<AB, Batch = MicroBatch>>;
+
+/// Trains as `cfg` says. Generic over the autodiff backend; the caller picks the device.
+pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions) -> Result<TrainSummary> {
+    let out = cfg.output.dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| StudentError::io(&out, e))?;
+    let resolved = manifest::resolved_toml(cfg)?;
+    let config_sha = manifest::sha256_str(&resolved);
+
+    let tok_dir = cfg.tokenizer_dir().map(Path::to_path_buf);
+    let tokenizer = setup::load_tokenizer(tok_dir.as_deref())?;
+    let start = setup::initial_model::<AB>(&cfg.model, cfg.train.seed, device)?;
+    let resume = Resume::find(&out, opts.resume, &config_sha)?;
+    let mut generation = start.generation;
+    let data = SftData::load(cfg, tokenizer.as_ref(), &start.config, &mut generation)?;
+    let total_steps = data.total_steps(cfg);
+    let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
+    let policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
+    let (objective, fused) = sft_objective(cfg, &policy, tok_dir.as_deref(), device)?;
+    records::write_sft_records(cfg, &resolved, &config_sha, &data, total_steps, &resume)?;
+    let saver = Saver {
+        out: &out,
+        model_config: &start.config,
+        generation: &generation,
+        tok_dir: tok_dir.as_deref(),
+        max_shard_bytes: cfg.output.max_shard_bytes,
+        base_name: base_name(cfg),
+    };
+
+    let mut tstate = resume.trainer_state(total_steps, cfg.train.seed, &config_sha);
+    let mut steps = SftLoop {
+        cfg,
+        device,
+        data: &data,
+        objective: objective.as_ref(),
+        schedule: LrSchedule::new(&cfg.schedule, cfg.optim.lr, total_steps),
+        saver: &saver,
+        metrics: MetricsWriter::open(&out, tstate.step)?,
+        total_steps,
+    };
+    let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress)?;
+    let final_dir = saver.final_model(&policy, &tstate, cfg.output.save_dtype)?;
+    Ok(TrainSummary {
+        steps: tstate.step,
+        last_loss,
+        eval_loss: last_eval,
+        final_dir,
+        resumed_from: resume.from.map(|r| r.1),
+        fused_ce: fused,
+    })
+}
+
+/// The parts the SFT step loop runs with.
+struct SftLoop<'a, AB: AutodiffBackend> {
+    cfg: &'a TrainConfig,
+    device: &'a AB::Device,
+    data: &'a SftData,
+    objective: &'a dyn Objective<AB, Batch = MicroBatch>,
+    schedule: LrSchedule,
+    saver: &'a Saver<'a>,
+    metrics: MetricsWriter,
+    total_steps: u64,
+}
+
+impl<AB: AutodiffBackend> SftLoop<'_, AB> {
+    /// Steps from `tstate` to the end of the run (held-out loss and checkpoints when due),
+    /// then the final held-out loss. Returns the trained policy, the last loss and the last
+    /// held-out loss.
+    fn run(&mut self, mut policy: Policy<AB>, tstate: &mut TrainerState, progress: bool) -> Result<(Policy<AB>, Option<f64>, Option<f64>)> {
+        let (cfg, data) = (self.cfg, self.data);
+        let mut stream = RowStream::new(data.rows.len(), cfg.train.shuffle, cfg.train.seed, tstate.rows_consumed);
+        tracing::info!(
+            rows = data.rows.len(),
+            tokens = data.train_stats.tokens,
+            label_tokens = data.train_stats.label_tokens,
+            total_steps = self.total_steps,
+            start_step = tstate.step,
+            "training"
+        );
+        let bar = progress_bar(progress, self.total_steps, tstate.step);
+        let (mut last_loss, mut last_eval) = (None, None);
+        while tstate.step < self.total_steps {
+            let Some((mbs, epoch)) = data.next_step(cfg, &mut stream, tstate.epoch) else {
+                break;
+            };
+            let m;
+            (policy, m) = sft_step(policy, self.objective, &mbs, &self.schedule, tstate, epoch, cfg, self.device)?;
+            tstate.rows_consumed = stream.consumed();
+            self.metrics.write(&m)?;
+            last_loss = Some(m.loss);
+            if let Some(b) = &bar {
+                b.set_position(m.step);
+                b.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
+            }
+            let (step, mid_run) = (tstate.step, tstate.step < self.total_steps);
+            if !data.eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && mid_run {
+                last_eval = Some(self.eval(&policy, step)?);
+            }
+            if cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && mid_run {
+                self.saver.checkpoint(&policy, tstate, cfg.output.keep_last, |_| Ok(()))?;
+            }
+        }
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        if !data.eval_rows.is_empty() {
+            last_eval = Some(self.eval(&policy, tstate.step)?);
+        }
+        Ok((policy, last_loss, last_eval))
+    }
+
+    /// Runs the held-out evaluation, writes its metrics line and returns the loss.
+    fn eval(&mut self, policy: &Policy<AB>, step: u64) -> Result<f64> {
+        let (eval_loss, eval_tokens) = eval::eval_loss(policy, &self.data.eval_rows, self.data.pad_id, &self.cfg.train, self.device);
+        self.metrics.write(&EvalMetrics { step, eval_loss, eval_tokens })?;
+        Ok(eval_loss)
+    }
+}
+
+/// The objective `cfg` asks for: KD with `[distill]`; otherwise cross-entropy, fused (hand-
+/// written projection gradient, bounded logits memory) when `train.fused_ce` and the model's
+/// logits are a plain projection. Also says whether the fused path is used.
+fn sft_objective<AB: AutodiffBackend>(cfg: &TrainConfig, policy: &Policy<AB>, tok_dir: Option<&Path>, device: &AB::Device) -> Result<(SftObjectiveBox<AB>, bool)> {
+    if let Some(d) = &cfg.distill {
+        let kd = KdObjective::<AB::InnerBackend>::load(d, tok_dir, device, policy.compute_dtype, cfg.train.loss_chunk)?;
+        return Ok((Box::new(kd), false));
+    }
+    let fused = if cfg.train.fused_ce { LmProjection::probe(&policy.view()) } else { None };
+    if fused.is_none() && cfg.train.fused_ce {
+        tracing::warn!("model.logits is not a plain projection; using autodiff cross-entropy (more memory)");
+    }
+    let sft = SftObjective::new(cfg.train.loss_chunk, fused, policy.lora.is_none());
+    let is_fused = sft.is_fused();
+    Ok((Box::new(sft), is_fused))
+}
+
+/// One optimizer step over `mbs`: the step's mean loss over all its loss tokens, AdamW at the
+/// scheduled LR, the trainer state advanced. Returns the updated policy and the step's metrics.
+#[allow(clippy::too_many_arguments)]
+fn sft_step<AB: AutodiffBackend>(
+    mut policy: Policy<AB>,
+    objective: &dyn Objective<AB, Batch = MicroBatch>,
+    mbs: &[MicroBatch],
+    schedule: &LrSchedule,
+    tstate: &mut TrainerState,
+    epoch: u64,
+    cfg: &TrainConfig,
+    device: &AB::Device,
+) -> Result<(Policy<AB>, StepMetrics)> {
+    let step = tstate.step + 1;
+    let t0 = Instant::now();
+    let loss_tokens: usize = mbs.iter().map(|m| m.targets.num_loss_tokens()).sum();
+    let input_tokens: usize = mbs.iter().map(|m| m.real_tokens).sum();
+    let lr = schedule.lr(step);
+    let (grad_norm, loss, sums) = if loss_tokens == 0 {
+        tracing::warn!(step, "no loss tokens in this step; parameters left unchanged");
+        (0.0, f64::NAN, Default::default())
+    } else {
+        let mut acc = policy.accumulate(objective, mbs, loss_tokens, device);
+        let loss = acc.sums.total / loss_tokens as f64;
+        let t_opt = Instant::now();
+        let grad_norm;
+        (policy, grad_norm) = policy.update(&mut acc.grads, loss, step, lr, cfg.optim.max_grad_norm)?;
+        tracing::debug!(
+            step,
+            forward_s = acc.forward_s,
+            backward_s = acc.backward_s,
+            optimizer_s = t_opt.elapsed().as_secs_f64(),
+            "step timing"
+        );
+        (grad_norm, loss, acc.sums)
+    };
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    tstate.step = step;
+    tstate.epoch = epoch;
+    tstate.loss_tokens_seen += loss_tokens as u64;
+    tstate.input_tokens_seen += input_tokens as u64;
+    tstate.last_lr = lr;
+    let kd = cfg.distill.is_some();
+    let per_token = |name: &str| kd.then(|| sums.part(name) / loss_tokens.max(1) as f64);
+    let m = StepMetrics {
+        step,
+        loss,
+        grad_norm,
+        lr,
+        tokens: input_tokens as u64,
+        loss_tokens: loss_tokens as u64,
+        tokens_per_s: input_tokens as f64 / secs,
+        epoch,
+        ce_loss: per_token("ce"),
+        kd_loss: per_token("kd"),
+    };
+    Ok((policy, m))
+}
+
+fn base_name(cfg: &TrainConfig) -> String {
+    cfg.model.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// A progress bar on stderr positioned at `start` of `total` steps, when enabled.
+pub(crate) fn progress_bar(enabled: bool, total: u64, start: u64) -> Option<indicatif::ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps ({eta}) {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(start);
+    Some(bar)
+}
+
+/// Reads the per-step metrics of a finished run (for tests and reports).
+pub fn read_metrics(output_dir: &Path) -> Result<Vec<StepMetrics>> {
+    MetricsWriter::read_steps(&output_dir.join("metrics.jsonl"))
+}
+
+/// Statistics of the data a config would train on, without training (dry runs, reports).
+pub fn inspect_data(cfg: &TrainConfig) -> Result<DataStats> {
+    let tokenizer = setup::load_tokenizer(cfg.tokenizer_dir())?;
+    load_rows(&cfg.data.train, &cfg.data, tokenizer.as_ref(), cfg.train.seed, cfg.train.shuffle, 0).map(|r| r.1)
+}
+

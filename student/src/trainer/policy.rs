@@ -1,0 +1,132 @@
+//! The trained policy: master weights, optional LoRA adapters, the optimizer and the compute
+//! dtype, with the one step every objective shares: forward each micro-batch to its hidden
+//! states, let the objective turn them into a loss, backward, accumulate; then global-norm,
+//! divergence check, clip and AdamW.
+
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::DType;
+use models::{CausalLm, Model};
+
+use crate::error::{Result, StudentError};
+use crate::lora::{cast_view, Lora};
+use crate::objective::{LossSums, Objective};
+use crate::optim::{clip_coefficient, global_grad_norm, AdamW, GradAccumulator};
+
+/// Weights being trained and their optimizer.
+pub struct Policy<AB: AutodiffBackend> {
+    /// f32 master weights (frozen under LoRA).
+    pub model: Model<AB>,
+    /// Low-rank adapters, when `[lora]` is set.
+    pub lora: Option<Lora<AB>>,
+    /// PyTorch-exact AdamW over the trainable parameters.
+    pub opt: AdamW<AB::InnerBackend>,
+    /// bf16 compute (cast views of the f32 master weights), or `None` for f32.
+    pub compute_dtype: Option<DType>,
+}
+
+/// Gradients and sums of one optimizer step's micro-batches.
+pub struct Accumulated {
+    /// Accumulated gradients (inner backend).
+    pub grads: GradientsParams,
+    /// Host-side loss sums over the micro-batches.
+    pub sums: LossSums,
+    /// Seconds in forward + objective.
+    pub forward_s: f64,
+    /// Seconds in backward + accumulation.
+    pub backward_s: f64,
+}
+
+impl<AB: AutodiffBackend> Policy<AB> {
+    /// The model the forward runs on: LoRA deltas and the compute-dtype cast applied.
+    pub fn view(&self) -> Model<AB> {
+        match (&self.lora, self.compute_dtype) {
+            (Some(l), dt) => l.apply(self.model.clone(), dt),
+            (None, Some(dt)) => cast_view(self.model.clone(), dt),
+            (None, None) => self.model.clone(),
+        }
+    }
+
+    /// Runs every micro-batch through `objective` and accumulates the gradients.
+    pub fn accumulate<O: Objective<AB> + ?Sized>(
+        &self,
+        objective: &O,
+        batches: &[O::Batch],
+        step_tokens: usize,
+        device: &AB::Device,
+    ) -> Accumulated {
+        let mut acc = GradAccumulator::new();
+        let mut sums = LossSums::default();
+        let (mut forward_s, mut backward_s) = (0.0, 0.0);
+        for batch in batches {
+            if objective.is_empty(batch) {
+                continue;
+            }
+            let tf = Instant::now();
+            let view = self.view();
+            let hidden = view.forward_hidden(objective.input(batch, device));
+            let Some(out) = objective.loss_from_hidden(&view, hidden, batch, step_tokens) else {
+                continue;
+            };
+            sums.add(&out.sums);
+            forward_s += tf.elapsed().as_secs_f64();
+            let tb = Instant::now();
+            let grads = out.loss.backward();
+            match &self.lora {
+                Some(l) => acc.add(&l.adapters, grads),
+                None => acc.add(&self.model, grads),
+            }
+            if let Some((id, g)) = out.projection_grad {
+                acc.add_tensor::<AB::InnerBackend, 2>(id, g);
+            }
+            backward_s += tb.elapsed().as_secs_f64();
+        }
+        Accumulated {
+            grads: acc.take(),
+            sums,
+            forward_s,
+            backward_s,
+        }
+    }
+
+    /// Global L2 norm of the trainable parameters' gradients (before clipping).
+    pub fn grad_norm(&self, grads: &GradientsParams) -> f64 {
+        match &self.lora {
+            Some(l) => global_grad_norm::<AB, _>(&l.adapters, grads),
+            None => global_grad_norm::<AB, _>(&self.model, grads),
+        }
+    }
+
+    /// Checks `loss` and the gradient norm, clips to `max_grad_norm` (0 = off) and takes one
+    /// AdamW step at `lr`. Returns the updated policy (by value, so the old weights are not
+    /// kept alive next to the new ones) and the norm before clipping.
+    pub fn update(self, grads: &mut GradientsParams, loss: f64, step: u64, lr: f64, max_grad_norm: f64) -> Result<(Self, f64)> {
+        let grad_norm = self.grad_norm(grads);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(StudentError::Diverged {
+                step,
+                msg: format!("loss {loss}, grad_norm {grad_norm}"),
+            });
+        }
+        let coef = clip_coefficient(grad_norm, max_grad_norm);
+        let Policy {
+            mut model,
+            mut lora,
+            mut opt,
+            compute_dtype,
+        } = self;
+        match &mut lora {
+            Some(l) => l.adapters = opt.step::<AB, _>(l.adapters.clone(), grads, lr, coef),
+            None => model = opt.step::<AB, _>(model, grads, lr, coef),
+        }
+        let policy = Policy {
+            model,
+            lora,
+            opt,
+            compute_dtype,
+        };
+        Ok((policy, grad_norm))
+    }
+}
