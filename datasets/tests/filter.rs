@@ -419,3 +419,55 @@ fn filter_at_scale() {
         peak_rss_mib().unwrap_or(f64::NAN)
     );
 }
+
+/// OpenR1 interop: `solution`, `problem_type` and `question_type` come from the problem file the
+/// traces' manifest records (the trace rows do not carry them); message structs are
+/// `{content, role}` as in OpenR1-Math-220k. `DISTILL_KEEP_FILTER_OUT=DIR` copies the output
+/// there for inspection with pandas.
+#[test]
+fn openr1_export_takes_solution_and_types_from_the_problem_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (traces, _) = setup(dir.path());
+    let problems = dir.path().join("problems.jsonl");
+    let mut lines = String::new();
+    for i in 1..=6 {
+        let types = if i == 2 { String::new() } else { ", \"problem_type\": \"Algebra\", \"question_type\": \"math-word-problem\"".into() };
+        lines.push_str(&format!("{{\"id\": \"p{i}\", \"problem\": \"x\", \"answer\": \"42\", \"solution\": \"Solution {i}.\"{types}}}\n"));
+    }
+    fs::write(&problems, lines).unwrap();
+    let manifest = serde_json::json!({"config": {"problems": problems.display().to_string(), "columns": {"id": "id", "problem": "problem", "answer": "answer"}}});
+    fs::write(traces.join("manifest.json"), manifest.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let mut cfg = FilterConfig::default();
+    cfg.decontam.enabled = false;
+    run_filter(&traces, &out, &cfg).unwrap();
+    if let Ok(keep) = std::env::var("DISTILL_KEEP_FILTER_OUT") {
+        fs::create_dir_all(&keep).unwrap();
+        for f in ["openr1.parquet", "messages.parquet"] {
+            fs::copy(out.join(f), Path::new(&keep).join(f)).unwrap();
+        }
+    }
+    let file = fs::File::open(out.join("openr1.parquet")).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().next().unwrap().unwrap();
+    let col = |n: &str| b.column_by_name(n).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+    let (ids, solution, ptype, qtype) = (col("problem_id"), col("solution"), col("problem_type"), col("question_type"));
+    assert_eq!(ids.value(0), "p1");
+    assert_eq!(solution.value(0), "Solution 1.");
+    assert_eq!((ptype.value(0), qtype.value(0)), ("Algebra", "math-word-problem"));
+    let p2 = (0..b.num_rows()).find(|&i| ids.value(i) == "p2").unwrap();
+    assert_eq!(solution.value(p2), "Solution 2.");
+    assert!(ptype.is_null(p2) && qtype.is_null(p2));
+    let names: Vec<&str> = b.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(&names[..7], ["problem", "solution", "answer", "problem_type", "question_type", "source", "uuid"]);
+    let arrow_schema::DataType::List(item) = b.column_by_name("messages").unwrap().data_type() else { panic!() };
+    let arrow_schema::DataType::Struct(fields) = item.data_type() else { panic!() };
+    let order: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(order, ["content", "role"]);
+
+    // Without a findable problem file the columns stay null and the run still succeeds.
+    fs::remove_file(&problems).unwrap();
+    run_filter(&traces, &out, &cfg).unwrap();
+    let file = fs::File::open(out.join("openr1.parquet")).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().next().unwrap().unwrap();
+    assert!(b.column_by_name("solution").unwrap().is_null(0));
+}
