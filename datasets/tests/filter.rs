@@ -457,7 +457,8 @@ fn openr1_export_takes_solution_and_types_from_the_problem_set() {
     let p2 = (0..b.num_rows()).find(|&i| ids.value(i) == "p2").unwrap();
     assert_eq!(solution.value(p2), "Solution 2.");
     assert!(ptype.is_null(p2) && qtype.is_null(p2));
-    let names: Vec<&str> = b.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    let schema = b.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(&names[..7], ["problem", "solution", "answer", "problem_type", "question_type", "source", "uuid"]);
     let arrow_schema::DataType::List(item) = b.column_by_name("messages").unwrap().data_type() else { panic!() };
     let arrow_schema::DataType::Struct(fields) = item.data_type() else { panic!() };
