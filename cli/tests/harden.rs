@@ -14,7 +14,11 @@ fn distill() -> Command {
 
 /// Runs `cmd`, killing it after `limit` (a validation error must come long before).
 fn run_within(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
@@ -31,14 +35,19 @@ fn stderr(o: &Output) -> String {
 }
 
 fn trace(p: u32, k: u32, words: usize) -> TraceRow {
-    let reasoning: String = (0..words).map(|i| format!("w{} ", (i as u32 * 2_654_435_761u32 ^ (p * 7 + k)) % 5000)).collect();
+    let reasoning: String = (0..words)
+        .map(|i| format!("w{} ", ((i as u32).wrapping_mul(2_654_435_761) ^ (p * 7 + k)) % 5000))
+        .collect();
     TraceRow {
         problem_id: format!("p{p:05}"),
         sample_index: k,
         source: None,
         problem: format!("Problem {p}: how many apples are in {} baskets", p * 3),
         reference_answer: "1".into(),
-        prompt: vec![TraceMessage { role: "user".into(), content: format!("Problem {p}") }],
+        prompt: vec![TraceMessage {
+            role: "user".into(),
+            content: format!("Problem {p}"),
+        }],
         completion: String::new(),
         reasoning,
         content: "\\boxed{1}".into(),
@@ -70,24 +79,47 @@ fn second_filter_on_one_out_dir_fails_fast_naming_the_first() {
     let out = dir.path().join("out");
     let filter = || {
         let mut c = distill();
-        c.args(["data", "filter", "--traces"]).arg(&traces).arg("--out").arg(&out);
+        c.args(["data", "filter", "--traces"])
+            .arg(&traces)
+            .arg("--out")
+            .arg(&out);
         c
     };
-    let mut first = filter().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = filter()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = first.id();
     let lock = dir.path().join(".out.lock");
     let start = Instant::now();
-    while !std::fs::read_to_string(&lock).unwrap_or_default().contains(&format!("\"pid\":{pid}")) {
-        assert!(first.try_wait().unwrap().is_none(), "the first run ended before it was seen holding the lock");
-        assert!(start.elapsed() < Duration::from_secs(60), "the first run never took the lock");
+    while !std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .contains(&format!("\"pid\":{pid}"))
+    {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before it was seen holding the lock"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first run never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let t = Instant::now();
     let second = run_within(filter(), Duration::from_secs(60));
     let err = stderr(&second);
     assert!(!second.status.success(), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(20), "not fast: {:?}", t.elapsed());
-    assert!(err.contains(&format!("pid {pid}")) && err.contains("distill data filter"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "not fast: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("distill data filter"),
+        "{err}"
+    );
     let status = first.wait().unwrap();
     assert!(status.success());
     assert!(out.join("manifest.json").exists());
@@ -103,7 +135,9 @@ fn quickstart_rejects_unknown_and_contradictory_keys_before_any_stage() {
         ("filter.length.min=10", "length.min"),
     ] {
         let mut c = distill();
-        c.args(["quickstart", "--out"]).arg(dir.path().join("q")).args(["--set", set]);
+        c.args(["quickstart", "--out"])
+            .arg(dir.path().join("q"))
+            .args(["--set", set]);
         if set.starts_with("filter") {
             c.args(["--set", "filter.length.max=5"]);
         }
@@ -114,17 +148,28 @@ fn quickstart_rejects_unknown_and_contradictory_keys_before_any_stage() {
         assert!(!dir.path().join("q/data").exists(), "{set}: stage 1 ran");
     }
     let cfg = dir.path().join("q.toml");
-    let text = include_str!("../../configs/quickstart.toml").replace("[sample]", "typo_key = 3\n[sample]");
+    let text =
+        include_str!("../../configs/quickstart.toml").replace("[sample]", "typo_key = 3\n[sample]");
     std::fs::write(&cfg, text).unwrap();
     let mut c = distill();
-    c.args(["quickstart", "--out"]).arg(dir.path().join("q")).arg("--config").arg(&cfg);
+    c.args(["quickstart", "--out"])
+        .arg(dir.path().join("q"))
+        .arg("--config")
+        .arg(&cfg);
     let o = run_within(c, Duration::from_secs(60));
-    assert!(!o.status.success() && stderr(&o).contains("typo_key"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("typo_key"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 fn eval_config(dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("eval.toml");
-    let text = format!("out_dir = \"{}\"\n[model]\ncheckpoint = \"no/such/ckpt\"\n{extra}", dir.join("run").display());
+    let text = format!(
+        "out_dir = \"{}\"\n[model]\ncheckpoint = \"no/such/ckpt\"\n{extra}",
+        dir.join("run").display()
+    );
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -133,14 +178,24 @@ fn eval_config(dir: &Path, extra: &str) -> PathBuf {
 fn eval_run_needs_benchmarks_and_resamples() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = distill();
-    c.args(["eval", "run", "--config"]).arg(eval_config(dir.path(), ""));
+    c.args(["eval", "run", "--config"])
+        .arg(eval_config(dir.path(), ""));
     let o = run_within(c, Duration::from_secs(60));
-    assert!(!o.status.success() && stderr(&o).contains("no [[benchmarks]]"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("no [[benchmarks]]"),
+        "{}",
+        stderr(&o)
+    );
     let mut c = distill();
     let extra = "[stats]\nbootstrap_resamples = 0\n[[benchmarks]]\nname = \"math500\"\n";
-    c.args(["eval", "run", "--config"]).arg(eval_config(dir.path(), extra));
+    c.args(["eval", "run", "--config"])
+        .arg(eval_config(dir.path(), extra));
     let o = run_within(c, Duration::from_secs(60));
-    assert!(!o.status.success() && stderr(&o).contains("bootstrap_resamples"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("bootstrap_resamples"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A checkpoint directory with only a config.json (the checks run before weights are read).
@@ -161,22 +216,41 @@ fn model_sizes_beyond_the_machine_or_context_are_errors_not_aborts() {
     let dir = tempfile::tempdir().unwrap();
     let huge = config_only_model(dir.path(), 1_000_000_000);
     let mut c = distill();
-    c.args(["model", "forward", "--model"]).arg(&huge).args(["--tokens", "1,2,3", "--out"]).arg(dir.path().join("l.safetensors"));
+    c.args(["model", "forward", "--model"])
+        .arg(&huge)
+        .args(["--tokens", "1,2,3", "--out"])
+        .arg(dir.path().join("l.safetensors"));
     let o = run_within(c, Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("num_hidden_layers") && stderr(&o).contains("GB"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("num_hidden_layers") && stderr(&o).contains("GB"),
+        "{}",
+        stderr(&o)
+    );
 
     let small = config_only_model(dir.path(), 2);
     for n in ["1000000000", &u64::MAX.to_string()] {
         let mut c = distill();
-        c.args(["model", "generate", "--model"]).arg(&small).args(["--tokens", "1,2,3", "--max-new-tokens", n]);
+        c.args(["model", "generate", "--model"]).arg(&small).args([
+            "--tokens",
+            "1,2,3",
+            "--max-new-tokens",
+            n,
+        ]);
         let o = run_within(c, Duration::from_secs(60));
         assert_eq!(o.status.code(), Some(1), "{n}: {}", stderr(&o));
-        assert!(stderr(&o).contains("max_position_embeddings 512"), "{n}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("max_position_embeddings 512"),
+            "{n}: {}",
+            stderr(&o)
+        );
     }
     let long: Vec<String> = (0..600).map(|i| (i % 64).to_string()).collect();
     let mut c = distill();
-    c.args(["model", "forward", "--model"]).arg(&small).args(["--tokens", &long.join(","), "--out"]).arg(dir.path().join("l.safetensors"));
+    c.args(["model", "forward", "--model"])
+        .arg(&small)
+        .args(["--tokens", &long.join(","), "--out"])
+        .arg(dir.path().join("l.safetensors"));
     let o = run_within(c, Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("600 tokens"), "{}", stderr(&o));
@@ -186,7 +260,8 @@ fn model_sizes_beyond_the_machine_or_context_are_errors_not_aborts() {
 fn nan_weights_are_reported_when_loading() {
     let dir = tempfile::tempdir().unwrap();
     let m = config_only_model(dir.path(), 1);
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(m.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.join("config.json")).unwrap()).unwrap();
     cfg["num_hidden_layers"] = 1.into();
     std::fs::write(m.join("config.json"), cfg.to_string()).unwrap();
     let p = "model.layers.0.";
@@ -218,7 +293,10 @@ fn nan_weights_are_reported_when_loading() {
         .collect();
     models::write_safetensors(&m.join("model.safetensors"), &tensors).unwrap();
     let mut c = distill();
-    c.args(["model", "forward", "--model"]).arg(&m).args(["--tokens", "1,2", "--out"]).arg(dir.path().join("l.safetensors"));
+    c.args(["model", "forward", "--model"])
+        .arg(&m)
+        .args(["--tokens", "1,2", "--out"])
+        .arg(dir.path().join("l.safetensors"));
     let o = run_within(c, Duration::from_secs(120));
     let err = stderr(&o);
     assert!(err.contains("NaN") && err.contains("v_proj"), "{err}");

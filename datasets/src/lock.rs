@@ -39,7 +39,11 @@ pub struct LockOwner {
 impl std::fmt::Display for LockOwner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let age = now_unix().saturating_sub(self.started_at_unix);
-        write!(f, "`{}` (pid {} on host {}, started {age} s ago)", self.command, self.pid, self.host)
+        write!(
+            f,
+            "`{}` (pid {} on host {}, started {age} s ago)",
+            self.command, self.pid, self.host
+        )
     }
 }
 
@@ -80,7 +84,10 @@ pub struct OutputLock {
 impl OutputLock {
     /// Locks `dir` (created if missing) for `command`, or fails at once naming the holder.
     pub fn acquire(dir: &Path, command: &str) -> Result<Self, LockError> {
-        std::fs::create_dir_all(dir).map_err(|source| LockError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| LockError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         Self::acquire_file(&dir.join(LOCK_FILE), dir, command)
     }
 
@@ -88,12 +95,18 @@ impl OutputLock {
     /// that are built elsewhere and renamed into place, which would carry a lock file inside
     /// them away.
     pub fn acquire_beside(dir: &Path, command: &str) -> Result<Self, LockError> {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
         let parent = match dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        std::fs::create_dir_all(parent).map_err(|source| LockError::Io { path: parent.to_path_buf(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| LockError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
         Self::acquire_file(&parent.join(format!(".{name}.lock")), dir, command)
     }
 
@@ -118,7 +131,11 @@ impl OutputLock {
                     Some(owner) => owner.to_string(),
                     None => "another process (owner not yet recorded)".to_string(),
                 };
-                return Err(LockError::Held { dir: dir.to_path_buf(), lock: path, holder });
+                return Err(LockError::Held {
+                    dir: dir.to_path_buf(),
+                    lock: path,
+                    holder,
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
@@ -162,14 +179,22 @@ fn read_owner(file: &mut File) -> Option<LockOwner> {
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// This machine's name (Linux `/proc`, then `/etc/hostname`, then `$HOSTNAME`).
 fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".to_string())
 }
@@ -183,9 +208,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let first = OutputLock::acquire(&out, "distill test one").unwrap();
-        let err = OutputLock::acquire(&out, "distill test two").unwrap_err().to_string();
+        let err = OutputLock::acquire(&out, "distill test two")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("distill test one"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         assert_eq!(std::fs::read_to_string(out.join(LOCK_FILE)).unwrap(), "");
         let _again = OutputLock::acquire(&out, "distill test two").unwrap();
@@ -195,10 +225,23 @@ mod tests {
     fn lock_of_a_dead_holder_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         // What a killed run leaves: an owner record and no flock.
-        let dead = LockOwner { pid: 999_999, host: host_name(), command: "distill dead".into(), started_at_unix: 1 };
-        std::fs::write(dir.path().join(LOCK_FILE), serde_json::to_vec(&dead).unwrap()).unwrap();
+        let dead = LockOwner {
+            pid: 999_999,
+            host: host_name(),
+            command: "distill dead".into(),
+            started_at_unix: 1,
+        };
+        std::fs::write(
+            dir.path().join(LOCK_FILE),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
         let lock = OutputLock::acquire(dir.path(), "distill alive").unwrap();
-        let owner: LockOwner = serde_json::from_slice(&std::fs::read(lock.path()).unwrap()).unwrap();
-        assert_eq!((owner.pid, owner.command.as_str()), (std::process::id(), "distill alive"));
+        let owner: LockOwner =
+            serde_json::from_slice(&std::fs::read(lock.path()).unwrap()).unwrap();
+        assert_eq!(
+            (owner.pid, owner.command.as_str()),
+            (std::process::id(), "distill alive")
+        );
     }
 }

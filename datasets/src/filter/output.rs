@@ -19,10 +19,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::scan::RowMeta;
-use super::{Decision, DropReason, DroppedRecord, ExportConfig, FilterConfig, OpenR1Generations, MANIFEST_FILE};
+use super::{
+    Decision, DropReason, DroppedRecord, ExportConfig, FilterConfig, OpenR1Generations,
+    MANIFEST_FILE,
+};
 use crate::atomic::{is_temp_name, sync_parent_dir, AtomicFile};
 use crate::export::{
-    messages_sink, openr1_records, openr1_sink, MessagesRecord, OpenR1Record, ParquetSink, ProblemExtras,
+    messages_sink, openr1_records, openr1_sink, MessagesRecord, OpenR1Record, ParquetSink,
+    ProblemExtras,
 };
 use crate::lock::{OutputLock, LOCK_FILE};
 use crate::traces::{read_trace_batches, TraceRow};
@@ -64,7 +68,9 @@ impl OutDir {
         };
         let lock = OutputLock::acquire_beside(target, "distill data filter")?;
         let existing = match std::fs::read_dir(target) {
-            Ok(entries) => entries.collect::<Result<Vec<_>, _>>().map_err(|e| DatasetError::io(target, e))?,
+            Ok(entries) => entries
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| DatasetError::io(target, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(DatasetError::io(target, e)),
         };
@@ -83,7 +89,14 @@ impl OutDir {
         remove_leftovers(&parent, &name)?;
         let temp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         std::fs::create_dir(&temp).map_err(|e| DatasetError::io(&temp, e))?;
-        Ok(Self { target: target.to_path_buf(), parent, name, temp, _lock: lock, committed: false })
+        Ok(Self {
+            target: target.to_path_buf(),
+            parent,
+            name,
+            temp,
+            _lock: lock,
+            committed: false,
+        })
     }
 
     /// The temp directory the outputs are written into.
@@ -97,7 +110,9 @@ impl OutDir {
             let file = file.map_err(|e| DatasetError::io(&self.temp, e))?;
             let _ = File::open(file.path()).and_then(|f| f.sync_all());
         }
-        let old = self.parent.join(format!(".{}.old-{}", self.name, std::process::id()));
+        let old = self
+            .parent
+            .join(format!(".{}.old-{}", self.name, std::process::id()));
         if self.target.exists() {
             std::fs::rename(&self.target, &old).map_err(|e| DatasetError::io(&self.target, e))?;
             fail_point("rename-old")?;
@@ -120,7 +135,9 @@ impl Drop for OutDir {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.temp);
             // Interrupted between the two renames: put the previous output back.
-            let old = self.parent.join(format!(".{}.old-{}", self.name, std::process::id()));
+            let old = self
+                .parent
+                .join(format!(".{}.old-{}", self.name, std::process::id()));
             if old.is_dir() && !self.target.exists() {
                 let _ = std::fs::rename(&old, &self.target);
             }
@@ -185,9 +202,23 @@ fn exported_rows(metas: &[RowMeta], problems: usize, cfg: &ExportConfig) -> Vec<
         return metas.iter().map(kept).collect();
     }
     let mut has_kept = vec![false; problems];
-    metas.iter().filter(|m| kept(m)).for_each(|m| has_kept[m.problem as usize] = true);
-    let failed = |m: &RowMeta| matches!(m.decision, Decision::Drop { reason: DropReason::Error, .. });
-    metas.iter().map(|m| has_kept[m.problem as usize] && !failed(m)).collect()
+    metas
+        .iter()
+        .filter(|m| kept(m))
+        .for_each(|m| has_kept[m.problem as usize] = true);
+    let failed = |m: &RowMeta| {
+        matches!(
+            m.decision,
+            Decision::Drop {
+                reason: DropReason::Error,
+                ..
+            }
+        )
+    };
+    metas
+        .iter()
+        .map(|m| has_kept[m.problem as usize] && !failed(m))
+        .collect()
 }
 
 /// Pass 2: re-reads the inputs and writes the exported rows in `order` into `dir`.
@@ -206,33 +237,43 @@ pub(super) fn export_rows(
     let mut in_sequence = order.iter().filter(|&&i| exported[i as usize]);
     let sorted_on_arrival = {
         let mut last = None;
-        in_sequence.all(|&i| std::mem::replace(&mut last, Some(i)).is_none_or(|l| l < i))
+        in_sequence.all(|&i| last.replace(i).is_none_or(|l| l < i))
     };
     let mut out = Exporter::create(dir, &cfg.export, extras)?;
     let mut next = 0usize;
-    let mut visit = |batch: Vec<TraceRow>, sink: &mut dyn FnMut(usize, TraceRow) -> Result<(), DatasetError>| {
-        for row in batch {
-            let m = metas.get(next).ok_or_else(|| changed(traces))?;
-            if ids[m.problem as usize] != row.problem_id || m.sample_index != row.sample_index {
-                return Err(changed(traces));
+    let mut visit =
+        |batch: Vec<TraceRow>,
+         sink: &mut dyn FnMut(usize, TraceRow) -> Result<(), DatasetError>| {
+            for row in batch {
+                let m = metas.get(next).ok_or_else(|| changed(traces))?;
+                if ids[m.problem as usize] != row.problem_id || m.sample_index != row.sample_index {
+                    return Err(changed(traces));
+                }
+                if exported[next] {
+                    sink(next, row)?;
+                }
+                next += 1;
             }
-            if exported[next] {
-                sink(next, row)?;
-            }
-            next += 1;
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     if sorted_on_arrival {
-        let mut direct = |i: usize, row: TraceRow| out.push(row, metas[i].decision == Decision::Keep);
+        let mut direct =
+            |i: usize, row: TraceRow| out.push(row, metas[i].decision == Decision::Keep);
         for_each_batch(traces, inputs, |batch| visit(batch, &mut direct))?;
     } else {
-        tracing::info!("inputs are not in (problem_id, sample_index) order: spilling exported rows to disk");
+        tracing::info!(
+            "inputs are not in (problem_id, sample_index) order: spilling exported rows to disk"
+        );
         let mut spill = Spill::create(&dir.join(".spill"), metas.len())?;
-        for_each_batch(traces, inputs, |batch| visit(batch, &mut |i, row| spill.put(i, row)))?;
+        for_each_batch(traces, inputs, |batch| {
+            visit(batch, &mut |i, row| spill.put(i, row))
+        })?;
         let mut spilled = spill.finish()?;
         for &i in order.iter().filter(|&&i| exported[i as usize]) {
-            out.push(spilled.get(i as usize)?, metas[i as usize].decision == Decision::Keep)?;
+            out.push(
+                spilled.get(i as usize)?,
+                metas[i as usize].decision == Decision::Keep,
+            )?;
         }
         spilled.remove();
     }
@@ -258,13 +299,23 @@ struct Exporter<'a> {
 }
 
 impl<'a> Exporter<'a> {
-    fn create(dir: &Path, cfg: &'a ExportConfig, extras: &'a HashMap<String, ProblemExtras>) -> Result<Self, DatasetError> {
+    fn create(
+        dir: &Path,
+        cfg: &'a ExportConfig,
+        extras: &'a HashMap<String, ProblemExtras>,
+    ) -> Result<Self, DatasetError> {
         Ok(Self {
             cfg,
             extras,
             messages: messages_sink(&dir.join("messages.parquet"))?,
-            jsonl: cfg.jsonl.then(|| JsonlSink::create(&dir.join("messages.jsonl"))).transpose()?,
-            openr1: cfg.openr1.then(|| openr1_sink(&dir.join("openr1.parquet"))).transpose()?,
+            jsonl: cfg
+                .jsonl
+                .then(|| JsonlSink::create(&dir.join("messages.jsonl")))
+                .transpose()?,
+            openr1: cfg
+                .openr1
+                .then(|| openr1_sink(&dir.join("openr1.parquet")))
+                .transpose()?,
             group: Vec::new(),
         })
     }
@@ -279,7 +330,11 @@ impl<'a> Exporter<'a> {
             fail_point("messages.parquet")?;
         }
         if self.openr1.is_some() {
-            if self.group.first().is_some_and(|g| g.problem_id != row.problem_id) {
+            if self
+                .group
+                .first()
+                .is_some_and(|g| g.problem_id != row.problem_id)
+            {
                 self.flush_group()?;
             }
             self.group.push(row);
@@ -288,7 +343,9 @@ impl<'a> Exporter<'a> {
     }
 
     fn flush_group(&mut self) -> Result<(), DatasetError> {
-        let Some(sink) = &mut self.openr1 else { return Ok(()) };
+        let Some(sink) = &mut self.openr1 else {
+            return Ok(());
+        };
         let rows: Vec<&TraceRow> = self.group.iter().collect();
         for mut record in openr1_records(&rows, self.cfg.prompt) {
             if let Some(extras) = self.extras.get(&record.problem_id) {
@@ -321,13 +378,18 @@ struct JsonlSink {
 
 impl JsonlSink {
     fn create(path: &Path) -> Result<Self, DatasetError> {
-        Ok(Self { path: path.to_path_buf(), file: AtomicFile::create(path)? })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: AtomicFile::create(path)?,
+        })
     }
 
     fn push<T: Serialize>(&mut self, item: &T) -> Result<(), DatasetError> {
         serde_json::to_writer(&mut self.file, item)
             .map_err(|e| DatasetError::file(&self.path, format!("cannot serialise row: {e}")))?;
-        self.file.write_all(b"\n").map_err(|e| DatasetError::io(&self.path, e))
+        self.file
+            .write_all(b"\n")
+            .map_err(|e| DatasetError::io(&self.path, e))
     }
 
     fn finish(self) -> Result<(), DatasetError> {
@@ -336,7 +398,12 @@ impl JsonlSink {
 }
 
 /// `dropped.jsonl`: one line per dropped row, in sorted order.
-pub(super) fn write_dropped(path: &Path, metas: &[RowMeta], ids: &[String], order: &[u32]) -> Result<(), DatasetError> {
+pub(super) fn write_dropped(
+    path: &Path,
+    metas: &[RowMeta],
+    ids: &[String],
+    order: &[u32],
+) -> Result<(), DatasetError> {
     let mut sink = JsonlSink::create(path)?;
     for &i in order {
         let m = &metas[i as usize];
@@ -377,14 +444,21 @@ impl Spill {
             .truncate(true)
             .open(path)
             .map_err(|e| DatasetError::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), writer: BufWriter::new(file), offsets: vec![u64::MAX; rows], written: 0 })
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+            offsets: vec![u64::MAX; rows],
+            written: 0,
+        })
     }
 
     /// Parks row number `i` (its `completion`, which the exports do not use, is dropped).
     fn put(&mut self, i: usize, mut row: TraceRow) -> Result<(), DatasetError> {
         row.completion = String::new();
-        let bytes = serde_json::to_vec(&row).map_err(|e| DatasetError::file(&self.path, e.to_string()))?;
-        let len = u32::try_from(bytes.len()).map_err(|_| DatasetError::file(&self.path, "row over 4 GB"))?;
+        let bytes =
+            serde_json::to_vec(&row).map_err(|e| DatasetError::file(&self.path, e.to_string()))?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| DatasetError::file(&self.path, "row over 4 GB"))?;
         self.writer
             .write_all(&len.to_le_bytes())
             .and_then(|()| self.writer.write_all(&bytes))
@@ -395,15 +469,25 @@ impl Spill {
     }
 
     fn finish(self) -> Result<Spilled, DatasetError> {
-        let file = self.writer.into_inner().map_err(|e| DatasetError::io(&self.path, e.into_error()))?;
-        Ok(Spilled { path: self.path, file, offsets: self.offsets, buf: Vec::new() })
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| DatasetError::io(&self.path, e.into_error()))?;
+        Ok(Spilled {
+            path: self.path,
+            file,
+            offsets: self.offsets,
+            buf: Vec::new(),
+        })
     }
 }
 
 impl Spilled {
     fn get(&mut self, i: usize) -> Result<TraceRow, DatasetError> {
         let io = |e| DatasetError::io(&self.path, e);
-        self.file.seek(SeekFrom::Start(self.offsets[i])).map_err(io)?;
+        self.file
+            .seek(SeekFrom::Start(self.offsets[i]))
+            .map_err(io)?;
         let mut len = [0u8; 4];
         self.file.read_exact(&mut len).map_err(io)?;
         self.buf.resize(u32::from_le_bytes(len) as usize, 0);
@@ -437,9 +521,16 @@ pub(super) fn problem_extras(
         (None, None) => return Ok(HashMap::new()),
     };
     let mut wanted = vec![false; ids.len()];
-    metas.iter().filter(|m| m.decision == Decision::Keep).for_each(|m| wanted[m.problem as usize] = true);
-    let wanted: std::collections::HashSet<&str> =
-        ids.iter().zip(&wanted).filter(|(_, &w)| w).map(|(id, _)| id.as_str()).collect();
+    metas
+        .iter()
+        .filter(|m| m.decision == Decision::Keep)
+        .for_each(|m| wanted[m.problem as usize] = true);
+    let wanted: std::collections::HashSet<&str> = ids
+        .iter()
+        .zip(&wanted)
+        .filter(|(_, &w)| w)
+        .map(|(id, _)| id.as_str())
+        .collect();
     let problems = crate::load_problems(&path, &columns)?;
     Ok(problems
         .iter()
@@ -453,7 +544,9 @@ pub(super) fn problem_extras(
 /// (`manifest.json`, or `_manifest.json`), a relative path resolved against the working
 /// directory first and the trace directory's parent second.
 fn recorded_problems(traces: &Path) -> Option<(PathBuf, ProblemColumns)> {
-    let text = ["_manifest.json", "manifest.json"].iter().find_map(|n| std::fs::read_to_string(traces.join(n)).ok())?;
+    let text = ["_manifest.json", "manifest.json"]
+        .iter()
+        .find_map(|n| std::fs::read_to_string(traces.join(n)).ok())?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let path = PathBuf::from(v.pointer("/config/problems")?.as_str()?);
     let columns = v

@@ -61,7 +61,9 @@ impl<'a> Scan<'a> {
         tok: Option<&'a TextTokenizer>,
     ) -> Result<Self, DatasetError> {
         let hasher = match cfg.near_dup.enabled {
-            true => Some(MinHasher::new(&cfg.near_dup).map_err(|e| DatasetError::Invalid(e.to_string()))?),
+            true => Some(
+                MinHasher::new(&cfg.near_dup).map_err(|e| DatasetError::Invalid(e.to_string()))?,
+            ),
             false => None,
         };
         Ok(Self {
@@ -93,13 +95,19 @@ impl<'a> Scan<'a> {
     /// Judges one batch of rows by rules 1–5 and records what rules 6–8 will need.
     pub fn add_batch(&mut self, rows: &[TraceRow]) -> Result<(), DatasetError> {
         if self.rows.len() + rows.len() >= u32::MAX as usize {
-            return Err(DatasetError::Invalid("more than 4 billion trace rows".into()));
+            return Err(DatasetError::Invalid(
+                "more than 4 billion trace rows".into(),
+            ));
         }
         let mut survivors: Vec<&TraceRow> = Vec::new();
         for row in rows {
             let problem = self.intern(&row.problem_id);
             *self.report.verdicts.entry(row.verdict.clone()).or_default() += 1;
-            *self.report.finish_reasons.entry(row.finish_reason.clone()).or_default() += 1;
+            *self
+                .report
+                .finish_reasons
+                .entry(row.finish_reason.clone())
+                .or_default() += 1;
             let (decision, length) = self.judge(row, problem)?;
             let candidate = (decision == Decision::Keep).then(|| {
                 survivors.push(row);
@@ -107,13 +115,22 @@ impl<'a> Scan<'a> {
                 (self.candidate_row.len() - 1) as u32
             });
             if candidate.is_some() && self.cfg.exact_dedup {
-                self.keys.push(exact_key(&[&row.problem, &row.reasoning, &row.content]));
+                self.keys
+                    .push(exact_key(&[&row.problem, &row.reasoning, &row.content]));
             }
-            self.rows.push(RowMeta { problem, sample_index: row.sample_index, decision, length, candidate });
+            self.rows.push(RowMeta {
+                problem,
+                sample_index: row.sample_index,
+                decision,
+                length,
+                candidate,
+            });
         }
         if let Some(hasher) = &self.hasher {
-            let docs: Vec<[&str; 3]> =
-                survivors.iter().map(|r| [r.problem.as_str(), r.reasoning.as_str(), r.content.as_str()]).collect();
+            let docs: Vec<[&str; 3]> = survivors
+                .iter()
+                .map(|r| [r.problem.as_str(), r.reasoning.as_str(), r.content.as_str()])
+                .collect();
             for sig in hasher.signatures(&docs, |d| d.as_slice()) {
                 self.signatures.extend_from_slice(&sig);
             }
@@ -128,14 +145,26 @@ impl<'a> Scan<'a> {
             return Ok((dropped(DropReason::Error, e), 0));
         }
         if !cfg.finish_reasons.is_empty() && !cfg.finish_reasons.contains(&row.finish_reason) {
-            return Ok((dropped(DropReason::Truncated, format!("finish_reason={}", row.finish_reason)), 0));
+            return Ok((
+                dropped(
+                    DropReason::Truncated,
+                    format!("finish_reason={}", row.finish_reason),
+                ),
+                0,
+            ));
         }
         if !cfg.verdicts.is_empty() && !cfg.verdicts.contains(&row.verdict) {
-            return Ok((dropped(DropReason::Incorrect, format!("verdict={}", row.verdict)), 0));
+            return Ok((
+                dropped(DropReason::Incorrect, format!("verdict={}", row.verdict)),
+                0,
+            ));
         }
         let len = response_length(row, cfg.length.unit, self.tok)?;
         if cfg.length.min > 0 || cfg.length.max.is_some() {
-            if cfg.length.unit == LengthUnit::Tokens && self.tok.is_none() && row.completion_tokens == 0 {
+            if cfg.length.unit == LengthUnit::Tokens
+                && self.tok.is_none()
+                && row.completion_tokens == 0
+            {
                 return Err(DatasetError::Invalid(format!(
                     "{}#{}: completion_tokens is 0 (unknown), so length.max/min in tokens cannot be \
                      applied; set length.tokenizer or length.unit = \"chars\"",
@@ -231,7 +260,11 @@ impl<'a> Scan<'a> {
             }
         }
         report.kept_problems = kept_problem.iter().filter(|&&k| k).count();
-        report.contaminated_problems = self.contaminated_problem.values().filter(|v| v.is_some()).count();
+        report.contaminated_problems = self
+            .contaminated_problem
+            .values()
+            .filter(|v| v.is_some())
+            .count();
         report.kept_length = summarize(kept_lengths, self.cfg.length.unit);
         (self.rows, self.ids, report)
     }
@@ -240,14 +273,17 @@ impl<'a> Scan<'a> {
     fn exact_dedup(&mut self, order: &[u32]) {
         let mut first: HashMap<[u8; 32], u32> = HashMap::new();
         for &i in order {
-            let Some(c) = self.rows[i as usize].candidate else { continue };
+            let Some(c) = self.rows[i as usize].candidate else {
+                continue;
+            };
             if self.rows[i as usize].decision != Decision::Keep {
                 continue;
             }
             match first.entry(self.keys[c as usize]) {
                 Entry::Occupied(e) => {
                     let of = &self.rows[*e.get() as usize];
-                    let detail = format!("of {}#{}", self.ids[of.problem as usize], of.sample_index);
+                    let detail =
+                        format!("of {}#{}", self.ids[of.problem as usize], of.sample_index);
                     self.rows[i as usize].decision = dropped(DropReason::Duplicate, detail);
                 }
                 Entry::Vacant(e) => {
@@ -266,15 +302,19 @@ impl<'a> Scan<'a> {
         let signatures = &self.signatures;
         let sig = |c: u32| &signatures[c as usize * n..(c as usize + 1) * n];
         for &i in order {
-            let Some(c) = self.rows[i as usize].candidate else { continue };
+            let Some(c) = self.rows[i as usize].candidate else {
+                continue;
+            };
             if self.rows[i as usize].decision != Decision::Keep {
                 continue;
             }
             match index.query(sig(c), cfg.threshold, sig) {
                 Some((of, similarity)) => {
                     let of = &self.rows[self.candidate_row[of as usize] as usize];
-                    let detail =
-                        format!("of {}#{} (jaccard≈{similarity:.3})", self.ids[of.problem as usize], of.sample_index);
+                    let detail = format!(
+                        "of {}#{} (jaccard≈{similarity:.3})",
+                        self.ids[of.problem as usize], of.sample_index
+                    );
                     self.rows[i as usize].decision = dropped(DropReason::NearDuplicate, detail);
                 }
                 None => index.insert(c, sig(c)),
@@ -285,10 +325,16 @@ impl<'a> Scan<'a> {
 }
 
 /// Response length of `row` in the configured unit.
-fn response_length(row: &TraceRow, unit: LengthUnit, tok: Option<&TextTokenizer>) -> Result<usize, DatasetError> {
+fn response_length(
+    row: &TraceRow,
+    unit: LengthUnit,
+    tok: Option<&TextTokenizer>,
+) -> Result<usize, DatasetError> {
     match (unit, tok) {
         (LengthUnit::Chars, _) => Ok(row.reasoning.chars().count() + row.content.chars().count()),
-        (LengthUnit::Tokens, Some(tok)) => Ok(tok.encode(&assistant_content(&row.reasoning, &row.content), false)?.len()),
+        (LengthUnit::Tokens, Some(tok)) => Ok(tok
+            .encode(&assistant_content(&row.reasoning, &row.content), false)?
+            .len()),
         (LengthUnit::Tokens, None) => Ok(row.completion_tokens as usize),
     }
 }
@@ -300,7 +346,10 @@ fn summarize(mut v: Vec<usize>, unit: LengthUnit) -> LengthSummary {
     }
     .to_string();
     if v.is_empty() {
-        return LengthSummary { unit, ..LengthSummary::default() };
+        return LengthSummary {
+            unit,
+            ..LengthSummary::default()
+        };
     }
     v.sort_unstable();
     let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];

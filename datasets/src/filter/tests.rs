@@ -9,14 +9,19 @@ use super::{run_filter, FilterConfig};
 use crate::traces::{write_trace_shard, TraceMessage, TraceRow};
 
 fn row(problem: u32, k: u32) -> TraceRow {
-    let reasoning: String = (0..60).map(|i| format!("p{problem} s{k} w{} ", i * 7 + k)).collect();
+    let reasoning: String = (0..60)
+        .map(|i| format!("p{problem} s{k} w{} ", i * 7 + k))
+        .collect();
     TraceRow {
         problem_id: format!("p{problem}"),
         sample_index: k,
         source: None,
         problem: format!("Problem number {problem} asks for the sum of {problem} and {k}"),
         reference_answer: "1".into(),
-        prompt: vec![TraceMessage { role: "user".into(), content: format!("Problem {problem}") }],
+        prompt: vec![TraceMessage {
+            role: "user".into(),
+            content: format!("Problem {problem}"),
+        }],
         completion: String::new(),
         reasoning,
         content: "\\boxed{1}".into(),
@@ -39,20 +44,28 @@ fn row(problem: u32, k: u32) -> TraceRow {
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     let traces = dir.join("traces");
     fs::create_dir_all(&traces).unwrap();
-    let rows: Vec<TraceRow> = (0..6).flat_map(|p| (0..2).map(move |k| row(p, k))).collect();
+    let rows: Vec<TraceRow> = (0..6)
+        .flat_map(|p| (0..2).map(move |k| row(p, k)))
+        .collect();
     write_trace_shard(&traces.join("shard-00000.parquet"), &rows).unwrap();
     (traces, dir.join("out"))
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    names(dir).into_iter().filter(|n| !n.starts_with('.')).map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap())).collect()
+    names(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap()))
+        .collect()
 }
 
 fn fail_at(step: &'static str) {
@@ -67,7 +80,10 @@ fn failed_rerun_leaves_the_previous_output_whole() {
     let before = snapshot(&out);
     assert!(before.iter().any(|(n, _)| n == "openr1.parquet"));
     // The rerun would drop openr1.parquet and keep fewer rows; it fails at every step in turn.
-    let mut cfg = FilterConfig { max_per_problem: Some(1), ..FilterConfig::default() };
+    let mut cfg = FilterConfig {
+        max_per_problem: Some(1),
+        ..FilterConfig::default()
+    };
     cfg.export.openr1 = false;
     for step in ["messages.parquet", "manifest.json", "rename-old"] {
         fail_at(step);
@@ -75,7 +91,11 @@ fn failed_rerun_leaves_the_previous_output_whole() {
         FAIL_AT.with(|f| f.set(None));
         assert!(err.contains("injected failure"), "{step}: {err}");
         assert_eq!(snapshot(&out), before, "{step}: the old output changed");
-        assert_eq!(names(dir.path()), [".out.lock", "out", "traces"], "{step}: leftovers beside the output");
+        assert_eq!(
+            names(dir.path()),
+            [".out.lock", "out", "traces"],
+            "{step}: leftovers beside the output"
+        );
     }
     let report = run_filter(&traces, &out, &cfg).unwrap();
     assert_eq!(report.kept, 6);
@@ -96,12 +116,23 @@ fn failed_first_run_leaves_no_dataset_and_leftovers_are_cleaned() {
     // What a SIGKILL leaves: a half-written temp dir and a moved-aside old output.
     for leftover in [".out.tmp-999999", ".out.old-999999"] {
         fs::create_dir_all(dir.path().join(leftover)).unwrap();
-        fs::write(dir.path().join(leftover).join("messages.parquet"), b"partial").unwrap();
+        fs::write(
+            dir.path().join(leftover).join("messages.parquet"),
+            b"partial",
+        )
+        .unwrap();
     }
     fs::create_dir_all(dir.path().join(".other.tmp-1")).unwrap();
     run_filter(&traces, &out, &FilterConfig::default()).unwrap();
-    assert_eq!(names(dir.path()), [".other.tmp-1", ".out.lock", "out", "traces"]);
-    assert_eq!(fs::read_to_string(dir.path().join(".out.lock")).unwrap(), "", "lock released");
+    assert_eq!(
+        names(dir.path()),
+        [".other.tmp-1", ".out.lock", "out", "traces"]
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join(".out.lock")).unwrap(),
+        "",
+        "lock released"
+    );
 }
 
 #[test]
@@ -110,7 +141,9 @@ fn readers_refuse_a_filter_dir_without_manifest() {
     let (traces, out) = setup(dir.path());
     run_filter(&traces, &out, &FilterConfig::default()).unwrap();
     fs::remove_file(out.join("manifest.json")).unwrap();
-    let err = crate::sft::load_training_rows(&out, crate::sft::TrainingFormat::Traces).unwrap_err().to_string();
+    let err = crate::sft::load_training_rows(&out, crate::sft::TrainingFormat::Traces)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("manifest.json"), "{err}");
 }
 
@@ -119,8 +152,13 @@ fn foreign_files_in_out_are_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let (traces, _) = setup(dir.path());
     // --out pointing at a directory that holds the traces themselves (or anything else).
-    let err = run_filter(&traces, dir.path(), &FilterConfig::default()).unwrap_err().to_string();
-    assert!(err.contains("`traces`") && err.contains("does not write"), "{err}");
+    let err = run_filter(&traces, dir.path(), &FilterConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`traces`") && err.contains("does not write"),
+        "{err}"
+    );
     assert!(traces.join("shard-00000.parquet").exists());
 }
 
@@ -128,8 +166,14 @@ fn foreign_files_in_out_are_refused_untouched() {
 fn held_lock_fails_fast_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let (traces, out) = setup(dir.path());
-    let _held = crate::lock::OutputLock::acquire_beside(&out, "distill data filter (first)").unwrap();
-    let err = run_filter(&traces, &out, &FilterConfig::default()).unwrap_err().to_string();
-    assert!(err.contains("distill data filter (first)") && err.contains("in use"), "{err}");
+    let _held =
+        crate::lock::OutputLock::acquire_beside(&out, "distill data filter (first)").unwrap();
+    let err = run_filter(&traces, &out, &FilterConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("distill data filter (first)") && err.contains("in use"),
+        "{err}"
+    );
     assert!(!out.join("manifest.json").exists());
 }
