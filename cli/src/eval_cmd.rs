@@ -76,6 +76,8 @@ fn build_backend<B: burn::prelude::Backend>(
 
 fn run_eval(a: RunArgs) -> anyhow::Result<()> {
     let cfg = eval::EvalConfig::load(&a.config, &a.set)?;
+    check_run_config(&a.config, &a.set, &cfg)?;
+    let _lock = datasets::lock::OutputLock::acquire(&cfg.out_dir, "distill eval run")?;
     let summary = if a.summarize_only {
         let s = eval::runner::summarize_run(&cfg)?;
         s.save(&cfg.out_dir)?;
@@ -88,6 +90,25 @@ fn run_eval(a: RunArgs) -> anyhow::Result<()> {
     };
     print!("{}", summary.to_markdown());
     eprintln!("\nwrote {}", cfg.out_dir.join("summary.json").display());
+    Ok(())
+}
+
+/// Settings the eval config accepts but that cannot do what the user meant: a config without
+/// `[[benchmarks]]` (which would silently run AIME 2024/2025 and MATH-500 at k = 64) and a
+/// bootstrap without resamples.
+fn check_run_config(path: &std::path::Path, sets: &[String], cfg: &eval::EvalConfig) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let set_benchmarks = sets.iter().any(|s| s.trim_start().starts_with("benchmarks"));
+    if !table.contains_key("benchmarks") && !set_benchmarks {
+        anyhow::bail!(
+            "{}: no [[benchmarks]]: name what to evaluate, e.g.\n[[benchmarks]]\nname = \"math500\"",
+            path.display()
+        );
+    }
+    if cfg.stats.bootstrap_resamples == 0 {
+        anyhow::bail!("{}: stats.bootstrap_resamples must be at least 1 (it sizes the 95% CI)", path.display());
+    }
     Ok(())
 }
 

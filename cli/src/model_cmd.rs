@@ -216,6 +216,10 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
 
 fn forward<B: Backend>(device: B::Device, a: ForwardArgs) -> anyhow::Result<()> {
     let rows = a.tokens.iter().map(|s| parse_ids(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let context = models::ModelConfig::from_dir(&a.model)?.max_position_embeddings;
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() > context) {
+        bail!("--tokens row {i} has {} tokens, more than the model's context (max_position_embeddings {context})", r.len());
+    }
     let loaded = models::load_model::<B>(&a.model, &device, a.dtype.dtype())?;
     let vocab = loaded.config.vocab_size;
     if let Some(bad) = rows.iter().flatten().find(|&&t| t as usize >= vocab) {
@@ -254,6 +258,15 @@ fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Resul
         }
         (None, None) => bail!("give --tokens or --prompt"),
     };
+    let context = models::ModelConfig::from_dir(&a.model)?.max_position_embeddings;
+    match prompt.len().checked_add(a.max_new_tokens) {
+        Some(total) if total <= context => {}
+        _ => bail!(
+            "prompt ({} tokens) + --max-new-tokens {} exceeds the model's context (max_position_embeddings {context})",
+            prompt.len(),
+            a.max_new_tokens
+        ),
+    }
     let started = std::time::Instant::now();
     let loaded = models::load_model::<B>(&a.model, &device, a.dtype.dtype())?;
     let load_s = started.elapsed().as_secs_f64();

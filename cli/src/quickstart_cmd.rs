@@ -44,6 +44,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let mut doc: Value = toml::from_str(&text).with_context(|| format!("parsing {origin}"))?;
     teacher::config::apply_overrides(&mut doc, &args.set)?;
     let q = Quickstart::new(&args.out, doc)?;
+    q.validate().with_context(|| format!("quickstart config {origin}"))?;
     q.write_config("quickstart.toml", &q.doc)?;
 
     let mut timings = Vec::new();
@@ -147,23 +148,63 @@ impl Quickstart {
         Ok(())
     }
 
-    /// Stages 2 and 5: train `role` ("teacher" or "student") from scratch on `train_file`.
-    fn train(&self, role: &str, train_file: &Path) -> anyhow::Result<()> {
-        let tok = datasets::TextTokenizer::from_dir(&self.tokenizer_dir())?;
+    /// Checks the whole config before any stage runs: no unknown keys (at the top level and in
+    /// the quickstart's own `[sample]`/`[eval]` tables), and every stage's config parses and
+    /// validates — so a typo fails in a second, not after an hour of training.
+    fn validate(&self) -> anyhow::Result<()> {
+        const TOP: &[&str] = &["seed", "task", "tokenizer", "teacher", "sample", "filter", "student", "eval"];
+        const SAMPLE: &[&str] = &["samples", "max_problems", "temperature", "top_p", "max_tokens", "concurrency", "max_seq_len"];
+        const EVAL: &[&str] = &["samples", "temperature", "top_p", "max_tokens", "concurrency", "max_seq_len"];
+        let top = self.doc.as_table().context("expected a TOML table")?;
+        check_keys("", top, TOP)?;
+        check_keys("sample.", &self.section("sample"), SAMPLE)?;
+        check_keys("eval.", &self.section("eval"), EVAL)?;
+        let mut task = self.section("task");
+        task.insert("seed".into(), Value::Integer(self.seed));
+        let _: datasets::synthetic::SyntheticConfig = Value::Table(task).try_into().context("[task]")?;
+        let _: datasets::synthetic::TokenizerTrainConfig =
+            Value::Table(self.section("tokenizer")).try_into().context("[tokenizer]")?;
+        for role in ["teacher", "student"] {
+            // Placeholder token ids: the real ones come from the tokenizer stage 1 trains.
+            let t = self.train_table(role, Path::new("train.jsonl"), 256, None, &[1]);
+            let text = toml::to_string(&Value::Table(t))?;
+            student::TrainConfig::from_toml_str(&text, &[], &format!("[{role}]"), None)?;
+        }
+        let filter: datasets::filter::FilterConfig =
+            Value::Table(self.section("filter")).try_into().context("[filter]")?;
+        filter.validate().context("[filter]")?;
+        for (section, keys) in [("sample", SAMPLE), ("eval", EVAL)] {
+            let t = self.section(section);
+            if let Some(k) = keys.iter().find(|k| **k != "max_problems" && !t.contains_key(**k)) {
+                bail!("[{section}] needs '{k}'");
+            }
+        }
+        Ok(())
+    }
+
+    /// The student-trainer config of `role` ("teacher" or "student") training on `train_file`.
+    fn train_table(&self, role: &str, train_file: &Path, vocab: usize, bos: Option<u32>, eos: &[u32]) -> Table {
         let mut t = self.section(role);
         let model = table_mut(&mut t, "model");
         model.insert("tokenizer".into(), path_value(&self.tokenizer_dir()));
         let arch = table_mut(model, "arch");
-        arch.insert("vocab_size".into(), Value::Integer(tok.vocab_size() as i64));
-        if let Some(bos) = tok.bos_token_id() {
+        arch.insert("vocab_size".into(), Value::Integer(vocab as i64));
+        if let Some(bos) = bos {
             arch.insert("bos_token_id".into(), Value::Integer(bos.into()));
         }
-        let eos: Vec<Value> = tok.eos_token_ids().iter().map(|&e| Value::Integer(e.into())).collect();
+        let eos: Vec<Value> = eos.iter().map(|&e| Value::Integer(e.into())).collect();
         arch.insert("eos_token_id".into(), Value::Array(eos));
         table_mut(&mut t, "data").insert("train".into(), path_value(train_file));
         table_mut(&mut t, "train").insert("seed".into(), Value::Integer(self.seed));
+        table_mut(&mut t, "output").insert("dir".into(), path_value(&self.out.join(role)));
+        t
+    }
+
+    /// Stages 2 and 5: train `role` ("teacher" or "student") from scratch on `train_file`.
+    fn train(&self, role: &str, train_file: &Path) -> anyhow::Result<()> {
+        let tok = datasets::TextTokenizer::from_dir(&self.tokenizer_dir())?;
+        let t = self.train_table(role, train_file, tok.vocab_size(), tok.bos_token_id(), tok.eos_token_ids());
         let out_dir = self.out.join(role);
-        table_mut(&mut t, "output").insert("dir".into(), path_value(&out_dir));
         let path = self.write_config(&format!("{role}_train.toml"), &Value::Table(t))?;
         if out_dir.join("final").join("config.json").exists() {
             eprintln!("   {role} already trained: {}", out_dir.join("final").display());
@@ -308,6 +349,14 @@ impl Quickstart {
         let runs = [self.out.join("eval").join("teacher"), self.out.join("eval").join("student")];
         let opts = eval::CompareOptions { out_dir: self.out.clone(), teacher: Some("teacher".into()) };
         Ok(eval::compare_runs(&runs, &opts)?)
+    }
+}
+
+/// Fails on a key of `t` not in `known`, naming it with its `prefix`.
+fn check_keys(prefix: &str, t: &Table, known: &[&str]) -> anyhow::Result<()> {
+    match t.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => bail!("unknown key `{prefix}{k}` (known: {})", known.join(", ")),
+        None => Ok(()),
     }
 }
 

@@ -72,6 +72,7 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
     match args.command {
         StudentCommand::Train(a) => {
             let cfg = student::TrainConfig::load(&a.config, &a.set)?;
+            let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student train")?;
             let opts = student::RunOptions {
                 resume: a.resume,
                 progress: !a.no_progress,

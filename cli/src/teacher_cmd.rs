@@ -151,6 +151,7 @@ fn load_native<B: burn::prelude::Backend>(
 
 fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let cfg = resolve(&a)?;
+    let _lock = datasets::lock::OutputLock::acquire(&cfg.out_dir, "distill teacher sample")?;
     let backend: Arc<dyn teacher::Backend> = match cfg.backend {
         BackendKind::Openai => Arc::new(teacher::OpenAiBackend::new(cfg.openai.clone())?),
         BackendKind::Native => {

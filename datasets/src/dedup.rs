@@ -331,19 +331,32 @@ pub fn estimated_jaccard(a: &[u64], b: &[u64]) -> f64 {
     same as f64 / a.len() as f64
 }
 
+/// End of a bucket chain in [`LshIndex`].
+const NO_NEXT: u32 = u32::MAX;
+
 /// A banded LSH index over the signatures of kept documents.
+///
+/// It stores no signatures, only document ids (the caller keeps the signatures, e.g. in one flat
+/// array for a million traces), and per band one hash-map entry per distinct bucket plus a 4-byte
+/// chain link per document — about 40 bytes per document and band instead of a `Vec` per bucket.
+/// Buckets are walked in insertion order, so queries are deterministic.
 #[derive(Debug)]
 pub struct LshIndex {
     rows: usize,
-    buckets: Vec<HashMap<u64, Vec<usize>>>,
-    signatures: Vec<Vec<u64>>,
+    bands: usize,
+    /// Per band: bucket key → (first, last) insertion number.
+    buckets: Vec<HashMap<u64, (u32, u32)>>,
+    /// `next[n * bands + band]`: the insertion after `n` in the same bucket of `band`.
+    next: Vec<u32>,
+    /// Insertion number → caller's document id.
+    docs: Vec<u32>,
 }
 
 impl LshIndex {
     /// An empty index for signatures of `num_perm` values split into `bands` bands.
     pub fn new(num_perm: usize, bands: usize) -> Self {
         let bands = bands.max(1);
-        Self { rows: num_perm / bands, buckets: vec![HashMap::new(); bands], signatures: Vec::new() }
+        Self { rows: num_perm / bands, bands, buckets: vec![HashMap::new(); bands], next: Vec::new(), docs: Vec::new() }
     }
 
     fn band_key(&self, sig: &[u64], band: usize) -> u64 {
@@ -355,34 +368,46 @@ impl LshIndex {
     }
 
     /// The most similar indexed document sharing a band with `sig` whose estimated Jaccard
-    /// reaches `threshold`: `(its insertion number, estimate)`.
-    pub fn query(&self, sig: &[u64], threshold: f64) -> Option<(usize, f64)> {
-        let mut seen: HashSet<usize> = HashSet::new();
-        let mut best: Option<(usize, f64)> = None;
-        for band in 0..self.buckets.len() {
-            let Some(ids) = self.buckets[band].get(&self.band_key(sig, band)) else { continue };
-            for &id in ids {
-                if !seen.insert(id) {
+    /// reaches `threshold`: `(its document id, estimate)`; ties go to the first one met (bands
+    /// in order, buckets in insertion order). `sig_of` returns a stored document's signature.
+    pub fn query<'s>(&self, sig: &[u64], threshold: f64, sig_of: impl Fn(u32) -> &'s [u64]) -> Option<(u32, f64)> {
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut best: Option<(u32, f64)> = None;
+        for band in 0..self.bands {
+            let Some(&(first, _)) = self.buckets[band].get(&self.band_key(sig, band)) else { continue };
+            let mut n = first;
+            while n != NO_NEXT {
+                let doc = self.docs[n as usize];
+                n = self.next[n as usize * self.bands + band];
+                if !seen.insert(doc) {
                     continue;
                 }
-                let j = estimated_jaccard(sig, &self.signatures[id]);
+                let j = estimated_jaccard(sig, sig_of(doc));
                 if j >= threshold && best.is_none_or(|(_, bj)| j > bj) {
-                    best = Some((id, j));
+                    best = Some((doc, j));
                 }
             }
         }
         best
     }
 
-    /// Adds a signature; returns its insertion number (what `query` reports).
-    pub fn insert(&mut self, sig: Vec<u64>) -> usize {
-        let id = self.signatures.len();
-        for band in 0..self.buckets.len() {
-            let key = self.band_key(&sig, band);
-            self.buckets[band].entry(key).or_default().push(id);
+    /// Adds document `doc` with signature `sig`.
+    pub fn insert(&mut self, doc: u32, sig: &[u64]) {
+        let n = u32::try_from(self.docs.len()).expect("fewer than 2^32 indexed documents");
+        self.docs.push(doc);
+        self.next.extend(std::iter::repeat_n(NO_NEXT, self.bands));
+        for band in 0..self.bands {
+            let key = self.band_key(sig, band);
+            match self.buckets[band].get_mut(&key) {
+                Some((_, last)) => {
+                    self.next[*last as usize * self.bands + band] = n;
+                    *last = n;
+                }
+                None => {
+                    self.buckets[band].insert(key, (n, n));
+                }
+            }
         }
-        self.signatures.push(sig);
-        id
     }
 }
 
@@ -405,14 +430,12 @@ pub fn near_duplicates<const N: usize>(
     let hasher = MinHasher::new(cfg)?;
     let signatures = hasher.signatures(docs, |d| d.as_slice());
     let mut index = LshIndex::new(cfg.num_perm, cfg.bands);
-    let mut kept_position: Vec<usize> = Vec::new();
     let mut out = Vec::with_capacity(docs.len());
-    for (i, sig) in signatures.into_iter().enumerate() {
-        match index.query(&sig, cfg.threshold) {
-            Some((id, similarity)) => out.push(Some(NearDuplicate { of: kept_position[id], similarity })),
+    for (i, sig) in signatures.iter().enumerate() {
+        match index.query(sig, cfg.threshold, |d| &signatures[d as usize]) {
+            Some((of, similarity)) => out.push(Some(NearDuplicate { of: of as usize, similarity })),
             None => {
-                index.insert(sig);
-                kept_position.push(i);
+                index.insert(i as u32, sig);
                 out.push(None);
             }
         }

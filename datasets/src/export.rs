@@ -4,14 +4,18 @@
 //! * **messages** (one row per sample; also JSONL): a `messages` list of `{role, content}` whose
 //!   last turn is the assistant's `<think>\n{reasoning}\n</think>\n\n{content}` — what TRL's
 //!   `SFTTrainer`, open-r1's `sft.py` and our own trainer consume.
-//! * **OpenR1-Math-220k** (one row per problem): `problem`, `solution`, `answer`, `source`, `uuid`
-//!   and list columns over that problem's generations (`generations`, `correctness_math_verify`,
-//!   `is_reasoning_complete`, `finish_reasons`), `correctness_count`, and `messages` with the first
-//!   verified generation — so scripts written for open-r1's dataset run on ours.
+//! * **OpenR1-Math-220k** (one row per problem): `problem`, `solution`, `answer`, `problem_type`,
+//!   `question_type`, `source`, `uuid` and list columns over that problem's generations
+//!   (`generations`, `correctness_math_verify`, `is_reasoning_complete`, `finish_reasons`),
+//!   `correctness_count`, and `messages` with the first verified generation — so scripts written
+//!   for open-r1's dataset run on ours. `solution`, `problem_type` and `question_type` come from the
+//!   problem set ([`ProblemExtras`]) and are null where it has none.
 //!
-//! Files are written to a temp name and renamed, so an interrupted export leaves no partial file.
+//! Message structs are ordered `{content, role}` as in OpenR1-Math-220k (and as `datasets`
+//! infers them), so the two concatenate. Files are written through [`ParquetSink`] in row groups
+//! of bounded size, to a temp name renamed on completion.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -30,8 +34,12 @@ use crate::chat::r1_math_prompt;
 use crate::traces::TraceRow;
 use crate::{ChatMessage, DatasetError};
 
-/// Rows per Parquet record batch / row group; bounds the memory of the Arrow copy.
+/// Rows per Parquet record batch / row group of the messages layout; bounds the memory of the
+/// Arrow copy and of the writer's open row group.
 const BATCH_ROWS: usize = 1024;
+
+/// Problems per row group of the OpenR1 layout (each lists all its generations).
+const OPENR1_BATCH_ROWS: usize = 64;
 
 /// Where the user side of an exported conversation comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -113,10 +121,14 @@ impl MessagesRecord {
 pub struct OpenR1Record {
     /// Problem statement.
     pub problem: String,
-    /// Reference solution; traces carry none, so this is null unless a caller fills it.
+    /// Reference solution from the problem set (null when it has none).
     pub solution: Option<String>,
     /// Gold answer.
     pub answer: String,
+    /// Problem type (OpenR1: e.g. `Algebra`) from the problem set, if it has one.
+    pub problem_type: Option<String>,
+    /// Question type (OpenR1: e.g. `math-word-problem`) from the problem set, if it has one.
+    pub question_type: Option<String>,
     /// Problem origin, if known.
     pub source: Option<String>,
     /// Stable id derived from `(source, problem_id)` (RFC 9562 version-8 layout over SHA-256).
@@ -174,6 +186,8 @@ pub fn openr1_records(rows: &[&TraceRow], source: PromptSource) -> Vec<OpenR1Rec
                 problem: first.problem.clone(),
                 solution: None,
                 answer: first.reference_answer.clone(),
+                problem_type: None,
+                question_type: None,
                 source: first.source.clone(),
                 uuid: problem_uuid(first.source.as_deref(), &first.problem_id),
                 problem_id: first.problem_id.clone(),
@@ -190,8 +204,8 @@ pub fn openr1_records(rows: &[&TraceRow], source: PromptSource) -> Vec<OpenR1Rec
 
 fn message_fields() -> Fields {
     Fields::from(vec![
-        Field::new("role", DataType::Utf8, false),
         Field::new("content", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
     ])
 }
 
@@ -223,6 +237,8 @@ pub fn openr1_schema() -> SchemaRef {
         Field::new("problem", DataType::Utf8, false),
         Field::new("solution", DataType::Utf8, true),
         Field::new("answer", DataType::Utf8, false),
+        Field::new("problem_type", DataType::Utf8, true),
+        Field::new("question_type", DataType::Utf8, true),
         Field::new("source", DataType::Utf8, true),
         Field::new("uuid", DataType::Utf8, false),
         Field::new("problem_id", DataType::Utf8, false),
@@ -244,8 +260,8 @@ fn messages_array<'a>(rows: impl Iterator<Item = &'a [ChatMessage]>) -> ArrayRef
     for msgs in rows {
         let values = b.values();
         for m in msgs {
-            values.field_builder::<StringBuilder>(0).expect("role").append_value(&m.role);
-            values.field_builder::<StringBuilder>(1).expect("content").append_value(&m.content);
+            values.field_builder::<StringBuilder>(0).expect("content").append_value(&m.content);
+            values.field_builder::<StringBuilder>(1).expect("role").append_value(&m.role);
             values.append(true);
         }
         b.append(true);
@@ -296,6 +312,8 @@ fn openr1_batch(rows: &[OpenR1Record]) -> Result<RecordBatch, arrow_schema::Arro
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.problem))),
         Arc::new(rows.iter().map(|r| r.solution.as_deref()).collect::<StringArray>()),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.answer))),
+        Arc::new(rows.iter().map(|r| r.problem_type.as_deref()).collect::<StringArray>()),
+        Arc::new(rows.iter().map(|r| r.question_type.as_deref()).collect::<StringArray>()),
         Arc::new(rows.iter().map(|r| r.source.as_deref()).collect::<StringArray>()),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.uuid))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.problem_id))),
@@ -309,33 +327,115 @@ fn openr1_batch(rows: &[OpenR1Record]) -> Result<RecordBatch, arrow_schema::Arro
     RecordBatch::try_new(openr1_schema(), columns)
 }
 
-/// Writes `rows` as a Parquet file through `to_batch`, in row groups, atomically.
-fn write_parquet<T>(
-    path: &Path,
-    schema: SchemaRef,
-    rows: &[T],
-    to_batch: impl Fn(&[T]) -> Result<RecordBatch, arrow_schema::ArrowError>,
-) -> Result<(), DatasetError> {
-    let fmt = |e: &dyn std::fmt::Display| DatasetError::file(path, e.to_string());
-    let file = AtomicFile::create(path)?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| fmt(&e))?;
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let batch = to_batch(chunk).map_err(|e| fmt(&e))?;
-        writer.write(&batch).map_err(|e| fmt(&e))?;
+/// A Parquet file written record by record: rows are buffered up to a batch, each batch is one
+/// row group (so neither the buffer nor the writer ever holds more than a batch), and the file
+/// appears under its name only on [`ParquetSink::finish`].
+pub struct ParquetSink<T> {
+    path: PathBuf,
+    writer: ArrowWriter<AtomicFile>,
+    pending: Vec<T>,
+    batch_rows: usize,
+    to_batch: fn(&[T]) -> Result<RecordBatch, arrow_schema::ArrowError>,
+}
+
+impl<T> ParquetSink<T> {
+    fn create(
+        path: &Path,
+        schema: SchemaRef,
+        batch_rows: usize,
+        to_batch: fn(&[T]) -> Result<RecordBatch, arrow_schema::ArrowError>,
+    ) -> Result<Self, DatasetError> {
+        let file = AtomicFile::create(path)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_size(batch_rows)
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| DatasetError::file(path, e.to_string()))?;
+        Ok(Self { path: path.to_path_buf(), writer, pending: Vec::with_capacity(batch_rows), batch_rows, to_batch })
     }
-    let file = writer.into_inner().map_err(|e| fmt(&e))?;
-    file.commit()
+
+    /// Appends one row.
+    pub fn push(&mut self, row: T) -> Result<(), DatasetError> {
+        self.pending.push(row);
+        if self.pending.len() >= self.batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DatasetError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let fmt = |e: &dyn std::fmt::Display| DatasetError::file(&self.path, e.to_string());
+        let batch = (self.to_batch)(&self.pending).map_err(|e| fmt(&e))?;
+        self.writer.write(&batch).map_err(|e| fmt(&e))?;
+        self.writer.flush().map_err(|e| fmt(&e))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the remaining rows and the footer, then renames the file into place.
+    pub fn finish(mut self) -> Result<(), DatasetError> {
+        self.flush()?;
+        let file = self.writer.into_inner().map_err(|e| DatasetError::file(&self.path, e.to_string()))?;
+        file.commit()
+    }
+}
+
+/// A writer of the messages layout at `path`.
+pub fn messages_sink(path: &Path) -> Result<ParquetSink<MessagesRecord>, DatasetError> {
+    ParquetSink::create(path, messages_schema(), BATCH_ROWS, messages_batch)
+}
+
+/// A writer of the OpenR1-Math-220k layout at `path`.
+pub fn openr1_sink(path: &Path) -> Result<ParquetSink<OpenR1Record>, DatasetError> {
+    ParquetSink::create(path, openr1_schema(), OPENR1_BATCH_ROWS, openr1_batch)
 }
 
 /// Writes the messages layout as Parquet (atomically).
 pub fn write_messages_parquet(path: &Path, rows: &[MessagesRecord]) -> Result<(), DatasetError> {
-    write_parquet(path, messages_schema(), rows, messages_batch)
+    let mut sink = messages_sink(path)?;
+    rows.iter().try_for_each(|r| sink.push(r.clone()))?;
+    sink.finish()
 }
 
 /// Writes the OpenR1-Math-220k layout as Parquet (atomically).
 pub fn write_openr1_parquet(path: &Path, rows: &[OpenR1Record]) -> Result<(), DatasetError> {
-    write_parquet(path, openr1_schema(), rows, openr1_batch)
+    let mut sink = openr1_sink(path)?;
+    rows.iter().try_for_each(|r| sink.push(r.clone()))?;
+    sink.finish()
+}
+
+/// What a problem set knows about a problem beyond statement and answer, for the OpenR1 layout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProblemExtras {
+    /// Reference solution (`solution` column).
+    pub solution: Option<String>,
+    /// `problem_type` column.
+    pub problem_type: Option<String>,
+    /// `question_type` column.
+    pub question_type: Option<String>,
+}
+
+impl ProblemExtras {
+    /// The extras of a loaded problem (its `solution`, `problem_type`, `question_type` columns;
+    /// numbers are written as text, other JSON values ignored).
+    pub fn of(problem: &crate::Problem) -> Self {
+        let get = |k: &str| match problem.extra.get(k) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        Self { solution: get("solution"), problem_type: get("problem_type"), question_type: get("question_type") }
+    }
+
+    /// Copies the extras into an OpenR1 record.
+    pub fn fill(&self, record: &mut OpenR1Record) {
+        record.solution.clone_from(&self.solution);
+        record.problem_type.clone_from(&self.problem_type);
+        record.question_type.clone_from(&self.question_type);
+    }
 }
 
 #[cfg(test)]

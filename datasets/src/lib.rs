@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod chat;
 pub mod jsonl;
+pub mod lock;
 pub mod overrides;
 pub mod problems;
 pub mod stop;
@@ -66,6 +67,9 @@ pub enum DatasetError {
     /// An invalid argument or configuration value.
     #[error("{0}")]
     Invalid(String),
+    /// The output directory is locked by another run (or its lock file is unusable).
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 impl DatasetError {

@@ -321,6 +321,33 @@ pub fn read_trace_file(path: &Path) -> Result<Vec<TraceRow>, TraceError> {
     Ok(rows)
 }
 
+/// Reads one trace file a record batch at a time (about 1,024 rows each), so that a large
+/// file is never whole in memory (`distill data filter` streams its inputs through this).
+pub fn read_trace_batches(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<Vec<TraceRow>, TraceError>>, TraceError> {
+    let owned = path.to_path_buf();
+    let fmt = move |e: &dyn std::fmt::Display| TraceError::Format {
+        path: owned.clone(),
+        message: e.to_string(),
+    };
+    let file = fs::File::open(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| fmt(&e))?
+        .build()
+        .map_err(|e| fmt(&e))?;
+    let path = path.to_path_buf();
+    Ok(reader.map(move |batch| {
+        let batch = batch.map_err(|e| fmt(&e))?;
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        batch_to_rows(&path, &batch, &mut rows)?;
+        Ok(rows)
+    }))
+}
+
 /// The completed shard files of a trace directory, sorted by name (hidden temp files and
 /// non-Parquet files such as `manifest.json` are skipped).
 pub fn list_trace_shards(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {

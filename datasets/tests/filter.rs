@@ -268,3 +268,207 @@ fn empty_or_self_targeting_inputs_are_refused_without_touching_outputs() {
     assert!(err.contains("must differ"), "{err}");
     assert!(traces.join("manifest.json").exists(), "the sampler's manifest must survive");
 }
+
+/// Deterministic xorshift stream for generated data.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed.max(1);
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// `problems × k` generated rows with known exact duplicates (re-spaced copies), near-duplicates
+/// (one word changed), failures and wrong answers, in a scrambled arrival order.
+fn generated_rows(problems: u32, k: u32, words: usize) -> Vec<TraceRow> {
+    let mut next = rng(7);
+    let mut rows = Vec::new();
+    for p in 0..problems {
+        let mut first = String::new();
+        for s in 0..k {
+            let text: String = (0..words).map(|_| format!("w{} ", next() % 3000)).collect();
+            let mut r = row(&format!("g{p:05}"), s, &format!("Generated problem {p} with {} apples", p * 3), text);
+            match next() % 10 {
+                0 if s > 0 => r.reasoning = format!("  {}\n", first.replace(' ', "  ")), // exact duplicate
+                1 if s > 0 => r.reasoning = first.replacen("w", "x", 1),                 // near duplicate
+                2 => r.verdict = "incorrect".into(),
+                3 => r.error = Some("HTTP 500".into()),
+                _ => {}
+            }
+            if s == 0 {
+                first = r.reasoning.clone();
+            }
+            rows.push(r);
+        }
+    }
+    // Scramble: interleave samples across problems so no shard is sorted.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    order.into_iter().map(|i| rows[i].clone()).collect()
+}
+
+/// The filter's rules 1–3, 6 and 7 computed the straightforward way (all rows in memory, sorted,
+/// the slice APIs of `dedup`): the (problem_id, sample_index) pairs kept.
+fn reference_kept(rows: &[TraceRow], cfg: &FilterConfig) -> Vec<(String, u32)> {
+    use datasets::dedup::{exact_duplicates, exact_key, near_duplicates};
+    let mut sorted: Vec<&TraceRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| (&a.problem_id, a.sample_index).cmp(&(&b.problem_id, b.sample_index)));
+    let survivors: Vec<&TraceRow> =
+        sorted.into_iter().filter(|r| r.error.is_none() && r.finish_reason == "stop" && r.verdict == "correct").collect();
+    let keys: Vec<[u8; 32]> = survivors.iter().map(|r| exact_key(&[&r.problem, &r.reasoning, &r.content])).collect();
+    let unique: Vec<&TraceRow> =
+        survivors.iter().zip(exact_duplicates(&keys)).filter(|(_, d)| d.is_none()).map(|(r, _)| *r).collect();
+    let docs: Vec<[&str; 3]> = unique.iter().map(|r| [r.problem.as_str(), r.reasoning.as_str(), r.content.as_str()]).collect();
+    let near = near_duplicates(&docs, &cfg.near_dup).unwrap();
+    unique.iter().zip(near).filter(|(_, n)| n.is_none()).map(|(r, _)| (r.problem_id.clone(), r.sample_index)).collect()
+}
+
+fn kept_ids(out: &Path) -> Vec<(String, u32)> {
+    fs::read_to_string(out.join("messages.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["problem_id"].as_str().unwrap().to_string(), v["sample_index"].as_u64().unwrap() as u32))
+        .collect()
+}
+
+/// Streaming on generated data: the same decisions as the all-in-memory reference, and
+/// byte-identical outputs whether the shards arrive sorted (direct write) or scrambled (spill).
+#[test]
+fn streaming_matches_in_memory_reference_on_generated_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = generated_rows(150, 4, 120);
+    let mut cfg = FilterConfig::default();
+    cfg.decontam.enabled = false;
+    cfg.export.openr1_generations = datasets::filter::OpenR1Generations::All;
+    let scrambled = dir.path().join("scrambled");
+    fs::create_dir_all(&scrambled).unwrap();
+    for (i, chunk) in rows.chunks(77).enumerate() {
+        write_trace_shard(&scrambled.join(format!("shard-{i:05}.parquet")), chunk).unwrap();
+    }
+    let mut sorted_rows = rows.clone();
+    sorted_rows.sort_by(|a, b| (&a.problem_id, a.sample_index).cmp(&(&b.problem_id, b.sample_index)));
+    let sorted = dir.path().join("sorted");
+    fs::create_dir_all(&sorted).unwrap();
+    for (i, chunk) in sorted_rows.chunks(100).enumerate() {
+        write_trace_shard(&sorted.join(format!("shard-{i:05}.parquet")), chunk).unwrap();
+    }
+    let (out_a, out_b) = (dir.path().join("a"), dir.path().join("b"));
+    let report_a = run_filter(&scrambled, &out_a, &cfg).unwrap();
+    let report_b = run_filter(&sorted, &out_b, &cfg).unwrap();
+    assert_eq!(report_a, report_b);
+    assert!(report_a.dropped_duplicate > 10 && report_a.dropped_near_duplicate > 10, "{report_a:#?}");
+    assert_eq!(kept_ids(&out_a), reference_kept(&rows, &cfg));
+    for file in ["messages.parquet", "messages.jsonl", "openr1.parquet", "dropped.jsonl", "filter_report.json"] {
+        assert!(fs::read(out_a.join(file)).unwrap() == fs::read(out_b.join(file)).unwrap(), "{file} differs");
+    }
+    assert!(!out_a.join(".spill").exists());
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Scale benchmark (not a test; `cargo test --release -p datasets --test filter -- --ignored
+/// --nocapture filter_at_scale`): `DISTILL_FILTER_BENCH_ROWS` rows (default 1,000,000) of ~8 KB
+/// reasoning (+ the same again as `completion`), 4 samples per problem, written in an order that
+/// forces the spill path; every rule enabled. Prints rows/s and the process's peak RSS.
+#[test]
+#[ignore]
+fn filter_at_scale() {
+    let n: u32 = std::env::var("DISTILL_FILTER_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir_in(std::env::var("DISTILL_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
+    let traces = dir.path().join("traces");
+    fs::create_dir_all(&traces).unwrap();
+    let problems = n.div_ceil(4);
+    let mut next = rng(11);
+    let (mut shard, mut bytes) = (Vec::new(), 0u64);
+    let gen_start = std::time::Instant::now();
+    for i in 0..n {
+        let text: String = (0..1400).map(|_| format!("w{} ", next() % 5000)).collect();
+        // Arrival order: sample 0 of every problem, then sample 1, … (not sorted).
+        let (p, k) = (i % problems, i / problems);
+        let mut r = row(&format!("q{p:07}"), k, &format!("Problem {p}: how many {} things", p * 7), text);
+        r.completion = format!("{}\n</think>\n\n{}", r.reasoning, r.content);
+        r.completion_tokens = 2000;
+        bytes += (r.reasoning.len() + r.completion.len()) as u64;
+        shard.push(r);
+        if shard.len() == 1000 || i + 1 == n {
+            write_trace_shard(&traces.join(format!("shard-{i:07}.parquet")), &shard).unwrap();
+            shard.clear();
+        }
+    }
+    let rss_gen = peak_rss_mib().unwrap_or(f64::NAN);
+    println!("generated {n} rows ({:.2} GB of text) in {:.1}s; peak RSS while generating {rss_gen:.0} MiB", bytes as f64 / 1e9, gen_start.elapsed().as_secs_f64());
+    let start = std::time::Instant::now();
+    let report = run_filter(&traces, &dir.path().join("out"), &FilterConfig::default()).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "filtered {} rows ({} kept) in {secs:.1}s: {:.0} rows/s; peak RSS {:.0} MiB",
+        report.input_rows,
+        report.kept,
+        f64::from(n) / secs,
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+}
+
+/// OpenR1 interop: `solution`, `problem_type` and `question_type` come from the problem file the
+/// traces' manifest records (the trace rows do not carry them); message structs are
+/// `{content, role}` as in OpenR1-Math-220k. `DISTILL_KEEP_FILTER_OUT=DIR` copies the output
+/// there for inspection with pandas.
+#[test]
+fn openr1_export_takes_solution_and_types_from_the_problem_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (traces, _) = setup(dir.path());
+    let problems = dir.path().join("problems.jsonl");
+    let mut lines = String::new();
+    for i in 1..=6 {
+        let types = if i == 2 { String::new() } else { ", \"problem_type\": \"Algebra\", \"question_type\": \"math-word-problem\"".into() };
+        lines.push_str(&format!("{{\"id\": \"p{i}\", \"problem\": \"x\", \"answer\": \"42\", \"solution\": \"Solution {i}.\"{types}}}\n"));
+    }
+    fs::write(&problems, lines).unwrap();
+    let manifest = serde_json::json!({"config": {"problems": problems.display().to_string(), "columns": {"id": "id", "problem": "problem", "answer": "answer"}}});
+    fs::write(traces.join("manifest.json"), manifest.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let mut cfg = FilterConfig::default();
+    cfg.decontam.enabled = false;
+    run_filter(&traces, &out, &cfg).unwrap();
+    if let Ok(keep) = std::env::var("DISTILL_KEEP_FILTER_OUT") {
+        fs::create_dir_all(&keep).unwrap();
+        for f in ["openr1.parquet", "messages.parquet"] {
+            fs::copy(out.join(f), Path::new(&keep).join(f)).unwrap();
+        }
+    }
+    let file = fs::File::open(out.join("openr1.parquet")).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().next().unwrap().unwrap();
+    let col = |n: &str| b.column_by_name(n).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+    let (ids, solution, ptype, qtype) = (col("problem_id"), col("solution"), col("problem_type"), col("question_type"));
+    assert_eq!(ids.value(0), "p1");
+    assert_eq!(solution.value(0), "Solution 1.");
+    assert_eq!((ptype.value(0), qtype.value(0)), ("Algebra", "math-word-problem"));
+    let p2 = (0..b.num_rows()).find(|&i| ids.value(i) == "p2").unwrap();
+    assert_eq!(solution.value(p2), "Solution 2.");
+    assert!(ptype.is_null(p2) && qtype.is_null(p2));
+    let schema = b.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(&names[..7], ["problem", "solution", "answer", "problem_type", "question_type", "source", "uuid"]);
+    let arrow_schema::DataType::List(item) = b.column_by_name("messages").unwrap().data_type() else { panic!() };
+    let arrow_schema::DataType::Struct(fields) = item.data_type() else { panic!() };
+    let order: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(order, ["content", "role"]);
+
+    // Without a findable problem file the columns stay null and the run still succeeds.
+    fs::remove_file(&problems).unwrap();
+    run_filter(&traces, &out, &cfg).unwrap();
+    let file = fs::File::open(out.join("openr1.parquet")).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().next().unwrap().unwrap();
+    assert!(b.column_by_name("solution").unwrap().is_null(0));
+}

@@ -390,6 +390,45 @@ impl ModelConfig {
         v * h + self.num_hidden_layers * layer + h + head
     }
 
+    /// A lower bound of the weight bytes at `bytes_per_param` (the dense formula, which
+    /// undercounts MoE models), computed in saturating 128-bit arithmetic so absurd configs
+    /// cannot wrap around to a small number.
+    pub fn min_weight_bytes(&self, bytes_per_param: usize) -> u128 {
+        let n = |x: usize| x as u128;
+        let (h, i, v) = (n(self.hidden_size), n(self.intermediate_size), n(self.vocab_size));
+        let q = n(self.num_attention_heads).saturating_mul(n(self.head_dim));
+        let kv = n(self.num_key_value_heads).saturating_mul(n(self.head_dim));
+        let attn = h.saturating_mul(q.saturating_mul(2).saturating_add(kv.saturating_mul(2)));
+        let layer = attn.saturating_add(h.saturating_mul(i).saturating_mul(3));
+        let embed = v.saturating_mul(h).saturating_mul(if self.tie_word_embeddings { 1 } else { 2 });
+        n(self.num_hidden_layers).saturating_mul(layer).saturating_add(embed).saturating_mul(n(bytes_per_param))
+    }
+
+    /// Refuses, before anything is allocated, a config whose weights alone exceed this
+    /// machine's physical memory (RAM + swap): a typo such as `num_hidden_layers: 1000000000`
+    /// must be an error naming the file, not a multi-terabyte allocation abort.
+    pub fn check_fits_in_memory(&self, bytes_per_param: usize, path: &Path) -> Result<(), ModelError> {
+        let need = self.min_weight_bytes(bytes_per_param);
+        let Some(have) = physical_memory_bytes() else { return Ok(()) };
+        if need > u128::from(have) {
+            return Err(key_err(
+                path,
+                "num_hidden_layers",
+                format!(
+                    "the weights of this config (hidden_size {}, intermediate_size {}, {} layers, vocab {}) \
+                     need at least {:.1} GB, more than this machine's {:.1} GB of memory",
+                    self.hidden_size,
+                    self.intermediate_size,
+                    self.num_hidden_layers,
+                    self.vocab_size,
+                    need as f64 / 1e9,
+                    have as f64 / 1e9
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The config as JSON for saving: the raw file with our parsed fields written back, so a
     /// round trip keeps every key the user had.
     pub fn to_json(&self) -> Value {
@@ -480,3 +519,14 @@ impl GenerationConfig {
 pub fn config_path(dir: &Path) -> PathBuf {
     dir.join("config.json")
 }
+
+/// RAM + swap of this machine from `/proc/meminfo` (`None` where it cannot be read).
+fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kb("MemTotal:")? + kb("SwapTotal:").unwrap_or(0)) * 1024)
+}
+

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, ElementConversion};
 
 use crate::config::{GenerationConfig, ModelConfig};
 use crate::error::ModelError;
@@ -43,6 +43,7 @@ pub fn load_model_with<B: Backend>(
         return Err(ModelError::InvalidInput(format!("compute dtype must be f32, f16 or bf16, got {dtype:?}")));
     }
     let config = ModelConfig::from_dir(dir)?;
+    config.check_fits_in_memory(dtype.size(), &crate::config::config_path(dir))?;
     let generation = GenerationConfig::from_dir(dir, &config)?;
     let mut files = SafetensorsFiles::open(dir)?;
     if config.architecture == crate::config::Architecture::DeepseekV3 {
@@ -65,7 +66,52 @@ pub fn load_model_with<B: Backend>(
             if unused_tensors.len() > shown.len() { ", …" } else { "" }
         );
     }
+    warn_non_finite(&model, dir);
     Ok(LoadedModel { model, config, generation, unused_tensors, dir: dir.to_path_buf() })
+}
+
+/// Warns about weights holding NaN or infinity (a corrupt or diverged checkpoint generates
+/// garbage without any other sign), naming up to eight of them.
+fn warn_non_finite<B: Backend>(model: &Model<B>, dir: &Path) {
+    /// Module path as HF names (enum wrappers skipped, as in `save::named_parameters`).
+    struct Scan {
+        path: Vec<String>,
+        skip: Vec<bool>,
+        bad: Vec<String>,
+    }
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Scan {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            let skip = container_type.starts_with("Enum:");
+            self.skip.push(skip);
+            if !skip {
+                self.path.push(name.to_string());
+            }
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            if !self.skip.pop().unwrap_or(false) {
+                self.path.pop();
+            }
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let t = param.val();
+            let any = |b: Tensor<B, D, Bool>| b.any().int().into_scalar().elem::<i64>() != 0;
+            if any(t.clone().is_nan()) || any(t.is_inf()) {
+                self.bad.push(self.path.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join("."));
+            }
+        }
+    }
+    let mut scan = Scan { path: Vec::new(), skip: Vec::new(), bad: Vec::new() };
+    burn::module::Module::visit(model, &mut scan);
+    if !scan.bad.is_empty() {
+        let shown: Vec<&str> = scan.bad.iter().take(8).map(String::as_str).collect();
+        tracing::warn!(
+            dir = %dir.display(),
+            count = scan.bad.len(),
+            "weights hold NaN or infinite values (the model will generate garbage): {}{}",
+            shown.join(", "),
+            if scan.bad.len() > shown.len() { ", …" } else { "" }
+        );
+    }
 }
 
 /// A freshly initialised model for `config` (norms 1, biases 0, other weights
@@ -77,6 +123,7 @@ pub fn random_model<B: Backend>(
     std: f64,
     seed: u64,
 ) -> Result<Model<B>, ModelError> {
+    config.check_fits_in_memory(dtype.size(), std::path::Path::new("config"))?;
     B::seed(device, seed);
     let mut w = RandomWeights::<B>::new(device, dtype, std, config.tie_word_embeddings);
     Model::<B>::load(config, &mut w)

@@ -11,7 +11,7 @@
 //! `format = "tokens"` reads `input_ids` and `labels` integer lists (label -100 = not trained).
 //!
 //! A path may be a file (`.parquet` or `.jsonl`) or a directory: a filter output directory is read
-//! through its `messages.parquet`, any other directory as all its `*.parquet` files (or, if none,
+//! through its `messages.parquet` (and only when its `manifest.json` says it is complete), any other directory as all its `*.parquet` files (or, if none,
 //! all `*.jsonl`), sorted by name, hidden/temp files skipped.
 
 use std::path::{Path, PathBuf};
@@ -66,6 +66,7 @@ pub fn training_files(path: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     }
     let exported = path.join("messages.parquet");
     if exported.is_file() {
+        crate::filter::check_complete_output(path)?;
         return Ok(vec![exported]);
     }
     let by_ext = |ext: &str| -> Result<Vec<PathBuf>, DatasetError> {
