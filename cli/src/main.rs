@@ -10,6 +10,7 @@ mod eval_cmd;
 mod eval_grade;
 mod model_cmd;
 mod quickstart_cmd;
+mod report;
 mod serve_cmd;
 mod student_cmd;
 mod teacher_cmd;
@@ -69,7 +70,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", report::render(&e));
             std::process::ExitCode::FAILURE
         }
     }

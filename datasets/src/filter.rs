@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::decontam::{ContaminationIndex, DecontamConfig, DecontamField};
 use crate::dedup::{exact_duplicates, exact_key, near_duplicates, NearDupConfig};
@@ -29,6 +28,8 @@ use crate::export::{
     assistant_content, openr1_records, write_messages_parquet, write_openr1_parquet, MessagesRecord,
     PromptSource,
 };
+use crate::records::provenance::hash_file;
+use crate::records::{FinishReason, Verdict};
 use crate::traces::{read_traces, TraceRow, TRACE_SCHEMA_VERSION};
 use crate::{DatasetError, TextTokenizer};
 
@@ -111,10 +112,12 @@ impl Default for ExportConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
-    /// Verdicts kept; empty keeps any. Default `["correct"]`.
-    pub verdicts: Vec<String>,
-    /// Finish reasons kept; empty keeps any. Default `["stop"]`.
-    pub finish_reasons: Vec<String>,
+    /// Verdicts kept (`correct`, `incorrect`, `unparseable_gold`, `error`); empty keeps any.
+    /// Default `["correct"]`.
+    pub verdicts: Vec<Verdict>,
+    /// Finish reasons kept (`stop`, `length`, `content_filter`, `error`); empty keeps any.
+    /// Default `["stop"]`.
+    pub finish_reasons: Vec<FinishReason>,
     /// Length bounds.
     pub length: LengthConfig,
     /// Drop exact duplicates (same problem, reasoning and content up to whitespace). Default `true`.
@@ -132,8 +135,8 @@ pub struct FilterConfig {
 impl Default for FilterConfig {
     fn default() -> Self {
         Self {
-            verdicts: vec!["correct".into()],
-            finish_reasons: vec!["stop".into()],
+            verdicts: vec![Verdict::Correct],
+            finish_reasons: vec![FinishReason::Stop],
             length: LengthConfig::default(),
             exact_dedup: true,
             near_dup: NearDupConfig::default(),
@@ -282,8 +285,8 @@ pub fn decide(
     let mut problems: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (i, row) in rows.iter().enumerate() {
         problems.insert(&row.problem_id);
-        *report.verdicts.entry(row.verdict.clone()).or_default() += 1;
-        *report.finish_reasons.entry(row.finish_reason.clone()).or_default() += 1;
+        *report.verdicts.entry(row.verdict.as_str().to_string()).or_default() += 1;
+        *report.finish_reasons.entry(row.finish_reason.as_str().to_string()).or_default() += 1;
         let id = format!("{}#{}", row.problem_id, row.sample_index);
         if let Some(e) = row.error.as_deref().filter(|e| !e.is_empty()) {
             decisions.push(dropped(DropReason::Error, e));
@@ -442,7 +445,7 @@ pub fn read_trace_rows(path: &Path) -> Result<Vec<TraceRow>, DatasetError> {
     if !path.exists() {
         return Err(DatasetError::file(path, "no such trace file or directory"));
     }
-    read_traces(path).map_err(|e| DatasetError::Invalid(e.to_string()))
+    Ok(read_traces(path)?)
 }
 
 /// Whether one of the per-row rules 1–3 (error, truncated, incorrect) drops `row`.
@@ -488,27 +491,9 @@ pub struct DroppedRecord {
     pub detail: String,
 }
 
-/// Input file fingerprint recorded in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// File path as given.
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the contents.
-    pub sha256: String,
-}
-
-fn digest_file(path: &Path) -> Result<FileDigest, DatasetError> {
-    let mut f = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
-    let mut h = Sha256::new();
-    let bytes = std::io::copy(&mut f, &mut h).map_err(|e| DatasetError::io(path, e))?;
-    Ok(FileDigest { path: path.display().to_string(), bytes, sha256: hex::encode(h.finalize()) })
-}
-
 fn input_files(path: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     if path.is_dir() {
-        crate::traces::list_trace_shards(path).map_err(|e| DatasetError::Invalid(e.to_string()))
+        Ok(crate::traces::list_trace_shards(path)?)
     } else {
         Ok(vec![path.to_path_buf()])
     }
@@ -627,7 +612,7 @@ pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<F
             .map(|d| d.as_secs())
             .unwrap_or(0),
         "config": cfg,
-        "inputs": inputs.iter().map(|p| digest_file(p)).collect::<Result<Vec<_>, _>>()?,
+        "inputs": inputs.iter().map(|p| hash_file(p)).collect::<Result<Vec<_>, _>>()?,
         "decontam_problems": index.as_ref().map(|i| i.problems_per_source().clone()),
         "outputs": outputs,
         "counts": &report,

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod jsonl;
 pub mod overrides;
 pub mod problems;
+pub mod records;
 pub mod stop;
 pub mod synthetic;
 pub mod tokenizer;
@@ -22,7 +23,7 @@ pub mod eval_records;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use problems::{load_problems, parse_problems_jsonl, Problem, ProblemColumns};
-pub use stop::{IncrementalDecoder, StopStringMatcher};
+pub use stop::{Detokenize, IncrementalDecoder, StopStringMatcher};
 pub use tokenizer::TextTokenizer;
 
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub enum DatasetError {
     /// An invalid argument or configuration value.
     #[error("{0}")]
     Invalid(String),
+    /// A trace or eval record file could not be read or written.
+    #[error(transparent)]
+    Records(#[from] records::RecordsError),
 }
 
 impl DatasetError {

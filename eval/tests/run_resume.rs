@@ -10,7 +10,7 @@ use datasets::eval_records::read_eval_record_dir;
 use eval::runner::{records_dir, sample_seed};
 use eval::EvalConfig;
 use futures::future::BoxFuture;
-use teacher::{Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt};
+use inference::{Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt};
 
 /// Answers "What is N plus one?" with N+1 when the seed says so, else with N (wrong); fails
 /// transiently (nothing recorded) once `fail_after` calls have been made.
