@@ -1,7 +1,8 @@
 //! `distill`: one binary for teacher sampling, student training and evaluation.
 //!
 //! This crate holds only clap definitions and dispatch; every command's work lives in the stage
-//! crates (`models`, `datasets`, `grader`, `teacher`, `student`, `eval`).
+//! crates (`models`, `datasets`, `grader`, `inference`, `teacher`, `student`, `eval`). A failed
+//! command prints `error: …` and each cause once under `Caused by:` ([`report`]).
 
 mod backend;
 mod bench;

@@ -1,5 +1,7 @@
-//! The text side of distill: tokenizers and chat templates, problem sets, trace and eval files,
-//! SFT example building and the synthetic quickstart task.
+//! The text side of distill: tokenizers and chat templates, problem sets, trace and eval files
+//! on one run-record layer ([`records`]: sample record, verdict/finish-reason/status enums,
+//! Parquet shards and resume index, seed derivation, provenance), SFT example building and the
+//! synthetic quickstart task.
 //!
 //! Nothing here touches Burn: the `models` crate only ever sees token ids, and every conversion
 //! between text and ids goes through [`tokenizer::TextTokenizer`] so that all stages agree on it.

@@ -367,20 +367,9 @@ mod tests {
         assert_eq!(c.model.openai.base_urls, vec!["http://127.0.0.1:1/v1".to_string()]);
     }
 
-    /// The error and its causes, as the CLI prints them.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut src = e.source();
-        while let Some(inner) = src {
-            s = format!("{s}: {inner}");
-            src = inner.source();
-        }
-        s
-    }
-
     #[test]
     fn bad_configs_name_the_problem() {
-        let e = chain(&EvalConfig::from_toml(&format!("{MIN}bogus = 1\n"), &[], "t.toml").unwrap_err());
+        let e = inference::error_chain(&EvalConfig::from_toml(&format!("{MIN}bogus = 1\n"), &[], "t.toml").unwrap_err());
         assert!(e.contains("t.toml") && e.contains("bogus"), "{e}");
         let e = EvalConfig::from_toml(MIN, &["protocol.top_p=0".into()], "t.toml").unwrap_err().to_string();
         assert!(e.contains("top_p"), "{e}");

@@ -2,7 +2,8 @@
 //!
 //! A run samples k responses per problem from a model through the same [`inference::Backend`]
 //! the teacher sampler uses (native in-process engine or any OpenAI-compatible endpoint), grades
-//! each with `grader`, stores one Parquet row per sample (resumable), and summarises:
+//! each with `grader`, stores one Parquet row per sample through the shared record layer
+//! (`datasets::records`: resumable shards, seeds), and summarises:
 //!
 //! - [`benchmarks`]: the shipped AIME 2024/2025 and MATH-500 sets and any JSONL/Parquet file.
 //! - [`config`]: the run configuration (`configs/eval/*.toml`) and `--set` overrides.

@@ -246,28 +246,34 @@ impl NativeModel {
         prompt_ids: Vec<u32>,
         params: &GenParams,
     ) -> Result<TextOutput, GenerateError> {
-        let mut rx = self.generate_stream(prompt_ids, params);
-        let mut text = String::new();
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                TextEvent::Delta(t) => text.push_str(&t),
-                TextEvent::Done {
+        collect_text(self.generate_stream(prompt_ids, params)).await
+    }
+}
+
+/// Reads a [`NativeModel::generate_stream`] channel to the end into one [`TextOutput`].
+pub async fn collect_text(
+    mut rx: mpsc::UnboundedReceiver<TextEvent>,
+) -> Result<TextOutput, GenerateError> {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TextEvent::Delta(t) => text.push_str(&t),
+            TextEvent::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                return Ok(TextOutput {
+                    text,
                     finish_reason,
                     prompt_tokens,
                     completion_tokens,
-                } => {
-                    return Ok(TextOutput {
-                        text,
-                        finish_reason,
-                        prompt_tokens,
-                        completion_tokens,
-                    })
-                }
-                TextEvent::Error(e) => return Err(e),
+                })
             }
+            TextEvent::Error(e) => return Err(e),
         }
-        Err(GenerateError::NoResult)
     }
+    Err(GenerateError::NoResult)
 }
 
 /// [`Backend`] over a [`NativeModel`].

@@ -24,7 +24,7 @@ use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 
 use crate::backend::{FinishReason, Message, Prompt};
-use crate::native::{GenParams, GenerateError, NativeModel, TextEvent};
+use crate::native::{collect_text, GenParams, NativeModel, TextEvent};
 use crate::wire::{
     AssistantMessage, ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest,
     CompletionResponse, ErrorBody, MessageContent, ModelCard, ModelList, PromptInput,
@@ -201,6 +201,16 @@ struct Plan {
     seed: Option<u64>,
     stream: bool,
     include_usage: bool,
+}
+
+/// The request body after the API-key check (an unauthorised request is not even parsed).
+fn authorized_body<T: for<'de> Deserialize<'de>>(
+    state: &ServerState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    check_auth(state, headers)?;
+    parse_body(body)
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
@@ -389,10 +399,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r.into_response();
-    }
-    let body: ChatCompletionRequest = match parse_body(body) {
+    let body: ChatCompletionRequest = match authorized_body(&state, &headers, body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -427,10 +434,7 @@ async fn completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r.into_response();
-    }
-    let body: CompletionRequest = match parse_body(body) {
+    let body: CompletionRequest = match authorized_body(&state, &headers, body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -498,13 +502,13 @@ async fn respond(state: Arc<ServerState>, p: Plan, kind: Kind) -> Response {
             .keep_alive(KeepAlive::default())
             .into_response();
     }
-    let results = futures::future::join_all(receivers.into_iter().map(collect)).await;
+    let results = futures::future::join_all(receivers.into_iter().map(collect_text)).await;
     let (mut prompt_tokens, mut completion_tokens) = (0u64, 0u64);
     let mut choices = Vec::with_capacity(results.len());
     let per_prompt = p.n as usize;
     for (index, r) in results.into_iter().enumerate() {
         let (text, finish, pt, ct) = match r {
-            Ok(x) => x,
+            Ok(o) => (o.text, o.finish_reason, o.prompt_tokens, o.completion_tokens),
             Err(e) => {
                 let message = crate::error_chain(&e);
                 return api_error(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None)
@@ -560,24 +564,6 @@ fn choice(
             ..Default::default()
         },
     }
-}
-
-async fn collect(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<TextEvent>,
-) -> Result<(String, FinishReason, u32, u32), GenerateError> {
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            TextEvent::Delta(t) => text.push_str(&t),
-            TextEvent::Done {
-                finish_reason,
-                prompt_tokens,
-                completion_tokens,
-            } => return Ok((text, finish_reason, prompt_tokens, completion_tokens)),
-            TextEvent::Error(e) => return Err(e),
-        }
-    }
-    Err(GenerateError::NoResult)
 }
 
 fn sse_events(

@@ -255,17 +255,6 @@ pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<()
 mod tests {
     use super::*;
 
-    /// The error and its causes, as the CLI prints them.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut src = e.source();
-        while let Some(inner) = src {
-            s = format!("{s}: {inner}");
-            src = inner.source();
-        }
-        s
-    }
-
     fn load_str(text: &str, sets: &[&str]) -> Result<TeacherConfig, TeacherError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
@@ -304,7 +293,7 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        let err = chain(&err);
+        let err = inference::error_chain(&err);
         assert!(err.contains("temprature") && err.contains("c.toml"), "{err}");
         let err = load_str("problems = \"p\"\nout_dir = \"o\"\n", &["sampling.top_p=0"])
             .unwrap_err()
