@@ -162,7 +162,7 @@ mod tests {
         let cfg: FilterConfig = v.try_into().unwrap();
         assert_eq!(cfg.length.max, Some(100));
         assert!(!cfg.near_dup.enabled);
-        assert_eq!(cfg.verdicts, ["correct", "incorrect"]);
+        assert_eq!(cfg.verdicts, [datasets::records::Verdict::Correct, datasets::records::Verdict::Incorrect]);
         let bad = load_config_value(None, &["lenght.max=1".into()]).unwrap();
         assert!(bad.try_into::<FilterConfig>().is_err());
     }

@@ -70,7 +70,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 fn build_backend<B: burn::prelude::Backend>(
     device: B::Device,
     cfg: &eval::EvalConfig,
-) -> Result<std::sync::Arc<dyn teacher::Backend>, eval::EvalError> {
+) -> Result<std::sync::Arc<dyn inference::Backend>, eval::EvalError> {
     eval::backends::build_backend::<B>(device, cfg)
 }
 

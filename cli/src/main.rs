@@ -1,7 +1,8 @@
 //! `distill`: one binary for teacher sampling, student training and evaluation.
 //!
 //! This crate holds only clap definitions and dispatch; every command's work lives in the stage
-//! crates (`models`, `datasets`, `grader`, `teacher`, `student`, `eval`).
+//! crates (`models`, `datasets`, `grader`, `inference`, `teacher`, `student`, `eval`). A failed
+//! command prints `error: …` and each cause once under `Caused by:` ([`report`]).
 
 mod backend;
 mod bench;
@@ -10,6 +11,7 @@ mod eval_cmd;
 mod eval_grade;
 mod model_cmd;
 mod quickstart_cmd;
+mod report;
 mod serve_cmd;
 mod student_cmd;
 mod teacher_cmd;
@@ -69,7 +71,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", report::render(&e));
             std::process::ExitCode::FAILURE
         }
     }

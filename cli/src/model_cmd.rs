@@ -245,16 +245,17 @@ fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Resul
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => {
             let tok = tokenizer.as_ref().expect("loaded for --prompt");
-            if a.chat {
+            let prompt = if a.chat {
                 let mut msgs = Vec::new();
                 if let Some(s) = &a.system {
-                    msgs.push(datasets::ChatMessage::new("system", s.clone()));
+                    msgs.push(inference::Message::system(s.clone()));
                 }
-                msgs.push(datasets::ChatMessage::new("user", text.clone()));
-                tok.encode_chat(&msgs, true)?
+                msgs.push(inference::Message::user(text.clone()));
+                inference::Prompt::Messages(msgs)
             } else {
-                tok.encode(text, true)?
-            }
+                inference::Prompt::Text(text.clone())
+            };
+            inference::text::prompt_ids(tok, &prompt)?
         }
         (None, None) => bail!("give --tokens or --prompt"),
     };
@@ -270,14 +271,11 @@ fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Resul
     let started = std::time::Instant::now();
     let loaded = models::load_model::<B>(&a.model, &device, a.dtype.dtype())?;
     let load_s = started.elapsed().as_secs_f64();
-    let mut stop_ids = if a.ignore_eos { Vec::new() } else { loaded.generation.eos_token_ids.clone() };
-    if let (Some(tok), false) = (&tokenizer, a.ignore_eos) {
-        for &id in tok.eos_token_ids() {
-            if !stop_ids.contains(&id) {
-                stop_ids.push(id);
-            }
-        }
-    }
+    let stop_ids = if a.ignore_eos {
+        Vec::new()
+    } else {
+        inference::text::eos_ids(&loaded.generation.eos_token_ids, tokenizer.as_deref())
+    };
     let temperature = if a.greedy { 0.0 } else { a.temperature.unwrap_or(0.0) };
     let params = SamplingParams {
         max_new_tokens: a.max_new_tokens,
@@ -285,66 +283,74 @@ fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Resul
         top_p: a.top_p,
         top_k: a.top_k,
         seed: a.seed,
-        stop_token_ids: stop_ids,
+        stop_token_ids: stop_ids.clone(),
     };
-    let mut request = GenerationRequest::new(prompt.clone(), params);
-    if !a.stop.is_empty() {
-        let tok = tokenizer.clone().expect("loaded for --stop");
-        let stops = a.stop.clone();
-        request = request.with_stop_check(move |ids| {
-            tok.decode(ids, true).map(|t| datasets::stop::find_stop(&t, &stops).is_some()).unwrap_or(false)
-        });
-    }
     let config = models::EngineConfig {
         max_batch: 1,
         max_seq_len: prompt.len() + a.max_new_tokens.max(1),
         ..Default::default()
     };
     let mut engine = models::Engine::new(&loaded.model, config);
-    engine.add_request(request)?;
+    let id = engine.add_request(GenerationRequest::new(prompt.clone(), params))?;
     let gen_start = std::time::Instant::now();
     let mut first_token_s = None;
     let mut output = None;
-    let mut streamer = tokenizer.as_ref().map(|_| datasets::IncrementalDecoder::new(true));
+    // The shared text layer: EOS dropped, incremental detokenisation, stop strings in linear time.
+    let mut text_stream = inference::text::TextStream::new(stop_ids, &a.stop);
+    let mut text = String::new();
+    let mut new_ids: Vec<u32> = Vec::new();
     let stdout = std::io::stdout();
-    while engine.has_work() {
+    'gen: while engine.has_work() {
         for ev in engine.step()? {
             first_token_s.get_or_insert(gen_start.elapsed().as_secs_f64());
-            if !a.json {
-                if let (Some(tok), Some(s)) = (&tokenizer, streamer.as_mut()) {
+            for &tid in &ev.new_tokens {
+                new_ids.push(tid);
+                let Some(tok) = &tokenizer else { continue };
+                let step = text_stream.push(tok.as_ref(), tid)?;
+                text.push_str(&step.text);
+                if !a.json {
                     let mut out = stdout.lock();
-                    for &id in &ev.new_tokens {
-                        write!(out, "{}", s.push(tok, id)?)?;
-                    }
+                    write!(out, "{}", step.text)?;
                     out.flush()?;
+                }
+                if step.stopped {
+                    engine.cancel(id);
+                    break 'gen;
                 }
             }
             if let Some(done) = ev.finished {
-                output = Some(done);
+                output = Some(done.finish_reason);
             }
         }
     }
-    let out = output.context("generation produced no result")?;
-    let total_s = gen_start.elapsed().as_secs_f64();
-    let mut text = match &tokenizer {
-        Some(tok) => tok.decode(&out.new_ids, true)?,
-        None => String::new(),
+    let finish_reason = if text_stream.is_stopped() {
+        inference::FinishReason::Stop
+    } else {
+        let engine_reason = output.context("generation produced no result")?;
+        let tail = match &tokenizer {
+            Some(tok) => text_stream.finish(tok.as_ref())?,
+            None => Default::default(),
+        };
+        text.push_str(&tail.text);
+        if !a.json {
+            print!("{}", tail.text);
+        }
+        inference::text::finish_reason(tail.stopped, engine_reason)
     };
-    if let Some((pos, _)) = datasets::stop::find_stop(&text, &a.stop) {
-        text.truncate(pos);
-    }
-    let decode_tps = if out.completion_tokens > 1 {
-        (out.completion_tokens - 1) as f64 / (total_s - first_token_s.unwrap_or(0.0)).max(1e-9)
+    let (prompt_tokens, completion_tokens) = (prompt.len(), new_ids.len());
+    let total_s = gen_start.elapsed().as_secs_f64();
+    let decode_tps = if completion_tokens > 1 {
+        (completion_tokens - 1) as f64 / (total_s - first_token_s.unwrap_or(0.0)).max(1e-9)
     } else {
         0.0
     };
     if a.json {
         let v = serde_json::json!({
-            "new_ids": out.new_ids,
+            "new_ids": new_ids,
             "text": text,
-            "finish_reason": out.finish_reason.as_str(),
-            "prompt_tokens": out.prompt_tokens,
-            "completion_tokens": out.completion_tokens,
+            "finish_reason": finish_reason.as_str(),
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
             "prompt_ids": prompt,
             "load_seconds": load_s,
             "time_to_first_token_seconds": first_token_s,
@@ -352,17 +358,15 @@ fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Resul
         });
         println!("{v}");
     } else {
-        if let (Some(tok), Some(s)) = (&tokenizer, streamer.as_mut()) {
-            print!("{}", s.finish(tok)?);
-        } else {
-            print!("{}", out.new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+        if tokenizer.is_none() {
+            print!("{}", new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
         }
         println!();
         eprintln!(
             "[{} prompt + {} new tokens, finish_reason={}, {:.2} tok/s decode, load {:.2}s]",
-            out.prompt_tokens,
-            out.completion_tokens,
-            out.finish_reason.as_str(),
+            prompt_tokens,
+            completion_tokens,
+            finish_reason.as_str(),
             decode_tps,
             load_s
         );

@@ -257,14 +257,14 @@ impl Quickstart {
             max_seq_len: cfg.native.max_seq_len,
             ..Default::default()
         };
-        let model = teacher::native::NativeModel::load::<Cpu>(
+        let model = inference::native::NativeModel::load::<Cpu>(
             &dir,
             FlexDevice,
             burn::tensor::DType::F32,
             engine,
             Some(cfg.teacher_name()),
         )?;
-        let backend = std::sync::Arc::new(teacher::native::NativeBackend::new(model));
+        let backend = std::sync::Arc::new(inference::native::NativeBackend::new(model));
         let rt = tokio::runtime::Runtime::new()?;
         let report = rt.block_on(teacher::sampler::run_sampling(&cfg, backend, async {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,8 +1,8 @@
 //! `distill serve`: OpenAI-compatible HTTP server over the native engine.
 
 use anyhow::Context;
-use teacher::native::NativeModel;
-use teacher::server::{router, serve, ServerLimits};
+use inference::native::NativeModel;
+use inference::server::{router, serve, ServerLimits};
 
 use crate::backend::DeviceKind;
 

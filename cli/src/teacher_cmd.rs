@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use teacher::config::{BackendKind, TeacherConfig};
-use teacher::native::{NativeBackend, NativeModel};
+use inference::BackendKind;
+use teacher::config::TeacherConfig;
+use inference::native::{NativeBackend, NativeModel};
 
 use crate::backend::DeviceKind;
 
@@ -152,8 +153,8 @@ fn load_native<B: burn::prelude::Backend>(
 fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let cfg = resolve(&a)?;
     let _lock = datasets::lock::OutputLock::acquire(&cfg.out_dir, "distill teacher sample")?;
-    let backend: Arc<dyn teacher::Backend> = match cfg.backend {
-        BackendKind::Openai => Arc::new(teacher::OpenAiBackend::new(cfg.openai.clone())?),
+    let backend: Arc<dyn inference::Backend> = match cfg.backend {
+        BackendKind::Openai => Arc::new(inference::OpenAiBackend::new(cfg.openai.clone())?),
         BackendKind::Native => {
             let model = crate::with_backend!(a.device, load_native(&cfg))?;
             Arc::new(NativeBackend::new(model))

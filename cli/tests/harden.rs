@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use datasets::records::{FinishReason, SampleRecord, Verdict};
 use datasets::traces::{write_trace_shard, TraceMessage, TraceRow};
 
 fn distill() -> Command {
@@ -39,11 +40,24 @@ fn trace(p: u32, k: u32, words: usize) -> TraceRow {
         .map(|i| format!("w{} ", ((i as u32).wrapping_mul(2_654_435_761) ^ (p * 7 + k)) % 5000))
         .collect();
     TraceRow {
-        problem_id: format!("p{p:05}"),
-        sample_index: k,
+        sample: SampleRecord {
+            problem_id: format!("p{p:05}"),
+            sample_index: k,
+            reference_answer: "1".into(),
+            finish_reason: FinishReason::Stop,
+            prompt_tokens: 5,
+            completion_tokens: 100,
+            extracted_answer: Some("1".into()),
+            verdict: Verdict::Correct,
+            temperature: 0.6,
+            top_p: 0.95,
+            max_tokens: 1000,
+            seed: 0,
+            latency_ms: 1,
+            error: None,
+        },
         source: None,
         problem: format!("Problem {p}: how many apples are in {} baskets", p * 3),
-        reference_answer: "1".into(),
         prompt: vec![TraceMessage {
             role: "user".into(),
             content: format!("Problem {p}"),
@@ -51,18 +65,7 @@ fn trace(p: u32, k: u32, words: usize) -> TraceRow {
         completion: String::new(),
         reasoning,
         content: "\\boxed{1}".into(),
-        finish_reason: "stop".into(),
-        prompt_tokens: 5,
-        completion_tokens: 100,
-        extracted_answer: Some("1".into()),
-        verdict: "correct".into(),
         teacher: "t".into(),
-        temperature: 0.6,
-        top_p: 0.95,
-        max_tokens: 1000,
-        seed: 0,
-        latency_ms: 1,
-        error: None,
         created_at: 0,
     }
 }

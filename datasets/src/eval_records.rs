@@ -1,60 +1,36 @@
 //! Per-sample evaluation records and their Parquet files.
 //!
-//! One row per (benchmark, problem, sample): the raw response, what the grader extracted and
-//! decided, and the generation facts (tokens, finish reason, seed) needed to recompute every
-//! metric later without regenerating. The files are plain Parquet so pandas/pyarrow can open
-//! them unchanged, and each shard is written to a temp file and renamed so a crash never leaves
-//! a half-written file that a resumed run would trust.
+//! One row per (benchmark, problem, sample): a [`SampleRecord`] (the columns teacher traces
+//! share: identity, grade, tokens, finish reason, seed, sampling parameters) plus the eval's own
+//! columns — the raw response, breakdown fields and the model label — so every metric can be
+//! recomputed later without regenerating. The files are plain Parquet so pandas/pyarrow open
+//! them unchanged; shards go through [`crate::records::shards`] (temp file + rename), so a
+//! crash never leaves a half-written file that a resumed run would trust.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array,
-    UInt64Array,
-};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+
+use crate::records::columns::{column, opt_str, opt_strings, strings};
+use crate::records::sample::{sample_field, SampleColumns};
+use crate::records::shards::{self, ShardRecord};
+use crate::records::{RecordsError, SampleRecord};
 
 /// Version of the eval record layout; bump when a column changes meaning.
 pub const EVAL_RECORDS_SCHEMA_VERSION: u32 = 1;
 
-/// Errors reading or writing eval record files; each names the file involved.
-#[derive(Debug, thiserror::Error)]
-pub enum EvalRecordsError {
-    /// Filesystem failure on a named path.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// Parquet/Arrow encoding or decoding failure on a named file.
-    #[error("{path}: {message}")]
-    Format {
-        /// The file involved.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// One graded sample of one problem. Field names are the Parquet column names.
+/// One graded sample of one problem: the shared [`SampleRecord`] columns (reachable directly,
+/// e.g. `record.verdict`, through `Deref`) plus the eval's own. Field names are column names.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalRecord {
+    /// Identity, grade, generation facts and sampling parameters.
+    #[serde(flatten)]
+    pub sample: SampleRecord,
     /// Benchmark name (e.g. `aime2024`), so records of several benchmarks can share a table.
     pub benchmark: String,
-    /// Problem id as given by the problem set.
-    pub problem_id: String,
-    /// 0-based sample index; (problem_id, sample_index) is the identity used for resume.
-    pub sample_index: u32,
-    /// Gold answer the sample was graded against.
-    pub reference_answer: String,
     /// MATH-500 style subject, when the problem set has one (for breakdowns).
     pub subject: Option<String>,
     /// Difficulty level as text, when the problem set has one (for breakdowns).
@@ -63,260 +39,147 @@ pub struct EvalRecord {
     pub response: String,
     /// Reasoning part when the backend separated it (e.g. `reasoning_content`).
     pub reasoning: Option<String>,
-    /// Answer the grader extracted, if any.
-    pub extracted_answer: Option<String>,
-    /// Grader verdict: `correct`, `incorrect` or `unparseable_gold`.
-    pub verdict: String,
-    /// `verdict == "correct"`, stored for convenience in dataframes.
-    pub correct: bool,
-    /// Prompt length in tokens as reported by the backend.
-    pub prompt_tokens: u32,
-    /// Response length in tokens as reported by the backend.
-    pub completion_tokens: u32,
-    /// `stop`, `length` or `error`.
-    pub finish_reason: String,
-    /// Per-sample seed derived from the run seed and the sample identity.
-    pub seed: u64,
-    /// Sampling temperature used.
-    pub temperature: f32,
-    /// Nucleus sampling mass used.
-    pub top_p: f32,
-    /// Generation budget in new tokens.
-    pub max_tokens: u32,
-    /// Wall time of the request in milliseconds.
-    pub latency_ms: u64,
-    /// Backend error message for failed samples (these count as incorrect).
-    pub error: Option<String>,
     /// Model label of the run.
     pub model: String,
 }
 
-/// Arrow schema of eval record files.
+impl Deref for EvalRecord {
+    type Target = SampleRecord;
+    fn deref(&self) -> &SampleRecord {
+        &self.sample
+    }
+}
+
+impl DerefMut for EvalRecord {
+    fn deref_mut(&mut self) -> &mut SampleRecord {
+        &mut self.sample
+    }
+}
+
+/// Arrow schema of eval record files. `correct` (= verdict is `correct`) is stored for
+/// convenience in dataframes and derived from the verdict on read.
 pub fn eval_record_schema() -> SchemaRef {
+    let shared = |n: &str| sample_field(n).expect("shared column");
     let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
         s("benchmark", false),
-        s("problem_id", false),
-        Field::new("sample_index", DataType::UInt32, false),
-        s("reference_answer", false),
+        shared("problem_id"),
+        shared("sample_index"),
+        shared("reference_answer"),
         s("subject", true),
         s("level", true),
         s("response", false),
         s("reasoning", true),
-        s("extracted_answer", true),
-        s("verdict", false),
+        shared("extracted_answer"),
+        shared("verdict"),
         Field::new("correct", DataType::Boolean, false),
-        Field::new("prompt_tokens", DataType::UInt32, false),
-        Field::new("completion_tokens", DataType::UInt32, false),
-        s("finish_reason", false),
-        Field::new("seed", DataType::UInt64, false),
-        Field::new("temperature", DataType::Float32, false),
-        Field::new("top_p", DataType::Float32, false),
-        Field::new("max_tokens", DataType::UInt32, false),
-        Field::new("latency_ms", DataType::UInt64, false),
-        s("error", true),
+        shared("prompt_tokens"),
+        shared("completion_tokens"),
+        shared("finish_reason"),
+        shared("seed"),
+        shared("temperature"),
+        shared("top_p"),
+        shared("max_tokens"),
+        shared("latency_ms"),
+        shared("error"),
         s("model", false),
     ]))
 }
 
-fn to_batch(records: &[EvalRecord]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let strs = |f: &dyn Fn(&EvalRecord) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(records.iter().map(f)))
-    };
-    let opt = |f: &dyn Fn(&EvalRecord) -> Option<&str>| -> ArrayRef {
-        Arc::new(records.iter().map(f).collect::<StringArray>())
-    };
-    let u32s = |f: &dyn Fn(&EvalRecord) -> u32| -> ArrayRef {
-        Arc::new(UInt32Array::from_iter_values(records.iter().map(f)))
-    };
-    let u64s = |f: &dyn Fn(&EvalRecord) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(records.iter().map(f)))
-    };
-    let f32s = |f: &dyn Fn(&EvalRecord) -> f32| -> ArrayRef {
-        Arc::new(Float32Array::from_iter_values(records.iter().map(f)))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        strs(&|r| &r.benchmark),
-        strs(&|r| &r.problem_id),
-        u32s(&|r| r.sample_index),
-        strs(&|r| &r.reference_answer),
-        opt(&|r| r.subject.as_deref()),
-        opt(&|r| r.level.as_deref()),
-        strs(&|r| &r.response),
-        opt(&|r| r.reasoning.as_deref()),
-        opt(&|r| r.extracted_answer.as_deref()),
-        strs(&|r| &r.verdict),
-        Arc::new(records.iter().map(|r| Some(r.correct)).collect::<BooleanArray>()),
-        u32s(&|r| r.prompt_tokens),
-        u32s(&|r| r.completion_tokens),
-        strs(&|r| &r.finish_reason),
-        u64s(&|r| r.seed),
-        f32s(&|r| r.temperature),
-        f32s(&|r| r.top_p),
-        u32s(&|r| r.max_tokens),
-        u64s(&|r| r.latency_ms),
-        opt(&|r| r.error.as_deref()),
-        strs(&|r| &r.model),
-    ];
-    RecordBatch::try_new(eval_record_schema(), columns)
-}
-
-/// Writes `records` as one Parquet file at `path`, via a temp file renamed into place, so the
-/// file either exists complete or not at all.
-pub fn write_eval_records(path: &Path, records: &[EvalRecord]) -> Result<(), EvalRecordsError> {
-    let io = |source| EvalRecordsError::Io { path: path.to_path_buf(), source };
-    let fmt = |e: &dyn std::fmt::Display| EvalRecordsError::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
+impl ShardRecord for EvalRecord {
+    fn schema() -> SchemaRef {
+        eval_record_schema()
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let batch = to_batch(records).map_err(|e| fmt(&e))?;
-        let file = File::create(&tmp).map_err(|e| EvalRecordsError::Io { path: tmp.clone(), source: e })?;
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let mut writer =
-            ArrowWriter::try_new(file, eval_record_schema(), Some(props)).map_err(|e| fmt(&e))?;
-        writer.write(&batch).map_err(|e| fmt(&e))?;
-        let file = writer.into_inner().map_err(|e| fmt(&e))?;
-        file.sync_all().map_err(|e| EvalRecordsError::Io { path: tmp.clone(), source: e })?;
-        std::fs::rename(&tmp, path).map_err(io)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
-fn column<'a, T: 'static>(
-    batch: &'a RecordBatch,
-    name: &str,
-    path: &Path,
-) -> Result<&'a T, EvalRecordsError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| EvalRecordsError::Format {
-            path: path.to_path_buf(),
-            message: format!("missing or mistyped column `{name}`"),
+    fn sample(&self) -> &SampleRecord {
+        &self.sample
+    }
+
+    fn own_column(name: &str, rows: &[Self]) -> Option<ArrayRef> {
+        let it = || rows.iter();
+        Some(match name {
+            "benchmark" => strings(it().map(|r| r.benchmark.as_str())),
+            "subject" => opt_strings(it().map(|r| r.subject.as_deref())),
+            "level" => opt_strings(it().map(|r| r.level.as_deref())),
+            "response" => strings(it().map(|r| r.response.as_str())),
+            "reasoning" => opt_strings(it().map(|r| r.reasoning.as_deref())),
+            "correct" => Arc::new(it().map(|r| Some(r.correct())).collect::<BooleanArray>()),
+            "model" => strings(it().map(|r| r.model.as_str())),
+            _ => return None,
         })
-}
+    }
 
-fn opt_str(a: &StringArray, i: usize) -> Option<String> {
-    (!a.is_null(i)).then(|| a.value(i).to_string())
-}
-
-/// Reads every row of one eval record file.
-pub fn read_eval_records(path: &Path) -> Result<Vec<EvalRecord>, EvalRecordsError> {
-    let fmt = |e: &dyn std::fmt::Display| EvalRecordsError::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let file = File::open(path).map_err(|source| EvalRecordsError::Io { path: path.to_path_buf(), source })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| fmt(&e))?
-        .build()
-        .map_err(|e| fmt(&e))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let b = batch.map_err(|e| fmt(&e))?;
-        let s = |n: &str| column::<StringArray>(&b, n, path);
-        let (benchmark, problem_id, reference_answer) = (s("benchmark")?, s("problem_id")?, s("reference_answer")?);
-        let (subject, level, response, reasoning) = (s("subject")?, s("level")?, s("response")?, s("reasoning")?);
-        let (extracted, verdict, finish, error, model) =
-            (s("extracted_answer")?, s("verdict")?, s("finish_reason")?, s("error")?, s("model")?);
-        let u32c = |n: &str| column::<UInt32Array>(&b, n, path);
-        let (sample_index, prompt_tokens, completion_tokens, max_tokens) =
-            (u32c("sample_index")?, u32c("prompt_tokens")?, u32c("completion_tokens")?, u32c("max_tokens")?);
-        let u64c = |n: &str| column::<UInt64Array>(&b, n, path);
-        let (seed, latency) = (u64c("seed")?, u64c("latency_ms")?);
-        let f32c = |n: &str| column::<Float32Array>(&b, n, path);
-        let (temperature, top_p) = (f32c("temperature")?, f32c("top_p")?);
-        let correct = column::<BooleanArray>(&b, "correct", path)?;
-        for i in 0..b.num_rows() {
+    fn decode(path: &Path, batch: &RecordBatch, out: &mut Vec<Self>) -> Result<(), RecordsError> {
+        let shared = SampleColumns::new(path, batch)?;
+        let s = |n| column::<StringArray>(path, batch, n);
+        let (benchmark, subject, level) = (s("benchmark")?, s("subject")?, s("level")?);
+        let (response, reasoning, model) = (s("response")?, s("reasoning")?, s("model")?);
+        for i in 0..batch.num_rows() {
             out.push(EvalRecord {
+                sample: shared.row(i)?,
                 benchmark: benchmark.value(i).to_string(),
-                problem_id: problem_id.value(i).to_string(),
-                sample_index: sample_index.value(i),
-                reference_answer: reference_answer.value(i).to_string(),
                 subject: opt_str(subject, i),
                 level: opt_str(level, i),
                 response: response.value(i).to_string(),
                 reasoning: opt_str(reasoning, i),
-                extracted_answer: opt_str(extracted, i),
-                verdict: verdict.value(i).to_string(),
-                correct: correct.value(i),
-                prompt_tokens: prompt_tokens.value(i),
-                completion_tokens: completion_tokens.value(i),
-                finish_reason: finish.value(i).to_string(),
-                seed: seed.value(i),
-                temperature: temperature.value(i),
-                top_p: top_p.value(i),
-                max_tokens: max_tokens.value(i),
-                latency_ms: latency.value(i),
-                error: opt_str(error, i),
                 model: model.value(i).to_string(),
             });
         }
+        Ok(())
     }
-    Ok(out)
+}
+
+/// Writes `records` as one Parquet file at `path` (parent directories created), via a temp
+/// file renamed into place, so the file either exists complete or not at all.
+pub fn write_eval_records(path: &Path, records: &[EvalRecord]) -> Result<(), RecordsError> {
+    shards::write_shard(path, records)
+}
+
+/// Reads every row of one eval record file.
+pub fn read_eval_records(path: &Path) -> Result<Vec<EvalRecord>, RecordsError> {
+    shards::read_shard(path)
 }
 
 /// Reads every `*.parquet` shard in `dir` (sorted by name, so later shards come later), skipping
 /// temp files. A missing directory reads as no records, which is what a fresh run needs.
-pub fn read_eval_record_dir(dir: &Path) -> Result<Vec<EvalRecord>, EvalRecordsError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(EvalRecordsError::Io { path: dir.to_path_buf(), source }),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| EvalRecordsError::Io { path: dir.to_path_buf(), source })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".parquet") && !name.starts_with('.') {
-            files.push(entry.path());
-        }
+pub fn read_eval_record_dir(dir: &Path) -> Result<Vec<EvalRecord>, RecordsError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
     }
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        out.extend(read_eval_records(&f)?);
-    }
-    Ok(out)
+    shards::read_shard_dir(dir)
 }
 
 #[cfg(test)]
 mod tests {
+    use arrow_array::{Float32Array, UInt32Array, UInt64Array};
+    use parquet::arrow::ArrowWriter;
+
     use super::*;
+    use crate::records::{FinishReason, Verdict};
 
     fn record(i: u32, extracted: Option<&str>) -> EvalRecord {
         EvalRecord {
+            sample: SampleRecord {
+                problem_id: format!("p{i}"),
+                sample_index: i,
+                reference_answer: "42".into(),
+                extracted_answer: extracted.map(str::to_string),
+                verdict: Verdict::Incorrect,
+                prompt_tokens: 10,
+                completion_tokens: 20 + i,
+                finish_reason: FinishReason::Stop,
+                seed: u64::MAX - i as u64,
+                temperature: 0.6,
+                top_p: 0.95,
+                max_tokens: 32768,
+                latency_ms: 5,
+                error: None,
+            },
             benchmark: "aime2024".into(),
-            problem_id: format!("p{i}"),
-            sample_index: i,
-            reference_answer: "42".into(),
             subject: i.is_multiple_of(2).then(|| "Algebra".into()),
             level: None,
             response: format!("<think>\nhm {i}\n</think>\n\n\\boxed{{{i}}}"),
             reasoning: Some("hm".into()),
-            extracted_answer: extracted.map(str::to_string),
-            verdict: "incorrect".into(),
-            correct: false,
-            prompt_tokens: 10,
-            completion_tokens: 20 + i,
-            finish_reason: "stop".into(),
-            seed: u64::MAX - i as u64,
-            temperature: 0.6,
-            top_p: 0.95,
-            max_tokens: 32768,
-            latency_ms: 5,
-            error: None,
             model: "m".into(),
         }
     }
@@ -325,7 +188,8 @@ mod tests {
     fn roundtrip_preserves_every_field_including_nulls() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shards/part-00000.parquet");
-        let recs = vec![record(0, Some("0")), record(1, None), record(2, Some("\\frac{1}{2}"))];
+        let mut recs = vec![record(0, Some("0")), record(1, None), record(2, Some("\\frac{1}{2}"))];
+        recs[2].verdict = Verdict::Correct;
         write_eval_records(&path, &recs).unwrap();
         assert_eq!(read_eval_records(&path).unwrap(), recs);
         assert_eq!(read_eval_record_dir(&dir.path().join("shards")).unwrap(), recs);
@@ -342,5 +206,82 @@ mod tests {
         std::fs::write(&bad, b"not parquet").unwrap();
         let err = read_eval_records(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.parquet"), "{err}");
+    }
+
+    #[test]
+    fn files_written_by_the_old_code_still_read() {
+        // The schema and values exactly as the pre-records writer produced them.
+        let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+        let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
+        let u64f = |n: &str| Field::new(n, DataType::UInt64, false);
+        let f32f = |n: &str| Field::new(n, DataType::Float32, false);
+        let schema = Arc::new(Schema::new(vec![
+            s("benchmark", false),
+            s("problem_id", false),
+            u32f("sample_index"),
+            s("reference_answer", false),
+            s("subject", true),
+            s("level", true),
+            s("response", false),
+            s("reasoning", true),
+            s("extracted_answer", true),
+            s("verdict", false),
+            Field::new("correct", DataType::Boolean, false),
+            u32f("prompt_tokens"),
+            u32f("completion_tokens"),
+            s("finish_reason", false),
+            u64f("seed"),
+            f32f("temperature"),
+            f32f("top_p"),
+            u32f("max_tokens"),
+            u64f("latency_ms"),
+            s("error", true),
+            s("model", false),
+        ]));
+        let st = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let so = |v: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let columns: Vec<ArrayRef> = vec![
+            st(vec!["aime", "aime", "aime"]),
+            st(vec!["p0", "p0", "p1"]),
+            Arc::new(UInt32Array::from(vec![0, 1, 0])),
+            st(vec!["1", "1", "x"]),
+            so(vec![Some("Algebra"), None, None]),
+            so(vec![None, Some("3"), None]),
+            st(vec!["\\boxed{1}", "", "\\boxed{2}"]),
+            so(vec![None, None, Some("r")]),
+            so(vec![Some("1"), None, Some("2")]),
+            st(vec!["correct", "incorrect", "unparseable_gold"]),
+            Arc::new(BooleanArray::from(vec![true, false, false])),
+            Arc::new(UInt32Array::from(vec![3, 3, 3])),
+            Arc::new(UInt32Array::from(vec![9, 0, 64])),
+            st(vec!["stop", "error", "length"]),
+            Arc::new(UInt64Array::from(vec![1, 2, 3])),
+            Arc::new(Float32Array::from(vec![0.6; 3])),
+            Arc::new(Float32Array::from(vec![0.95; 3])),
+            Arc::new(UInt32Array::from(vec![64; 3])),
+            Arc::new(UInt64Array::from(vec![7; 3])),
+            so(vec![None, Some("HTTP 400"), None]),
+            st(vec!["m", "m", "m"]),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part-00000.parquet");
+        let mut w = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema.clone(), None)
+            .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+
+        let recs = read_eval_records(&path).unwrap();
+        let verdicts: Vec<_> = recs.iter().map(|r| r.verdict).collect();
+        assert_eq!(verdicts, [Verdict::Correct, Verdict::Incorrect, Verdict::UnparseableGold]);
+        let finish: Vec<_> = recs.iter().map(|r| r.finish_reason).collect();
+        assert_eq!(finish, [FinishReason::Stop, FinishReason::Error, FinishReason::Length]);
+        assert_eq!(recs.iter().map(|r| r.correct()).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(recs[1].error.as_deref(), Some("HTTP 400"));
+        // The new writer produces the same schema and the same stored strings.
+        let again = dir.path().join("part-00001.parquet");
+        write_eval_records(&again, &recs).unwrap();
+        assert_eq!(eval_record_schema(), schema);
+        assert_eq!(shards::to_batch(&recs).unwrap().columns(), batch.columns());
     }
 }

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::AtomicFile;
 use crate::chat::r1_math_prompt;
+use crate::records::FinishReason;
 use crate::traces::TraceRow;
 use crate::{ChatMessage, DatasetError};
 
@@ -180,7 +181,7 @@ pub fn openr1_records(rows: &[&TraceRow], source: PromptSource) -> Vec<OpenR1Rec
         .map(|id| {
             let g = &groups[id];
             let first = g[0];
-            let correct: Vec<bool> = g.iter().map(|r| r.verdict == "correct").collect();
+            let correct: Vec<bool> = g.iter().map(|r| r.correct()).collect();
             let best = g.iter().zip(&correct).find(|&(_, &c)| c).map(|(r, _)| *r).unwrap_or(first);
             OpenR1Record {
                 problem: first.problem.clone(),
@@ -194,8 +195,8 @@ pub fn openr1_records(rows: &[&TraceRow], source: PromptSource) -> Vec<OpenR1Rec
                 generations: g.iter().map(|r| assistant_content(&r.reasoning, &r.content)).collect(),
                 correctness_count: correct.iter().filter(|&&c| c).count() as i64,
                 correctness_math_verify: correct,
-                is_reasoning_complete: g.iter().map(|r| r.finish_reason == "stop").collect(),
-                finish_reasons: g.iter().map(|r| r.finish_reason.clone()).collect(),
+                is_reasoning_complete: g.iter().map(|r| r.finish_reason == FinishReason::Stop).collect(),
+                finish_reasons: g.iter().map(|r| r.finish_reason.as_str().to_string()).collect(),
                 messages: conversation(best, source),
             }
         })

@@ -1,5 +1,7 @@
-//! The text side of distill: tokenizers and chat templates, problem sets, trace and eval files,
-//! SFT example building and the synthetic quickstart task.
+//! The text side of distill: tokenizers and chat templates, problem sets, trace and eval files
+//! on one run-record layer ([`records`]: sample record, verdict/finish-reason/status enums,
+//! Parquet shards and resume index, seed derivation, provenance), SFT example building and the
+//! synthetic quickstart task.
 //!
 //! Nothing here touches Burn: the `models` crate only ever sees token ids, and every conversion
 //! between text and ids goes through [`tokenizer::TextTokenizer`] so that all stages agree on it.
@@ -10,6 +12,7 @@ pub mod jsonl;
 pub mod lock;
 pub mod overrides;
 pub mod problems;
+pub mod records;
 pub mod stop;
 pub mod synthetic;
 pub mod tokenizer;
@@ -23,7 +26,7 @@ pub mod eval_records;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use problems::{load_problems, parse_problems_jsonl, Problem, ProblemColumns};
-pub use stop::{IncrementalDecoder, StopStringMatcher};
+pub use stop::{Detokenize, IncrementalDecoder, StopStringMatcher};
 pub use tokenizer::TextTokenizer;
 
 use std::path::PathBuf;
@@ -70,6 +73,9 @@ pub enum DatasetError {
     /// The output directory is locked by another run (or its lock file is unusable).
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// A trace or eval record file could not be read or written.
+    #[error(transparent)]
+    Records(#[from] records::RecordsError),
 }
 
 impl DatasetError {

@@ -6,6 +6,19 @@
 use crate::tokenizer::TextTokenizer;
 use crate::DatasetError;
 
+/// Ids → text, the one operation incremental decoding needs. [`TextTokenizer`] implements it;
+/// tests wrap it to count calls (streaming must stay linear in the number of tokens).
+pub trait Detokenize {
+    /// Decodes `ids` (dropping special tokens when `skip_special_tokens`).
+    fn decode_ids(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DatasetError>;
+}
+
+impl Detokenize for TextTokenizer {
+    fn decode_ids(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DatasetError> {
+        self.decode(ids, skip_special_tokens)
+    }
+}
+
 /// Incremental detokeniser (the prefix/read-offset scheme of TGI and vLLM): each new id is
 /// decoded together with a few previous ids, so byte-level merges and multi-token characters
 /// (emoji, CJK in byte-fallback vocabularies) come out whole. The concatenation of everything
@@ -32,13 +45,13 @@ impl IncrementalDecoder {
 
     /// Add one generated id; returns the text it completes (possibly empty, e.g. when it is the
     /// first byte of a multi-byte character).
-    pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> Result<String, DatasetError> {
+    pub fn push<D: Detokenize + ?Sized>(&mut self, tok: &D, id: u32) -> Result<String, DatasetError> {
         self.ids.push(id);
-        let prefix = tok.decode(
+        let prefix = tok.decode_ids(
             &self.ids[self.prefix_offset..self.read_offset],
             self.skip_special_tokens,
         )?;
-        let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let full = tok.decode_ids(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
             if let Some(new) = full.strip_prefix(prefix.as_str()) {
                 let out = new.to_string();
@@ -52,12 +65,12 @@ impl IncrementalDecoder {
 
     /// Text still held back at the end of generation (an incomplete character decodes to U+FFFD,
     /// as a full decode would).
-    pub fn finish(&mut self, tok: &TextTokenizer) -> Result<String, DatasetError> {
-        let prefix = tok.decode(
+    pub fn finish<D: Detokenize + ?Sized>(&mut self, tok: &D) -> Result<String, DatasetError> {
+        let prefix = tok.decode_ids(
             &self.ids[self.prefix_offset..self.read_offset],
             self.skip_special_tokens,
         )?;
-        let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let full = tok.decode_ids(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
         Ok(full

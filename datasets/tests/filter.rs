@@ -6,6 +6,7 @@ use std::path::Path;
 
 use arrow_array::{Array, BooleanArray, Int64Array, ListArray, StringArray};
 use datasets::filter::{run_filter, FilterConfig, FilterReport};
+use datasets::records::{FinishReason, SampleRecord, Verdict};
 use datasets::sft::{load_training_rows, TrainingData, TrainingFormat};
 use datasets::traces::{write_trace_shard, TraceMessage, TraceRow};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -17,27 +18,29 @@ fn reasoning(seed: u32) -> String {
 
 fn row(problem_id: &str, k: u32, problem: &str, reasoning: String) -> TraceRow {
     TraceRow {
-        problem_id: problem_id.into(),
-        sample_index: k,
+        sample: SampleRecord {
+            problem_id: problem_id.into(),
+            sample_index: k,
+            reference_answer: "42".into(),
+            extracted_answer: Some("42".into()),
+            verdict: Verdict::Correct,
+            prompt_tokens: 20,
+            completion_tokens: 700,
+            finish_reason: FinishReason::Stop,
+            seed: u64::from(k),
+            temperature: 0.6,
+            top_p: 0.95,
+            max_tokens: 4096,
+            latency_ms: 10,
+            error: None,
+        },
         source: Some("synthetic".into()),
         problem: problem.into(),
-        reference_answer: "42".into(),
         prompt: vec![TraceMessage { role: "user".into(), content: format!("{problem}\nPlease reason step by step.") }],
         completion: format!("{reasoning}\n</think>\n\nThe answer is \\boxed{{42}}."),
         reasoning,
         content: "The answer is \\boxed{42}.".into(),
-        finish_reason: "stop".into(),
-        prompt_tokens: 20,
-        completion_tokens: 700,
-        extracted_answer: Some("42".into()),
-        verdict: "correct".into(),
         teacher: "teacher-x".into(),
-        temperature: 0.6,
-        top_p: 0.95,
-        max_tokens: 4096,
-        seed: u64::from(k),
-        latency_ms: 10,
-        error: None,
         created_at: 1_764_000_000_000_000,
     }
 }
@@ -59,16 +62,16 @@ fn trace_rows() -> Vec<TraceRow> {
     near.content = "So the answer is \\boxed{42}.".into();
     rows.push(near); // near-duplicate of p2#0
     let mut wrong = row("p3", 1, &p(3), reasoning(7));
-    wrong.verdict = "incorrect".into();
+    wrong.verdict = Verdict::Incorrect;
     rows.push(wrong);
     let mut cut = row("p3", 2, &p(3), reasoning(8));
-    cut.finish_reason = "length".into();
-    cut.verdict = "incorrect".into();
+    cut.finish_reason = FinishReason::Length;
+    cut.verdict = Verdict::Incorrect;
     rows.push(cut);
     let mut failed = row("p4", 1, &p(4), String::new());
     failed.error = Some("HTTP 400: context too long".into());
-    failed.finish_reason = "error".into();
-    failed.verdict = "error".into();
+    failed.finish_reason = FinishReason::Error;
+    failed.verdict = Verdict::Error;
     rows.push(failed);
     let mut long = row("p4", 2, &p(4), reasoning(9));
     long.completion_tokens = 50_000;
@@ -293,7 +296,7 @@ fn generated_rows(problems: u32, k: u32, words: usize) -> Vec<TraceRow> {
             match next() % 10 {
                 0 if s > 0 => r.reasoning = format!("  {}\n", first.replace(' ', "  ")), // exact duplicate
                 1 if s > 0 => r.reasoning = first.replacen("w", "x", 1),                 // near duplicate
-                2 => r.verdict = "incorrect".into(),
+                2 => r.verdict = Verdict::Incorrect,
                 3 => r.error = Some("HTTP 500".into()),
                 _ => {}
             }
@@ -318,7 +321,7 @@ fn reference_kept(rows: &[TraceRow], cfg: &FilterConfig) -> Vec<(String, u32)> {
     let mut sorted: Vec<&TraceRow> = rows.iter().collect();
     sorted.sort_by(|a, b| (&a.problem_id, a.sample_index).cmp(&(&b.problem_id, b.sample_index)));
     let survivors: Vec<&TraceRow> =
-        sorted.into_iter().filter(|r| r.error.is_none() && r.finish_reason == "stop" && r.verdict == "correct").collect();
+        sorted.into_iter().filter(|r| r.error.is_none() && r.finish_reason == FinishReason::Stop && r.verdict == Verdict::Correct).collect();
     let keys: Vec<[u8; 32]> = survivors.iter().map(|r| exact_key(&[&r.problem, &r.reasoning, &r.content])).collect();
     let unique: Vec<&TraceRow> =
         survivors.iter().zip(exact_duplicates(&keys)).filter(|(_, d)| d.is_none()).map(|(r, _)| *r).collect();

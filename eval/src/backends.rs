@@ -1,11 +1,11 @@
-//! Building the model backend an eval config names, reusing the teacher's implementations so
-//! the teacher and every student are scored through the same client and engine code.
+//! Building the model backend an eval config names, through the `inference` crate, so the
+//! teacher and every student are scored through the same client and engine code.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use teacher::native::{NativeBackend, NativeModel};
-use teacher::Backend;
+use inference::native::{NativeBackend, NativeModel};
+use inference::Backend;
 
 use crate::config::{BackendKind, EvalConfig, NativeDType};
 use crate::EvalError;
@@ -16,7 +16,10 @@ pub fn openai_backend(cfg: &EvalConfig) -> Result<Arc<dyn Backend>, EvalError> {
     let mut oc = cfg.model.openai.clone();
     oc.model = cfg.model.checkpoint.clone();
     oc.concurrency = cfg.model.concurrency;
-    let b = teacher::OpenAiBackend::new(oc).map_err(|e| EvalError::Backend(e.to_string()))?;
+    let b = inference::OpenAiBackend::new(oc).map_err(|source| EvalError::Inference {
+        checkpoint: cfg.model.checkpoint.clone(),
+        source,
+    })?;
     Ok(Arc::new(b))
 }
 
@@ -49,7 +52,7 @@ pub fn native_backend<B: burn::prelude::Backend>(
         engine_config(cfg),
         Some(cfg.model.display_name()),
     )
-    .map_err(|e| EvalError::Backend(format!("loading {}: {e}", cfg.model.checkpoint)))?;
+    .map_err(|source| EvalError::Inference { checkpoint: cfg.model.checkpoint.clone(), source })?;
     Ok(Arc::new(NativeBackend::new(model)))
 }
 

@@ -125,16 +125,14 @@ impl Columns {
 /// Parses JSONL text through the shared problem-set loader (`datasets::parse_problems_jsonl`);
 /// `file` names the source in errors, which give the 1-based line number.
 pub fn parse_jsonl(text: &str, columns: &Columns, file: &str) -> Result<Vec<EvalProblem>, EvalError> {
-    let problems = parse_problems_jsonl(text, Path::new(file), &columns.problem_columns())
-        .map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let problems = parse_problems_jsonl(text, Path::new(file), &columns.problem_columns())?;
     Ok(problems.into_iter().map(|p| columns.to_eval(p)).collect())
 }
 
 /// Loads a problem file (`.jsonl`, `.json` or `.parquet`) through the shared problem-set
 /// loader, with the given columns.
 pub fn load_file(path: &Path, columns: &Columns) -> Result<Vec<EvalProblem>, EvalError> {
-    let problems = load_problems(path, &columns.problem_columns())
-        .map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let problems = load_problems(path, &columns.problem_columns())?;
     Ok(problems.into_iter().map(|p| columns.to_eval(p)).collect())
 }
 

@@ -138,12 +138,12 @@ pub fn compare_runs(run_dirs: &[PathBuf], opts: &CompareOptions) -> Result<Compa
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
     let (acc, len) = plots(&runs);
-    crate::io::write_atomic(&out.join("accuracy.svg"), acc.as_bytes())?;
-    crate::io::write_atomic(&out.join("accuracy_vs_length.svg"), len.as_bytes())?;
+    datasets::atomic::write_atomic(&out.join("accuracy.svg"), acc.as_bytes())?;
+    datasets::atomic::write_atomic(&out.join("accuracy_vs_length.svg"), len.as_bytes())?;
     let json = serde_json::to_string_pretty(&report)
-        .map_err(|e| EvalError::Invalid(format!("report serialisation: {e}")))?;
-    crate::io::write_atomic(&out.join("report.json"), json.as_bytes())?;
-    crate::io::write_atomic(&out.join("report.md"), render_markdown(&runs, &report).as_bytes())?;
+        .map_err(|e| EvalError::serialize("report", e))?;
+    datasets::atomic::write_atomic(&out.join("report.json"), json.as_bytes())?;
+    datasets::atomic::write_atomic(&out.join("report.md"), render_markdown(&runs, &report).as_bytes())?;
     Ok(report)
 }
 

@@ -17,26 +17,7 @@ use crate::EvalError;
 pub const R1_PROMPT_TEMPLATE: &str =
     "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.";
 
-/// Which kind of backend serves the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// The in-process `models` engine over a Hugging Face checkpoint directory (batched).
-    #[default]
-    Native,
-    /// Any OpenAI-compatible endpoint (SGLang, vLLM, DeepSeek API, `distill serve`).
-    Openai,
-}
-
-impl BackendKind {
-    /// `native` / `openai`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Native => "native",
-            BackendKind::Openai => "openai",
-        }
-    }
-}
+pub use inference::BackendKind;
 
 /// In-process engine sizing for `backend = "native"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -85,7 +66,7 @@ pub struct ModelConfig {
     /// OpenAI-compatible client settings, exactly the teacher sampler's `[openai]` table
     /// (`base_urls`, `api_key_env`, `timeout_s`, retries, `stream`, `extra_body`, …); its
     /// `model` is replaced by `checkpoint`.
-    pub openai: teacher::OpenAiConfig,
+    pub openai: inference::OpenAiConfig,
     /// Native engine sizing.
     pub native: NativeSettings,
 }
@@ -98,7 +79,7 @@ impl Default for ModelConfig {
             backend: BackendKind::Native,
             checkpoint: String::new(),
             concurrency: 64,
-            openai: teacher::OpenAiConfig::default(),
+            openai: inference::OpenAiConfig::default(),
             native: NativeSettings::default(),
         }
     }
@@ -274,14 +255,12 @@ impl EvalConfig {
     /// Parses TOML text after applying `--set key=value` overrides; `origin` names the file in
     /// errors. Relative paths stay relative to the working directory, like every CLI path.
     pub fn from_toml(text: &str, overrides: &[String], origin: &str) -> Result<Self, EvalError> {
-        let mut value: toml::Value = toml::from_str(text)
-            .map_err(|e| EvalError::Invalid(format!("{origin}: {e}")))?;
+        let toml_err = |source| EvalError::Toml { origin: origin.to_string(), source };
+        let mut value: toml::Value = toml::from_str(text).map_err(toml_err)?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        let cfg: EvalConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| EvalError::Invalid(format!("{origin}: {e}")))?;
+        let cfg: EvalConfig = value.try_into().map_err(toml_err)?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -390,7 +369,7 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_problem() {
-        let e = EvalConfig::from_toml(&format!("{MIN}bogus = 1\n"), &[], "t.toml").unwrap_err().to_string();
+        let e = inference::error_chain(&EvalConfig::from_toml(&format!("{MIN}bogus = 1\n"), &[], "t.toml").unwrap_err());
         assert!(e.contains("t.toml") && e.contains("bogus"), "{e}");
         let e = EvalConfig::from_toml(MIN, &["protocol.top_p=0".into()], "t.toml").unwrap_err().to_string();
         assert!(e.contains("top_p"), "{e}");

@@ -1,5 +1,6 @@
-//! An eval run: for each benchmark, problems × k requests through a [`teacher::Backend`],
-//! graded as they complete, stored as Parquet shards under `OUT/records/<benchmark>/`, then
+//! An eval run: for each benchmark, problems × k requests through an [`inference::Backend`]
+//! (fanned out by [`inference::drive`]), graded as they complete, stored as Parquet shards under
+//! `OUT/records/<benchmark>/` by the shared record layer ([`datasets::records`]), then
 //! summarised into `OUT/summary.json` + `OUT/summary.md`.
 //!
 //! Resume: a sample is identified by (problem id, sample index). A rerun reads the shards
@@ -8,35 +9,23 @@
 //! temp file + rename, so a kill at any point loses at most the samples of the unfinished shard.
 //! The run refuses to resume into a directory created with a different protocol or model.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datasets::eval_records::{read_eval_record_dir, write_eval_records, EvalRecord};
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use teacher::{Backend, ChatRequest, Message, Prompt};
+use datasets::eval_records::{read_eval_record_dir, EvalRecord};
+use datasets::records::{ResumeIndex, SampleRecord, ShardWriter, Verdict};
+use inference::{Backend, ChatRequest, Message, Prompt};
 
 use crate::benchmarks::{self, EvalProblem};
 use crate::config::EvalConfig;
 use crate::summary::{ModelInfo, ProtocolInfo, RunSummary, SummaryOptions, SUMMARY_SCHEMA_VERSION};
 use crate::EvalError;
 
-/// Per-sample seed: the first 8 bytes of SHA-256(run seed, benchmark, problem id, sample
-/// index), masked to 63 bits. Stable across reruns and machines, different for every sample.
+/// Per-sample seed: [`datasets::records::sample_seed`] scoped by benchmark and problem id
+/// (63 bits; stable across reruns and machines, different for every sample).
 pub fn sample_seed(run_seed: u64, benchmark: &str, problem_id: &str, sample_index: u32) -> u64 {
-    let mut h = Sha256::new();
-    h.update(run_seed.to_le_bytes());
-    h.update((benchmark.len() as u64).to_le_bytes());
-    h.update(benchmark.as_bytes());
-    h.update((problem_id.len() as u64).to_le_bytes());
-    h.update(problem_id.as_bytes());
-    h.update(sample_index.to_le_bytes());
-    let d = h.finalize();
-    // 63 bits: OpenAI-compatible servers parse `seed` as a signed 64-bit integer, and the
-    // HTTP client masks it to that range, so the native and HTTP paths see the same seed.
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) & (i64::MAX as u64)
+    datasets::records::sample_seed(run_seed, &[benchmark, problem_id], sample_index)
 }
 
 /// Identity of a run directory, stored as `run.json`; a resume must match it.
@@ -69,8 +58,8 @@ fn check_identity(out: &Path, id: &RunIdentity) -> Result<(), EvalError> {
     let path = out.join("run.json");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let old: RunIdentity = serde_json::from_str(&text)
-                .map_err(|e| EvalError::Invalid(format!("{}: {e}", path.display())))?;
+            let old: RunIdentity =
+                serde_json::from_str(&text).map_err(|source| EvalError::Json { path, source })?;
             // The label and role may change between runs (they only affect reports); what
             // was sampled may not.
             let same = old.protocol == id.protocol
@@ -91,7 +80,7 @@ fn check_identity(out: &Path, id: &RunIdentity) -> Result<(), EvalError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let json = serde_json::to_string_pretty(id).expect("identity serialises");
-            crate::io::write_atomic(&path, json.as_bytes())
+            Ok(datasets::atomic::write_atomic(&path, json.as_bytes())?)
         }
         Err(e) => Err(EvalError::io(&path, e)),
     }
@@ -108,50 +97,6 @@ struct Job {
     seed: u64,
 }
 
-/// Writes completed records in shards numbered after those already present.
-struct ShardWriter {
-    dir: PathBuf,
-    next: usize,
-    pending: Vec<EvalRecord>,
-    shard_size: usize,
-}
-
-impl ShardWriter {
-    fn new(dir: PathBuf, shard_size: usize) -> Result<Self, EvalError> {
-        let mut next = 0;
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(n) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")) {
-                    if let Ok(n) = n.parse::<usize>() {
-                        next = next.max(n + 1);
-                    }
-                }
-            }
-        }
-        Ok(Self { dir, next, pending: Vec::new(), shard_size })
-    }
-
-    fn push(&mut self, r: EvalRecord) -> Result<(), EvalError> {
-        self.pending.push(r);
-        if self.pending.len() >= self.shard_size {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), EvalError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let path = self.dir.join(format!("part-{:05}.parquet", self.next));
-        write_eval_records(&path, &self.pending)?;
-        self.next += 1;
-        self.pending.clear();
-        Ok(())
-    }
-}
-
 /// Runs (or resumes) every benchmark of `cfg` against `backend`, then writes and returns the
 /// run summary. Stops at the first backend error that means "try again later" (retries
 /// exhausted, shutdown) after flushing what completed, so a rerun continues from there.
@@ -161,9 +106,8 @@ pub async fn run_eval(cfg: &EvalConfig, backend: Arc<dyn Backend>) -> Result<Run
     std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
     let id = identity(cfg);
     check_identity(out, &id)?;
-    let resolved = toml::to_string_pretty(cfg)
-        .map_err(|e| EvalError::Invalid(format!("config serialisation: {e}")))?;
-    crate::io::write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
+    let resolved = toml::to_string_pretty(cfg).map_err(|e| EvalError::serialize("config", e))?;
+    datasets::atomic::write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
 
     for bench in &cfg.benchmarks {
         let mut problems = benchmarks::load(&bench.name, bench.path.as_deref(), &bench.columns)?;
@@ -213,23 +157,22 @@ async fn run_benchmark(
     backend: Arc<dyn Backend>,
 ) -> Result<(), EvalError> {
     let dir = records_dir(&cfg.out_dir, name);
-    let existing = read_eval_record_dir(&dir)?;
     // Latest row per identity wins; only successful ones count as done.
-    let mut latest = std::collections::HashMap::new();
-    for r in &existing {
-        latest.insert((r.problem_id.clone(), r.sample_index), r.error.is_none());
+    let mut done = ResumeIndex::new();
+    for r in &read_eval_record_dir(&dir)? {
+        done.record(r, r.error.is_none());
     }
-    let done: HashSet<(String, u32)> =
-        latest.into_iter().filter(|(_, ok)| *ok).map(|(key, _)| key).collect();
 
     let problems: Vec<Arc<EvalProblem>> = problems.into_iter().map(Arc::new).collect();
     // Sample-major order: a partial run covers every problem evenly.
     let mut jobs = Vec::new();
     for s in 0..k as u32 {
         for p in &problems {
-            if !done.contains(&(p.id.clone(), s)) {
+            if !done.is_done(&p.id, s) {
                 let seed = sample_seed(cfg.protocol.seed, name, &p.id, s);
-                jobs.push(Job { problem: p.clone(), sample_index: s, seed });
+                let job = Job { problem: p.clone(), sample_index: s, seed };
+                let request = request_for(cfg, &job);
+                jobs.push((job, request));
             }
         }
     }
@@ -256,37 +199,24 @@ async fn run_benchmark(
     bar.set_prefix(name.to_string());
     bar.set_position((total - jobs.len()) as u64);
 
-    let mut writer = ShardWriter::new(dir, cfg.shard_size)?;
+    let mut writer = ShardWriter::<EvalRecord>::open(&dir, cfg.shard_size)?;
     let model = cfg.model.display_name();
     let started = Instant::now();
     let (mut n_done, mut n_correct, mut tokens) = (0usize, 0usize, 0u64);
-    let concurrency = cfg.model.concurrency;
-    let mut stream = futures::stream::iter(jobs.into_iter().map(|job| {
-        let backend = backend.clone();
-        let request = request_for(cfg, &job);
-        async move {
-            let result = backend.complete(request).await;
-            (job, result)
-        }
-    }))
-    .buffer_unordered(concurrency);
-
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let outcome: Result<(), EvalError> = loop {
-        let next = tokio::select! {
-            n = stream.next() => n,
-            _ = &mut ctrl_c => break Err(EvalError::Backend("interrupted (Ctrl-C); rerun to resume".into())),
-        };
-        let Some((job, result)) = next else { break Ok(()) };
-        let completion = match result {
-            Ok(c) => c,
-            Err(e) => break Err(EvalError::Backend(format!("{name}/{}#{}: {e}", job.problem.id, job.sample_index))),
-        };
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let outcome = inference::drive(backend, jobs, cfg.model.concurrency, ctrl_c, |job, result| {
+        let completion = result.map_err(|source| EvalError::Backend {
+            benchmark: name.to_string(),
+            problem_id: job.problem.id.clone(),
+            sample_index: job.sample_index,
+            source,
+        })?;
         let record = grade_record(cfg, name, &model, &job, completion);
         n_done += 1;
-        n_correct += record.correct as usize;
-        tokens += record.completion_tokens as u64;
+        n_correct += usize::from(record.correct());
+        tokens += u64::from(record.completion_tokens);
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
             "acc {:.3} · {:.0} tok/s",
@@ -294,15 +224,17 @@ async fn run_benchmark(
             tokens as f64 / secs
         ));
         bar.inc(1);
-        if let Err(e) = writer.push(record) {
-            break Err(e);
-        }
-    };
-    drop(stream);
+        writer.push(record)?;
+        Ok::<(), EvalError>(())
+    })
+    .await;
+    // Whatever happened, keep every finished sample.
     let flushed = writer.flush();
     bar.finish_and_clear();
-    outcome?;
-    flushed
+    if outcome? {
+        return Err(EvalError::Interrupted);
+    }
+    Ok(flushed?)
 }
 
 fn request_for(cfg: &EvalConfig, job: &Job) -> ChatRequest {
@@ -326,7 +258,7 @@ fn grade_record(
     benchmark: &str,
     model: &str,
     job: &Job,
-    c: teacher::Completion,
+    c: inference::Completion,
 ) -> EvalRecord {
     let p = &job.problem;
     // Grade the full text: the grader reads only what follows `</think>` when it is present.
@@ -334,33 +266,38 @@ fn grade_record(
     let (verdict, extracted) = if c.error.is_some() {
         // A failed request is an unanswered sample, but an unparseable gold stays flagged.
         let g = grader::grade(&p.answer, "");
-        let v = if g.verdict == grader::Verdict::UnparseableGold { g.verdict } else { grader::Verdict::Incorrect };
+        let v = if g.verdict == grader::Verdict::UnparseableGold {
+            Verdict::UnparseableGold
+        } else {
+            Verdict::Incorrect
+        };
         (v, None)
     } else {
         let g = grader::grade(&p.answer, &graded_text);
-        (g.verdict, g.extracted)
+        (Verdict::from(g.verdict), g.extracted)
     };
     EvalRecord {
+        sample: SampleRecord {
+            problem_id: p.id.clone(),
+            sample_index: job.sample_index,
+            reference_answer: p.answer.clone(),
+            extracted_answer: extracted,
+            verdict,
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            finish_reason: c.finish_reason,
+            seed: job.seed,
+            temperature: cfg.protocol.temperature,
+            top_p: cfg.protocol.top_p,
+            max_tokens: cfg.protocol.max_tokens,
+            latency_ms: c.latency_ms,
+            error: c.error,
+        },
         benchmark: benchmark.to_string(),
-        problem_id: p.id.clone(),
-        sample_index: job.sample_index,
-        reference_answer: p.answer.clone(),
         subject: p.subject.clone(),
         level: p.level.clone(),
         response: graded_text,
         reasoning: (!c.reasoning.is_empty()).then_some(c.reasoning),
-        extracted_answer: extracted,
-        verdict: verdict.as_str().to_string(),
-        correct: verdict.is_correct(),
-        prompt_tokens: c.prompt_tokens,
-        completion_tokens: c.completion_tokens,
-        finish_reason: c.finish_reason.as_str().to_string(),
-        seed: job.seed,
-        temperature: cfg.protocol.temperature,
-        top_p: cfg.protocol.top_p,
-        max_tokens: cfg.protocol.max_tokens,
-        latency_ms: c.latency_ms,
-        error: c.error,
         model: model.to_string(),
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use datasets::eval_records::EvalRecord;
+use datasets::records::{FinishReason, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{
@@ -213,13 +214,13 @@ pub fn summarize_benchmark(records: &[EvalRecord], opts: &SummaryOptions) -> Ben
     let mut unparseable_gold_problems = 0;
     for p in &problems {
         let n = p.samples.len();
-        let c = p.samples.iter().filter(|r| r.correct).count();
+        let c = p.samples.iter().filter(|r| r.correct()).count();
         let answers: Vec<Option<String>> =
             p.samples.iter().map(|r| r.extracted_answer.clone()).collect();
         let classes = grader::cluster_answers(&answers);
-        let correct: Vec<bool> = p.samples.iter().map(|r| r.correct).collect();
+        let correct: Vec<bool> = p.samples.iter().map(|r| r.correct()).collect();
         let vote = majority_vote(&classes, &correct);
-        if p.samples.iter().any(|r| r.verdict == "unparseable_gold") {
+        if p.samples.iter().any(|r| r.verdict == Verdict::UnparseableGold) {
             unparseable_gold_problems += 1;
         }
         let tokens: Vec<f64> = p.samples.iter().map(|r| r.completion_tokens as f64).collect();
@@ -246,7 +247,7 @@ pub fn summarize_benchmark(records: &[EvalRecord], opts: &SummaryOptions) -> Ben
     let tokens: Vec<f64> = all.iter().map(|r| r.completion_tokens as f64).collect();
     let tok_where = |want: bool| {
         let v: Vec<f64> =
-            all.iter().filter(|r| r.correct == want).map(|r| r.completion_tokens as f64).collect();
+            all.iter().filter(|r| r.correct() == want).map(|r| r.completion_tokens as f64).collect();
         (!v.is_empty()).then(|| mean(&v))
     };
     let (lo, hi) = bootstrap_ci(&pass1, opts.bootstrap_resamples, opts.bootstrap_seed, 0.95);
@@ -284,7 +285,7 @@ pub fn summarize_benchmark(records: &[EvalRecord], opts: &SummaryOptions) -> Ben
         median_response_tokens: median(&tokens),
         mean_tokens_correct: tok_where(true),
         mean_tokens_incorrect: tok_where(false),
-        truncation_rate: frac(&|r| r.finish_reason == "length"),
+        truncation_rate: frac(&|r| r.finish_reason == FinishReason::Length),
         no_answer_rate: frac(&|r| r.extracted_answer.is_none()),
         error_rate: frac(&|r| r.error.is_some()),
         unparseable_gold_problems,
@@ -300,7 +301,7 @@ fn length_bins(samples: &[&EvalRecord], bins: usize) -> Vec<LengthBin> {
         return Vec::new();
     }
     let mut sorted: Vec<(u32, bool)> =
-        samples.iter().map(|r| (r.completion_tokens, r.correct)).collect();
+        samples.iter().map(|r| (r.completion_tokens, r.correct())).collect();
     sorted.sort_unstable();
     let bins = bins.min(sorted.len());
     (0..bins)
@@ -325,16 +326,15 @@ impl RunSummary {
     pub fn load(run_dir: &Path) -> Result<Self, EvalError> {
         let path = run_dir.join("summary.json");
         let text = std::fs::read_to_string(&path).map_err(|e| EvalError::io(&path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| EvalError::Invalid(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|source| EvalError::Json { path, source })
     }
 
     /// Writes `summary.json` and `summary.md` into `run_dir` atomically.
     pub fn save(&self, run_dir: &Path) -> Result<(), EvalError> {
         let json = serde_json::to_string_pretty(self)
-            .map_err(|e| EvalError::Invalid(format!("summary serialisation: {e}")))?;
-        crate::io::write_atomic(&run_dir.join("summary.json"), json.as_bytes())?;
-        crate::io::write_atomic(&run_dir.join("summary.md"), self.to_markdown().as_bytes())
+            .map_err(|e| EvalError::serialize("summary", e))?;
+        datasets::atomic::write_atomic(&run_dir.join("summary.json"), json.as_bytes())?;
+        Ok(datasets::atomic::write_atomic(&run_dir.join("summary.md"), self.to_markdown().as_bytes())?)
     }
 
     /// Human-readable report of the run.
@@ -427,26 +427,27 @@ mod tests {
 
     pub(crate) fn rec(pid: &str, i: u32, answer: Option<&str>, correct: bool, tokens: u32) -> EvalRecord {
         EvalRecord {
+            sample: datasets::records::SampleRecord {
+                problem_id: pid.into(),
+                sample_index: i,
+                reference_answer: "1".into(),
+                extracted_answer: answer.map(str::to_string),
+                verdict: if correct { Verdict::Correct } else { Verdict::Incorrect },
+                prompt_tokens: 5,
+                completion_tokens: tokens,
+                finish_reason: if tokens >= 100 { FinishReason::Length } else { FinishReason::Stop },
+                seed: 0,
+                temperature: 0.6,
+                top_p: 0.95,
+                max_tokens: 100,
+                latency_ms: 1,
+                error: None,
+            },
             benchmark: "b".into(),
-            problem_id: pid.into(),
-            sample_index: i,
-            reference_answer: "1".into(),
             subject: Some(if pid < "p2" { "Algebra" } else { "Geometry" }.into()),
             level: Some("3".into()),
             response: String::new(),
             reasoning: None,
-            extracted_answer: answer.map(str::to_string),
-            verdict: if correct { "correct" } else { "incorrect" }.into(),
-            correct,
-            prompt_tokens: 5,
-            completion_tokens: tokens,
-            finish_reason: if tokens >= 100 { "length" } else { "stop" }.into(),
-            seed: 0,
-            temperature: 0.6,
-            top_p: 0.95,
-            max_tokens: 100,
-            latency_ms: 1,
-            error: None,
             model: "m".into(),
         }
     }

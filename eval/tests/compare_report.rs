@@ -5,30 +5,32 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use datasets::eval_records::EvalRecord;
+use datasets::records::{FinishReason, SampleRecord, Verdict};
 use eval::summary::{summarize_benchmark, ModelInfo, ProtocolInfo, Role, RunSummary, SummaryOptions};
 
 fn rec(pid: &str, i: u32, correct: bool, tokens: u32) -> EvalRecord {
     EvalRecord {
+        sample: SampleRecord {
+            problem_id: pid.into(),
+            sample_index: i,
+            reference_answer: "7".into(),
+            extracted_answer: Some(if correct { "7" } else { "8" }.into()),
+            verdict: if correct { Verdict::Correct } else { Verdict::Incorrect },
+            prompt_tokens: 3,
+            completion_tokens: tokens,
+            finish_reason: FinishReason::Stop,
+            seed: 0,
+            temperature: 0.6,
+            top_p: 0.95,
+            max_tokens: 64,
+            latency_ms: 1,
+            error: None,
+        },
         benchmark: "b".into(),
-        problem_id: pid.into(),
-        sample_index: i,
-        reference_answer: "7".into(),
         subject: None,
         level: None,
         response: String::new(),
         reasoning: None,
-        extracted_answer: Some(if correct { "7" } else { "8" }.into()),
-        verdict: if correct { "correct" } else { "incorrect" }.into(),
-        correct,
-        prompt_tokens: 3,
-        completion_tokens: tokens,
-        finish_reason: "stop".into(),
-        seed: 0,
-        temperature: 0.6,
-        top_p: 0.95,
-        max_tokens: 64,
-        latency_ms: 1,
-        error: None,
         model: "m".into(),
     }
 }

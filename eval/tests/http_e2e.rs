@@ -1,5 +1,5 @@
-//! The OpenAI-compatible path end to end: the teacher's HTTP server (what `distill serve` runs)
-//! over a tiny fixture checkpoint on loopback, scored by `eval` through the teacher's HTTP
+//! The OpenAI-compatible path end to end: the `inference` HTTP server (what `distill serve` runs)
+//! over a tiny fixture checkpoint on loopback, scored by `eval` through the `inference` HTTP
 //! client — the way the R1 teacher is scored behind SGLang/vLLM — and checked against the same
 //! checkpoint scored in-process.
 
@@ -10,11 +10,7 @@ use eval::EvalConfig;
 
 fn checkpoint(dir: &Path) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in ["config.json", "generation_config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
-    }
-    teacher::byte_tokenizer::write_byte_tokenizer(dir).unwrap();
+    inference::byte_tokenizer::write_tiny_checkpoint(&fixture, dir).unwrap();
 }
 
 fn config(out: &Path, problems: &Path, backend: &str, checkpoint: &str, base_url: &str) -> EvalConfig {
@@ -64,7 +60,7 @@ fn openai_backend_against_local_server_matches_native_prompting() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let engine = models::EngineConfig { max_batch: 4, max_seq_len: 512, ..Default::default() };
-    let model = teacher::native::NativeModel::load::<burn::backend::Flex>(
+    let model = inference::native::NativeModel::load::<burn::backend::Flex>(
         &ckpt,
         burn::backend::flex::FlexDevice,
         burn::tensor::DType::F32,
@@ -74,9 +70,9 @@ fn openai_backend_against_local_server_matches_native_prompting() {
     .unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = teacher::server::router(model, None, teacher::server::ServerLimits::default());
+    let router = inference::server::router(model, None, inference::server::ServerLimits::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(teacher::server::serve(listener, router, async {
+    let server = rt.spawn(inference::server::serve(listener, router, async {
         let _ = stop_rx.await;
     }));
 

@@ -7,10 +7,7 @@ use eval::EvalConfig;
 
 fn checkpoint(dir: &Path) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
-    for f in ["config.json", "generation_config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
-    }
-    teacher::byte_tokenizer::write_byte_tokenizer(dir).unwrap();
+    inference::byte_tokenizer::write_tiny_checkpoint(&fixture, dir).unwrap();
 }
 
 #[test]
@@ -58,7 +55,7 @@ bootstrap_resamples = 50
         assert!(r.error.is_none(), "{:?}", r.error);
         assert!(r.completion_tokens >= 1 && r.completion_tokens <= 6);
         assert!(r.prompt_tokens > 10, "chat template applied: {}", r.prompt_tokens);
-        assert!(r.finish_reason == "stop" || r.finish_reason == "length");
+        assert!(matches!(r.finish_reason, datasets::records::FinishReason::Stop | datasets::records::FinishReason::Length));
     }
     // Same seeds → same samples: a second run directory reproduces the responses.
     let mut cfg2 = cfg.clone();

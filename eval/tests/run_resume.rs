@@ -10,7 +10,7 @@ use datasets::eval_records::read_eval_record_dir;
 use eval::runner::{records_dir, sample_seed};
 use eval::EvalConfig;
 use futures::future::BoxFuture;
-use teacher::{Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt};
+use inference::{Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt};
 
 /// Answers "What is N plus one?" with N+1 when the seed says so, else with N (wrong); fails
 /// transiently (nothing recorded) once `fail_after` calls have been made.
@@ -182,7 +182,8 @@ fn interrupted_run_resumes_to_the_same_result() {
     let cfg = config(&tmp.path().join("resumed"), &problems, 3);
     // First attempt dies after 7 completions (the backend gives up on the 8th).
     let err = rt().block_on(eval::run_eval(&cfg, Arc::new(Scripted::new(7)))).unwrap_err();
-    assert!(err.to_string().contains("503"), "{err}");
+    let err = inference::error_chain(&err);
+    assert!(err.contains("toy/q") && err.contains("503"), "{err}");
     let partial = read_eval_record_dir(&records_dir(&cfg.out_dir, "toy")).unwrap();
     assert!(!partial.is_empty() && partial.len() <= 7, "{} rows", partial.len());
 

@@ -8,40 +8,20 @@ use std::path::{Path, PathBuf};
 use datasets::ProblemColumns;
 use serde::{Deserialize, Serialize};
 
-use crate::openai::OpenAiConfig;
+use inference::{BackendKind, OpenAiConfig};
+
 use crate::TeacherError;
 
 /// The R1 evaluation/sampling instruction appended to each problem (DeepSeek-R1 paper, §3.1).
 pub const R1_PROMPT_TEMPLATE: &str =
     "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.";
 
-/// Where completions come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// An OpenAI-compatible HTTP server (SGLang, vLLM, DeepSeek API, `distill serve`). Default.
-    #[default]
-    Openai,
-    /// The `models` engine in-process.
-    Native,
-}
-
-impl BackendKind {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Openai => "openai",
-            BackendKind::Native => "native",
-        }
-    }
-}
-
 /// A whole sampling run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherConfig {
     /// Backend used. Default `openai`.
-    #[serde(default)]
+    #[serde(default = "d_backend")]
     pub backend: BackendKind,
     /// Problem set (JSONL or Parquet). Required.
     pub problems: PathBuf,
@@ -132,6 +112,9 @@ pub struct NativeConfig {
     pub name: Option<String>,
 }
 
+fn d_backend() -> BackendKind {
+    BackendKind::Openai
+}
 fn d_samples() -> u32 {
     4
 }
@@ -193,12 +176,13 @@ impl TeacherConfig {
     /// directory, as the command lines documented in `configs/teacher/` assume.
     pub fn parse(path: &Path, overrides: &[String]) -> Result<Self, TeacherError> {
         let text = std::fs::read_to_string(path).map_err(|e| TeacherError::io(path, e))?;
-        let mut value: toml::Value = toml::from_str(&text)
-            .map_err(|e| TeacherError::Config(format!("{}: {e}", path.display())))?;
+        let toml_err = |source| TeacherError::Toml {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut value: toml::Value = toml::from_str(&text).map_err(toml_err)?;
         apply_overrides(&mut value, overrides)?;
-        value
-            .try_into()
-            .map_err(|e| TeacherError::Config(format!("{}: {e}", path.display())))
+        value.try_into().map_err(toml_err)
     }
 
     /// Checks values that serde cannot (ranges, required-by-backend fields).
@@ -308,9 +292,9 @@ mod tests {
             "problems = \"p\"\nout_dir = \"o\"\n[sampling]\ntemprature = 1\n",
             &[],
         )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("temprature"), "{err}");
+        .unwrap_err();
+        let err = inference::error_chain(&err);
+        assert!(err.contains("temprature") && err.contains("c.toml"), "{err}");
         let err = load_str("problems = \"p\"\nout_dir = \"o\"\n", &["sampling.top_p=0"])
             .unwrap_err()
             .to_string();

@@ -1,44 +1,55 @@
-//! Teacher sampling: problems × k completions, verified and written to Parquet.
+//! Teacher sampling: problems × k completions, graded and written to Parquet trace shards.
 //!
-//! - [`backend`]: the [`Backend`] trait shared with `eval` (one request → one completion).
-//! - [`openai`]: the OpenAI-compatible HTTP client (SGLang, vLLM, DeepSeek API, `distill serve`).
-//! - [`native`]: the in-process `models` engine behind the same trait (batched).
+//! This crate is the sampling stage only; the models it samples from are reached through the
+//! `inference` crate's [`inference::Backend`] (HTTP client or in-process engine).
+//!
 //! - [`config`]: the `distill teacher sample` configuration and `--set` overrides.
-//! - [`sampler`]: the resumable problems × k loop ([`sampler::drive`] is reusable by `eval`).
+//! - [`sampler`]: the resumable problems × k loop.
 //! - [`manifest`]: `manifest.json` of a trace directory.
-//! - [`server`]: the OpenAI-compatible HTTP server over the native engine (`distill serve`).
+//! - [`progress`]: the progress bar / periodic log line.
 
-pub mod backend;
-pub mod byte_tokenizer;
 pub mod config;
-pub mod engine_worker;
-pub mod instant_server;
 pub mod manifest;
-pub mod native;
-pub mod openai;
 pub mod progress;
 pub mod sampler;
-pub mod server;
 
-pub use backend::{Backend, BackendError, ChatRequest, Completion, FinishReason, Message, Prompt};
-pub use config::{BackendKind, TeacherConfig};
-pub use openai::{OpenAiBackend, OpenAiConfig};
+pub use config::TeacherConfig;
 pub use sampler::{run_sampling, RunReport};
 
 use std::path::PathBuf;
 
-/// Errors of the teacher stage. Each names the file, key or request at fault.
+/// Errors of the teacher stage. Each names the file, key or request at fault and keeps the
+/// underlying error as its source (the CLI prints the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum TeacherError {
-    /// Bad configuration (a key, a value, a missing environment variable).
+    /// Bad configuration (a key, a value, an override).
     #[error("config: {0}")]
     Config(String),
+    /// A TOML config file that does not parse or does not fit the schema.
+    #[error("{path}")]
+    Toml {
+        /// The config file.
+        path: PathBuf,
+        /// What the TOML parser said (names the key).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A JSON file (the run manifest) that does not parse.
+    #[error("{path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Filesystem failure.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// File or directory involved.
         path: PathBuf,
         /// Underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// Problem set or tokenizer failure (names the file and line).
@@ -46,10 +57,10 @@ pub enum TeacherError {
     Dataset(#[from] datasets::DatasetError),
     /// Trace shard failure (names the file).
     #[error(transparent)]
-    Trace(#[from] datasets::traces::TraceError),
-    /// Model loading or generation failure.
-    #[error("model: {0}")]
-    Model(String),
+    Records(#[from] datasets::records::RecordsError),
+    /// Backend set-up failure (HTTP client, model loading).
+    #[error(transparent)]
+    Inference(#[from] inference::InferenceError),
     /// The output directory holds a run made with different settings.
     #[error("{0}")]
     Mismatch(String),

@@ -2,10 +2,12 @@
 //! far the run got. It is what makes a trace dataset auditable months later, and what a resume
 //! checks before appending to a directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use datasets::records::RunStatus;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+pub use datasets::records::provenance::{git_rev, now_rfc3339, InputHash};
 
 use crate::config::TeacherConfig;
 use crate::TeacherError;
@@ -37,17 +39,6 @@ pub struct RunCounts {
     pub completion_tokens: u64,
 }
 
-/// Hash of one input file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputHash {
-    /// Path as given.
-    pub path: PathBuf,
-    /// Hex SHA-256 of the file's bytes.
-    pub sha256: String,
-    /// Size in bytes.
-    pub bytes: u64,
-}
-
 /// The manifest document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -62,7 +53,7 @@ pub struct Manifest {
     /// Backend used (`openai` / `native`).
     pub backend: String,
     /// `running`, `complete`, `incomplete` or `interrupted`.
-    pub status: String,
+    pub status: RunStatus,
     /// Resolved configuration (after `--set` and flags; API keys never appear here, only the
     /// variable name).
     pub config: TeacherConfig,
@@ -83,7 +74,7 @@ impl Manifest {
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
-                .map_err(|e| TeacherError::Config(format!("{}: {e}", path.display()))),
+                .map_err(|source| TeacherError::Json { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(TeacherError::io(path, e)),
         }
@@ -135,91 +126,5 @@ impl Manifest {
                 diffs.join("; ")
             )))
         }
-    }
-}
-
-/// SHA-256 of a file, streamed.
-pub fn hash_file(path: &Path) -> Result<InputHash, TeacherError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| TeacherError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| TeacherError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok(InputHash {
-        path: path.to_path_buf(),
-        sha256: hex::encode(h.finalize()),
-        bytes,
-    })
-}
-
-/// The git revision: `DISTILL_GIT_REV` if set, else `git rev-parse HEAD` in the current
-/// directory (with a `+dirty` suffix when the tree has changes); `None` outside a checkout.
-pub fn git_rev() -> Option<String> {
-    if let Ok(v) = std::env::var("DISTILL_GIT_REV") {
-        return Some(v);
-    }
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .ok()
-        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
-    Some(if dirty { format!("{rev}+dirty") } else { rev })
-}
-
-/// Current time as RFC 3339 UTC (second precision), without a date-time dependency.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_764_374_400 + 3661), "2025-11-29T01:01:01Z");
     }
 }

@@ -65,7 +65,7 @@ impl Progress {
         s.tokens += u64::from(row.completion_tokens);
         if row.error.is_none() {
             s.graded += 1;
-            s.correct += u64::from(row.verdict == "correct");
+            s.correct += u64::from(row.correct());
         }
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         let msg = format!(

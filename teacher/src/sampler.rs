@@ -7,37 +7,30 @@
 //! buffered when the previous run died. A kill at any instant therefore neither loses a written
 //! sample nor duplicates one.
 //!
-//! [`drive`] is the reusable core (bounded concurrency, cancellation) that `eval` also uses.
+//! Requests go out through [`inference::drive`] (bounded concurrency, cancellation).
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use datasets::records::provenance::{self, InputHash};
+use datasets::records::{
+    sample_seed, FinishReason, ResumeIndex, RunStatus, SampleRecord, ShardWriter, Verdict,
+};
 use datasets::traces::{self, TraceMessage, TraceRow};
 use datasets::Problem;
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
+use inference::{drive, Backend, ChatRequest, Completion, Message, Prompt};
 
-use crate::backend::{Backend, BackendError, ChatRequest, Completion, Message, Prompt};
 use crate::config::{SamplingConfig, TeacherConfig};
-use crate::manifest::{self, InputHash, Manifest, RunCounts};
+use crate::manifest::{Manifest, RunCounts};
 use crate::TeacherError;
 
-/// Prefix of shard file names (`part-00000.parquet`, …).
-pub const SHARD_PREFIX: &str = "part-";
-
-/// Deterministic per-sample seed: the first 8 bytes of SHA-256(base seed, problem id, sample
-/// index), length-prefixed so distinct identities cannot collide by concatenation.
-pub fn sample_seed(base_seed: u64, problem_id: &str, sample_index: u32) -> u64 {
-    let mut h = Sha256::new();
-    h.update(base_seed.to_le_bytes());
-    h.update((problem_id.len() as u64).to_le_bytes());
-    h.update(problem_id.as_bytes());
-    h.update(sample_index.to_le_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+/// Deterministic per-sample seed of a trace: [`datasets::records::sample_seed`] scoped by the
+/// problem id.
+pub fn trace_seed(base_seed: u64, problem_id: &str, sample_index: u32) -> u64 {
+    sample_seed(base_seed, &[problem_id], sample_index)
 }
 
 /// The chat messages for one problem: optional system prompt, then the user message from the
@@ -51,41 +44,6 @@ pub fn build_messages(sampling: &SamplingConfig, problem: &str) -> Vec<Message> 
         sampling.prompt_template.replace("{problem}", problem),
     ));
     msgs
-}
-
-/// Runs `jobs` through `backend` with at most `concurrency` requests in flight, handing each
-/// result to `on_result` as it arrives (in completion order). Returns `Ok(true)` when `stop`
-/// fired first: in-flight requests are then dropped (cancelled) and never reported, so the
-/// caller can treat everything not reported as not done. An error from `on_result` stops the
-/// run and is returned.
-pub async fn drive<J, E>(
-    backend: Arc<dyn Backend>,
-    jobs: impl IntoIterator<Item = (J, ChatRequest)>,
-    concurrency: usize,
-    stop: impl Future<Output = ()>,
-    mut on_result: impl FnMut(J, Result<Completion, BackendError>) -> Result<(), E>,
-) -> Result<bool, E> {
-    let mut results = futures::stream::iter(jobs)
-        .map(|(job, request)| {
-            let backend = backend.clone();
-            async move {
-                let out = backend.complete(request).await;
-                (job, out)
-            }
-        })
-        .buffer_unordered(concurrency.max(1));
-    let stop = std::pin::pin!(stop);
-    let mut stop = futures::FutureExt::fuse(stop);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => return Ok(true),
-            next = results.next() => match next {
-                Some((job, out)) => on_result(job, out)?,
-                None => return Ok(false),
-            },
-        }
-    }
 }
 
 /// What a sampling invocation achieved.
@@ -117,78 +75,32 @@ struct Job {
     prompt: Vec<Message>,
 }
 
-/// Buffers rows and writes whole shards, numbered after those already present.
-struct ShardSink {
-    dir: PathBuf,
-    next: usize,
-    pending: Vec<TraceRow>,
-    shard_size: usize,
-}
-
-impl ShardSink {
-    fn flush(&mut self) -> Result<(), TeacherError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let path = self
-            .dir
-            .join(format!("{SHARD_PREFIX}{:05}.parquet", self.next));
-        traces::write_trace_shard(&path, &self.pending)?;
-        tracing::debug!(shard = %path.display(), rows = self.pending.len(), "wrote shard");
-        self.next += 1;
-        self.pending.clear();
-        Ok(())
-    }
-
-    fn push(&mut self, row: TraceRow) -> Result<(), TeacherError> {
-        self.pending.push(row);
-        if self.pending.len() >= self.shard_size {
-            self.flush()?;
-        }
-        Ok(())
-    }
-}
-
-fn shard_number(path: &Path) -> Option<usize> {
-    let name = path.file_name()?.to_str()?;
-    name.strip_prefix(SHARD_PREFIX)?
-        .strip_suffix(".parquet")?
-        .parse()
-        .ok()
-}
-
-/// Removes temp files a killed run left behind (hidden `.…tmp` names); they are never data.
-fn remove_stale_temps(dir: &Path) -> Result<(), TeacherError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| TeacherError::io(dir, e))? {
-        let entry = entry.map_err(|e| TeacherError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    Ok(())
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 fn make_row(job: &Job, c: Completion, teacher: &str, s: &SamplingConfig) -> TraceRow {
     let (verdict, extracted) = if c.error.is_some() {
-        ("error".to_string(), None)
+        (Verdict::Error, None)
     } else {
         let g = grader::grade(&job.problem.answer, &c.content);
-        (g.verdict.as_str().to_string(), g.extracted)
+        (Verdict::from(g.verdict), g.extracted)
     };
     TraceRow {
-        problem_id: job.problem.id.clone(),
-        sample_index: job.sample_index,
+        sample: SampleRecord {
+            problem_id: job.problem.id.clone(),
+            sample_index: job.sample_index,
+            reference_answer: job.problem.answer.clone(),
+            extracted_answer: extracted,
+            verdict,
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            finish_reason: c.finish_reason,
+            seed: job.seed,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            max_tokens: s.max_tokens,
+            latency_ms: c.latency_ms,
+            error: c.error,
+        },
         source: job.problem.source.clone(),
         problem: job.problem.problem.clone(),
-        reference_answer: job.problem.answer.clone(),
         prompt: job
             .prompt
             .iter()
@@ -200,26 +112,15 @@ fn make_row(job: &Job, c: Completion, teacher: &str, s: &SamplingConfig) -> Trac
         reasoning: c.reasoning,
         content: c.content,
         completion: c.completion,
-        finish_reason: c.finish_reason.as_str().to_string(),
-        prompt_tokens: c.prompt_tokens,
-        completion_tokens: c.completion_tokens,
-        extracted_answer: extracted,
-        verdict,
         teacher: teacher.to_string(),
-        temperature: s.temperature,
-        top_p: s.top_p,
-        max_tokens: s.max_tokens,
-        seed: job.seed,
-        latency_ms: c.latency_ms,
-        error: c.error,
-        created_at: now_micros(),
+        created_at: provenance::now_micros(),
     }
 }
 
 fn count_row(counts: &mut RunCounts, row: &TraceRow) {
     counts.rows += 1;
-    counts.correct += usize::from(row.verdict == "correct");
-    counts.truncated += usize::from(row.finish_reason == "length");
+    counts.correct += usize::from(row.correct());
+    counts.truncated += usize::from(row.finish_reason == FinishReason::Length);
     counts.failed += usize::from(row.error.is_some());
     counts.completion_tokens += u64::from(row.completion_tokens);
 }
@@ -236,10 +137,10 @@ pub async fn run_sampling(
     if let Some(n) = cfg.run.max_problems {
         problems.truncate(n);
     }
-    let inputs: Vec<InputHash> = vec![manifest::hash_file(&cfg.problems)?];
+    let inputs: Vec<InputHash> = vec![provenance::hash_file(&cfg.problems)?];
     let out = &cfg.out_dir;
-    std::fs::create_dir_all(out).map_err(|e| TeacherError::io(out, e))?;
-    remove_stale_temps(out)?;
+    // Opening the writer creates the directory and sweeps temp files a killed run left.
+    let mut sink = ShardWriter::<TraceRow>::open(out, cfg.run.shard_size)?;
 
     let previous = Manifest::read(out)?;
     if let Some(m) = &previous {
@@ -254,18 +155,14 @@ pub async fn run_sampling(
         ..Default::default()
     };
 
-    // What is already on disk.
+    // What is already on disk. Every row counts as done, permanent failures included: a bad
+    // prompt is recorded once, not retried forever.
     let wanted: HashSet<&str> = problems.iter().map(|p| p.id.as_str()).collect();
-    let mut done: HashSet<(String, u32)> = HashSet::new();
-    let mut next_shard = 0;
+    let mut done = ResumeIndex::new();
     for shard in traces::list_trace_shards(out)? {
-        if let Some(n) = shard_number(&shard) {
-            next_shard = next_shard.max(n + 1);
-        }
         for row in traces::read_trace_file(&shard)? {
             if row.sample_index < k && wanted.contains(row.problem_id.as_str()) {
-                let key = (row.problem_id.clone(), row.sample_index);
-                if done.insert(key) {
+                if done.record(&row, true) {
                     count_row(&mut counts, &row);
                 } else {
                     tracing::warn!(problem = %row.problem_id, sample = row.sample_index,
@@ -277,18 +174,18 @@ pub async fn run_sampling(
     let mut manifest = Manifest {
         schema_version: traces::TRACE_SCHEMA_VERSION,
         distill_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_rev: manifest::git_rev(),
+        git_rev: provenance::git_rev(),
         teacher: teacher.clone(),
         backend: cfg.backend.as_str().to_string(),
-        status: "running".into(),
+        status: RunStatus::Running,
         config: cfg.clone(),
         inputs,
         counts: counts.clone(),
         created_at: previous
             .as_ref()
             .map(|m| m.created_at.clone())
-            .unwrap_or_else(manifest::now_rfc3339),
-        updated_at: manifest::now_rfc3339(),
+            .unwrap_or_else(provenance::now_rfc3339),
+        updated_at: provenance::now_rfc3339(),
     };
     manifest.write(out)?;
 
@@ -296,10 +193,10 @@ pub async fn run_sampling(
     for p in problems.into_iter().map(Arc::new) {
         let prompt = build_messages(&cfg.sampling, &p.problem);
         for i in 0..k {
-            if done.contains(&(p.id.clone(), i)) {
+            if done.is_done(&p.id, i) {
                 continue;
             }
-            let seed = sample_seed(cfg.sampling.seed, &p.id, i);
+            let seed = trace_seed(cfg.sampling.seed, &p.id, i);
             let request = ChatRequest {
                 prompt: Prompt::Messages(prompt.clone()),
                 max_tokens: cfg.sampling.max_tokens,
@@ -320,16 +217,10 @@ pub async fn run_sampling(
         }
     }
     let todo = jobs.len();
-    tracing::info!(out = %out.display(), already = done.len(), todo, teacher = %teacher, "sampling");
+    tracing::info!(out = %out.display(), already = done.done_count(), todo, teacher = %teacher, "sampling");
 
     let progress =
         crate::progress::Progress::new(cfg.run.progress, counts.expected_rows, counts.rows);
-    let mut sink = ShardSink {
-        dir: out.clone(),
-        next: next_shard,
-        pending: Vec::new(),
-        shard_size: cfg.run.shard_size,
-    };
     let mut new_rows = 0usize;
     let mut transient_failures = 0usize;
     let sampling = cfg.sampling.clone();
@@ -359,14 +250,13 @@ pub async fn run_sampling(
     counts.unfinished = counts.expected_rows - counts.rows;
     manifest.counts = counts.clone();
     manifest.status = if counts.unfinished == 0 {
-        "complete"
+        RunStatus::Complete
     } else if interrupted {
-        "interrupted"
+        RunStatus::Interrupted
     } else {
-        "incomplete"
-    }
-    .into();
-    manifest.updated_at = manifest::now_rfc3339();
+        RunStatus::Incomplete
+    };
+    manifest.updated_at = provenance::now_rfc3339();
     manifest.write(out)?;
     if transient_failures > 0 {
         tracing::warn!(
@@ -388,12 +278,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seeds_are_stable_and_distinct() {
-        let a = sample_seed(0, "p1", 0);
-        assert_eq!(a, sample_seed(0, "p1", 0));
-        assert_ne!(a, sample_seed(0, "p1", 1));
-        assert_ne!(a, sample_seed(1, "p1", 0));
-        assert_ne!(sample_seed(0, "p1", 10), sample_seed(0, "p11", 0));
+    fn trace_seeds_are_the_shared_derivation_scoped_by_problem() {
+        assert_eq!(trace_seed(3, "p1", 2), sample_seed(3, &["p1"], 2));
+        assert_ne!(trace_seed(0, "p1", 10), trace_seed(0, "p11", 0));
     }
 
     #[test]
@@ -404,11 +291,5 @@ mod tests {
         assert!(m[0].content.starts_with("1+1?\nPlease reason step by step"));
         s.system_prompt = Some("sys".into());
         assert_eq!(build_messages(&s, "x")[0], Message::system("sys"));
-    }
-
-    #[test]
-    fn shard_numbers_parse() {
-        assert_eq!(shard_number(Path::new("/x/part-00012.parquet")), Some(12));
-        assert_eq!(shard_number(Path::new("/x/other.parquet")), None);
     }
 }

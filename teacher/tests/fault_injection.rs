@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use common::{config_toml, start, write_problems, Fault, FaultPlan};
 use datasets::traces::read_traces;
-use teacher::{OpenAiBackend, TeacherConfig};
+use datasets::records::{FinishReason, RunStatus, Verdict};
+use inference::OpenAiBackend;
+use teacher::TeacherConfig;
 
 fn run(cfg: &TeacherConfig) -> teacher::RunReport {
     let backend = Arc::new(OpenAiBackend::new(cfg.openai.clone()).unwrap());
@@ -66,8 +68,8 @@ fn check_faulty_run(stream: bool) {
         3
     );
     for r in rows.iter().filter(|r| r.problem_id == "p3") {
-        assert_eq!(r.finish_reason, "error");
-        assert_eq!(r.verdict, "error");
+        assert_eq!(r.finish_reason, FinishReason::Error);
+        assert_eq!(r.verdict, Verdict::Error);
         assert!(
             r.error
                 .as_deref()
@@ -79,7 +81,7 @@ fn check_faulty_run(stream: bool) {
     }
     // Good rows: both reasoning parts recorded and graded.
     for r in rows.iter().filter(|r| r.problem_id != "p3") {
-        assert_eq!(r.finish_reason, "stop");
+        assert_eq!(r.finish_reason, FinishReason::Stop);
         assert_eq!(
             r.reasoning,
             format!("thinking about {}", r.seed & (i64::MAX as u64))
@@ -88,9 +90,9 @@ fn check_faulty_run(stream: bool) {
         assert!(r.completion.contains("</think>"), "{}", r.completion);
         assert_eq!(r.extracted_answer.as_deref(), Some("42"));
         let want = if r.reference_answer == "42" {
-            "correct"
+            Verdict::Correct
         } else {
-            "incorrect"
+            Verdict::Incorrect
         };
         assert_eq!(r.verdict, want);
         assert_eq!((r.prompt_tokens, r.completion_tokens), (11, 13));
@@ -105,7 +107,7 @@ fn check_faulty_run(stream: bool) {
 
     // The manifest says complete and records the input hash.
     let m = teacher::manifest::Manifest::read(&out).unwrap().unwrap();
-    assert_eq!(m.status, "complete");
+    assert_eq!(m.status, RunStatus::Complete);
     assert_eq!(m.counts.rows, 24);
     assert_eq!(m.inputs[0].sha256.len(), 64);
     assert_eq!(m.schema_version, datasets::traces::TRACE_SCHEMA_VERSION);
@@ -266,7 +268,7 @@ fn stop_signal_flushes_finished_samples_and_resume_completes() {
     // Every finished sample is on disk, including the partial last shard.
     assert_eq!(read_traces(&out).unwrap().len(), report.counts.rows);
     let m = teacher::manifest::Manifest::read(&out).unwrap().unwrap();
-    assert_eq!(m.status, "interrupted");
+    assert_eq!(m.status, RunStatus::Interrupted);
     assert_eq!(m.counts.unfinished, 80 - report.counts.rows);
     let done = run(&cfg);
     assert!(done.is_complete());
@@ -276,8 +278,8 @@ fn stop_signal_flushes_finished_samples_and_resume_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_and_plain_answers_from_the_instant_server() {
-    use teacher::backend::{Backend, ChatRequest, Message, Prompt};
-    let (addr, fut) = teacher::instant_server::bind_instant("127.0.0.1:0", std::future::pending())
+    use inference::backend::{Backend, ChatRequest, Message, Prompt};
+    let (addr, fut) = inference::instant_server::bind_instant("127.0.0.1:0", std::future::pending())
         .await
         .unwrap();
     tokio::spawn(fut);
@@ -290,7 +292,7 @@ async fn streaming_and_plain_answers_from_the_instant_server() {
         stop: vec![],
     };
     for stream in [false, true] {
-        let cfg = teacher::OpenAiConfig {
+        let cfg = inference::OpenAiConfig {
             base_urls: vec![format!("http://{addr}/v1")],
             stream,
             ..Default::default()

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::{config_toml, start, write_problems, FaultPlan};
 use datasets::traces::{list_trace_shards, read_trace_file, read_traces};
-use teacher::{OpenAiBackend, TeacherConfig};
+use datasets::records::RunStatus;
+use inference::OpenAiBackend;
+use teacher::TeacherConfig;
 
 const CHILD_ENV: &str = "DISTILL_KILL_CHILD_CONFIG";
 
@@ -96,7 +98,8 @@ fn sigkill_then_resume_gives_exactly_problems_times_k() {
     );
     let manifest = teacher::manifest::Manifest::read(&out).unwrap().unwrap();
     assert_eq!(
-        manifest.status, "running",
+        manifest.status,
+        RunStatus::Running,
         "the killed run never got to finish its manifest"
     );
 
@@ -123,19 +126,19 @@ fn sigkill_then_resume_gives_exactly_problems_times_k() {
     for r in &rows {
         assert_eq!(
             r.seed,
-            teacher::sampler::sample_seed(0, &r.problem_id, r.sample_index)
+            teacher::sampler::trace_seed(0, &r.problem_id, r.sample_index)
         );
     }
     // No temp files remain.
     for e in std::fs::read_dir(&out).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".tmp"), "leftover {name}");
+        assert!(!name.starts_with('.'), "leftover temp file {name}");
     }
     assert_eq!(
         teacher::manifest::Manifest::read(&out)
             .unwrap()
             .unwrap()
             .status,
-        "complete"
+        RunStatus::Complete
     );
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use teacher::backend::{ChatRequest, Message, Prompt};
-use teacher::openai::{OpenAiBackend, OpenAiConfig};
+use inference::backend::{ChatRequest, Message, Prompt};
+use inference::openai::{OpenAiBackend, OpenAiConfig};
 
 /// Arguments of `distill bench client`.
 #[derive(clap::Args, Debug)]
@@ -54,7 +54,7 @@ fn serve_instant() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (addr, fut) = teacher::instant_server::bind_instant("127.0.0.1:0", async {
+        let (addr, fut) = inference::instant_server::bind_instant("127.0.0.1:0", async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
@@ -101,7 +101,7 @@ fn bench(args: &ClientArgs, port: u16) -> anyhow::Result<()> {
         timeout_s: 30.0,
         ..Default::default()
     };
-    let backend: Arc<dyn teacher::Backend> = Arc::new(OpenAiBackend::new(cfg)?);
+    let backend: Arc<dyn inference::Backend> = Arc::new(OpenAiBackend::new(cfg)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -121,7 +121,7 @@ fn bench(args: &ClientArgs, port: u16) -> anyhow::Result<()> {
         let (mut ok, mut failed) = (0usize, 0usize);
         let cpu0 = process_cpu_seconds();
         let t0 = Instant::now();
-        rt.block_on(teacher::sampler::drive(
+        rt.block_on(inference::drive(
             backend.clone(),
             jobs,
             args.concurrency,

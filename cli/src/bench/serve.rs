@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use teacher::backend::{ChatRequest, Prompt};
-use teacher::engine_worker::EngineHandle;
-use teacher::native::NativeModel;
-use teacher::openai::{ApiKind, OpenAiBackend, OpenAiConfig};
-use teacher::server::{router, serve, ServerLimits};
+use inference::backend::{ChatRequest, Prompt};
+use inference::engine_worker::EngineHandle;
+use inference::native::NativeModel;
+use inference::openai::{ApiKind, OpenAiBackend, OpenAiConfig};
+use inference::server::{router, serve, ServerLimits};
 
 use crate::backend::DeviceKind;
 
@@ -52,7 +52,7 @@ fn random_config_json(hidden: usize, layers: usize) -> serde_json::Value {
         "num_hidden_layers": layers, "num_attention_heads": heads,
         "num_key_value_heads": (heads / 4).max(1), "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
         "max_position_embeddings": 4096, "tie_word_embeddings": false,
-        "bos_token_id": 256, "eos_token_id": teacher::byte_tokenizer::EOS_ID,
+        "bos_token_id": 256, "eos_token_id": inference::byte_tokenizer::EOS_ID,
         "hidden_act": "silu", "torch_dtype": "float32"
     })
 }
@@ -76,7 +76,7 @@ fn load<B: burn::prelude::Backend>(
             Some("bench".into()),
         )?);
     }
-    teacher::byte_tokenizer::write_byte_tokenizer(scratch)?;
+    inference::byte_tokenizer::write_byte_tokenizer(scratch)?;
     let cfg_path = scratch.join("config.json");
     std::fs::write(
         &cfg_path,
@@ -131,7 +131,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                 max_retries: 0,
                 ..Default::default()
             };
-            let backend: Arc<dyn teacher::Backend> = Arc::new(OpenAiBackend::new(cfg)?);
+            let backend: Arc<dyn inference::Backend> = Arc::new(OpenAiBackend::new(cfg)?);
             let n = clients * args.requests_per_client;
             let jobs = (0..n).map(|i| {
                 (
@@ -151,7 +151,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
             let mut tokens = 0u64;
             let mut failed = 0usize;
             let t0 = Instant::now();
-            teacher::sampler::drive(backend, jobs, clients, std::future::pending(), |_, r| {
+            inference::drive(backend, jobs, clients, std::future::pending(), |_, r| {
                 match r {
                     Ok(c) if c.error.is_none() => tokens += u64::from(c.completion_tokens),
                     _ => failed += 1,

@@ -35,11 +35,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::decontam::{ContaminationIndex, DecontamConfig};
 use crate::dedup::NearDupConfig;
 use crate::export::PromptSource;
+use crate::records::provenance::hash_file;
+use crate::records::{FinishReason, Verdict};
 use crate::traces::{read_traces, TraceRow, TRACE_SCHEMA_VERSION};
 use crate::{DatasetError, TextTokenizer};
 use scan::Scan;
@@ -130,10 +131,12 @@ impl Default for ExportConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
-    /// Verdicts kept; empty keeps any. Default `["correct"]`.
-    pub verdicts: Vec<String>,
-    /// Finish reasons kept; empty keeps any. Default `["stop"]`.
-    pub finish_reasons: Vec<String>,
+    /// Verdicts kept (`correct`, `incorrect`, `unparseable_gold`, `error`); empty keeps any.
+    /// Default `["correct"]`.
+    pub verdicts: Vec<Verdict>,
+    /// Finish reasons kept (`stop`, `length`, `content_filter`, `error`); empty keeps any.
+    /// Default `["stop"]`.
+    pub finish_reasons: Vec<FinishReason>,
     /// Length bounds.
     pub length: LengthConfig,
     /// Drop exact duplicates (same problem, reasoning and content up to whitespace). Default `true`.
@@ -151,8 +154,8 @@ pub struct FilterConfig {
 impl Default for FilterConfig {
     fn default() -> Self {
         Self {
-            verdicts: vec!["correct".into()],
-            finish_reasons: vec!["stop".into()],
+            verdicts: vec![Verdict::Correct],
+            finish_reasons: vec![FinishReason::Stop],
             length: LengthConfig::default(),
             exact_dedup: true,
             near_dup: NearDupConfig::default(),
@@ -314,7 +317,7 @@ pub fn read_trace_rows(path: &Path) -> Result<Vec<TraceRow>, DatasetError> {
     if !path.exists() {
         return Err(DatasetError::file(path, "no such trace file or directory"));
     }
-    read_traces(path).map_err(|e| DatasetError::Invalid(e.to_string()))
+    Ok(read_traces(path)?)
 }
 
 /// One line of `dropped.jsonl`.
@@ -330,30 +333,12 @@ pub struct DroppedRecord {
     pub detail: String,
 }
 
-/// Input file fingerprint recorded in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// File path as given.
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the contents.
-    pub sha256: String,
-}
-
-fn digest_file(path: &Path) -> Result<FileDigest, DatasetError> {
-    let mut f = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
-    let mut h = Sha256::new();
-    let bytes = std::io::copy(&mut f, &mut h).map_err(|e| DatasetError::io(path, e))?;
-    Ok(FileDigest { path: path.display().to_string(), bytes, sha256: hex::encode(h.finalize()) })
-}
-
 fn input_files(path: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     if !path.exists() {
         return Err(DatasetError::file(path, "no such trace file or directory"));
     }
     if path.is_dir() {
-        crate::traces::list_trace_shards(path).map_err(|e| DatasetError::Invalid(e.to_string()))
+        Ok(crate::traces::list_trace_shards(path)?)
     } else {
         Ok(vec![path.to_path_buf()])
     }
@@ -434,7 +419,7 @@ pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<F
             .map(|d| d.as_secs())
             .unwrap_or(0),
         "config": cfg,
-        "inputs": inputs.iter().map(|p| digest_file(p)).collect::<Result<Vec<_>, _>>()?,
+        "inputs": inputs.iter().map(|p| hash_file(p)).collect::<Result<Vec<_>, _>>()?,
         "decontam_problems": index.as_ref().map(|i| i.problems_per_source().clone()),
         "outputs": output_names(&cfg.export),
         "counts": &report,

@@ -186,9 +186,9 @@ pub(super) fn for_each_batch(
             f(crate::jsonl::read_jsonl(file)?)?;
             continue;
         }
-        let batches = read_trace_batches(file).map_err(|e| DatasetError::Invalid(e.to_string()))?;
+        let batches = read_trace_batches(file)?;
         for batch in batches {
-            f(batch.map_err(|e| DatasetError::Invalid(e.to_string()))?)?;
+            f(batch?)?;
         }
     }
     Ok(())

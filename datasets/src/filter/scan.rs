@@ -102,11 +102,11 @@ impl<'a> Scan<'a> {
         let mut survivors: Vec<&TraceRow> = Vec::new();
         for row in rows {
             let problem = self.intern(&row.problem_id);
-            *self.report.verdicts.entry(row.verdict.clone()).or_default() += 1;
+            *self.report.verdicts.entry(row.verdict.as_str().to_string()).or_default() += 1;
             *self
                 .report
                 .finish_reasons
-                .entry(row.finish_reason.clone())
+                .entry(row.finish_reason.as_str().to_string())
                 .or_default() += 1;
             let (decision, length) = self.judge(row, problem)?;
             let candidate = (decision == Decision::Keep).then(|| {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::output::FAIL_AT;
 use super::{run_filter, FilterConfig};
+use crate::records::{FinishReason, SampleRecord, Verdict};
 use crate::traces::{write_trace_shard, TraceMessage, TraceRow};
 
 fn row(problem: u32, k: u32) -> TraceRow {
@@ -13,11 +14,24 @@ fn row(problem: u32, k: u32) -> TraceRow {
         .map(|i| format!("p{problem} s{k} w{} ", i * 7 + k))
         .collect();
     TraceRow {
-        problem_id: format!("p{problem}"),
-        sample_index: k,
+        sample: SampleRecord {
+            problem_id: format!("p{problem}"),
+            sample_index: k,
+            reference_answer: "1".into(),
+            finish_reason: FinishReason::Stop,
+            prompt_tokens: 5,
+            completion_tokens: 100,
+            extracted_answer: Some("1".into()),
+            verdict: Verdict::Correct,
+            temperature: 0.6,
+            top_p: 0.95,
+            max_tokens: 1000,
+            seed: 0,
+            latency_ms: 1,
+            error: None,
+        },
         source: None,
         problem: format!("Problem number {problem} asks for the sum of {problem} and {k}"),
-        reference_answer: "1".into(),
         prompt: vec![TraceMessage {
             role: "user".into(),
             content: format!("Problem {problem}"),
@@ -25,18 +39,7 @@ fn row(problem: u32, k: u32) -> TraceRow {
         completion: String::new(),
         reasoning,
         content: "\\boxed{1}".into(),
-        finish_reason: "stop".into(),
-        prompt_tokens: 5,
-        completion_tokens: 100,
-        extracted_answer: Some("1".into()),
-        verdict: "correct".into(),
         teacher: "t".into(),
-        temperature: 0.6,
-        top_p: 0.95,
-        max_tokens: 1000,
-        seed: 0,
-        latency_ms: 1,
-        error: None,
         created_at: 0,
     }
 }

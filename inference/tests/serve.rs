@@ -1,15 +1,16 @@
 //! `distill serve` in-process over the tiny Qwen2 fixture (with the byte-level test tokenizer),
-//! exercised over loopback HTTP: the OpenAI backend and sampler against it, batching
-//! invariance, seeds, streaming, stop strings, limits and OpenAI-style errors.
+//! exercised over loopback HTTP: the OpenAI backend against it, batching invariance, seeds,
+//! streaming, stop strings, limits and OpenAI-style errors. (The teacher sampler against it is
+//! `teacher/tests/serve_sampling.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use teacher::backend::{Backend, ChatRequest, Prompt};
-use teacher::native::NativeModel;
-use teacher::openai::{ApiKind, OpenAiBackend, OpenAiConfig};
-use teacher::server::{router, ServerLimits};
+use inference::backend::{Backend, ChatRequest, Prompt};
+use inference::native::NativeModel;
+use inference::openai::{ApiKind, OpenAiBackend, OpenAiConfig};
+use inference::server::{router, ServerLimits};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2")
@@ -18,10 +19,7 @@ fn fixture_dir() -> PathBuf {
 /// The fixture weights + byte tokenizer in a temp checkpoint directory.
 fn tiny_checkpoint() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["config.json", "generation_config.json", "model.safetensors"] {
-        std::fs::copy(fixture_dir().join(f), dir.path().join(f)).unwrap();
-    }
-    teacher::byte_tokenizer::write_byte_tokenizer(dir.path()).unwrap();
+    inference::byte_tokenizer::write_tiny_checkpoint(&fixture_dir(), dir.path()).unwrap();
     dir
 }
 
@@ -51,7 +49,7 @@ async fn start(model: NativeModel, key: Option<&str>, limits: ServerLimits) -> S
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(model, key.map(str::to_string), limits);
-    tokio::spawn(teacher::server::serve(listener, app, async {
+    tokio::spawn(inference::server::serve(listener, app, async {
         let _ = rx.await;
     }));
     Server {
@@ -94,51 +92,33 @@ async fn openai_backend_and_sampler_against_serve() {
         .unwrap();
     assert_eq!(models["data"][0]["id"], "tiny");
 
-    // A full sampling run through the HTTP backend, chat endpoint.
-    let dir = tempfile::tempdir().unwrap();
-    let problems = dir.path().join("p.jsonl");
-    std::fs::write(&problems, "{\"id\": 1, \"problem\": \"1+1?\", \"answer\": \"2\"}\n{\"id\": 2, \"problem\": \"2+2?\", \"answer\": \"4\"}\n").unwrap();
-    let cfg_text = format!(
-        "problems = {:?}\nout_dir = {:?}\n[sampling]\nsamples = 3\nmax_tokens = 6\n[run]\nconcurrency = 6\nprogress = false\n[openai]\nbase_urls = [\"{}\"]\nmodel = \"tiny\"\n",
-        problems.display().to_string(),
-        dir.path().join("out").display().to_string(),
-        server.base
-    );
-    let cfg_path = dir.path().join("c.toml");
-    std::fs::write(&cfg_path, cfg_text).unwrap();
-    let cfg = teacher::TeacherConfig::load(&cfg_path, &[]).unwrap();
-    let backend = Arc::new(OpenAiBackend::new(cfg.openai.clone()).unwrap());
-    let report = teacher::run_sampling(&cfg, backend, std::future::pending())
-        .await
-        .unwrap();
-    assert!(report.is_complete());
-    let rows = datasets::traces::read_traces(&dir.path().join("out")).unwrap();
-    assert_eq!(rows.len(), 6);
-    for r in &rows {
-        assert!(r.error.is_none(), "{:?}", r.error);
-        assert!(
-            (1..=6).contains(&r.completion_tokens),
-            "{}",
-            r.completion_tokens
-        );
-        assert!(
-            r.prompt_tokens > 10,
-            "chat template applied: {}",
-            r.prompt_tokens
-        );
-        assert!(r.finish_reason == "stop" || r.finish_reason == "length");
-        assert_eq!(
-            r.problem_id.parse::<u32>().unwrap() as usize,
-            if r.problem == "1+1?" { 1 } else { 2 }
-        );
+    // Distinct seeds give (almost surely) distinct samples of the same prompt, through the
+    // HTTP backend on the chat endpoint.
+    let cfg = OpenAiConfig {
+        base_urls: vec![server.base.clone()],
+        model: "tiny".into(),
+        ..Default::default()
+    };
+    let backend = Arc::new(OpenAiBackend::new(cfg).unwrap());
+    let mut texts = std::collections::HashSet::new();
+    for seed in 0..3 {
+        let c = backend
+            .complete(ChatRequest {
+                prompt: Prompt::Messages(vec![inference::Message::user("1+1?")]),
+                max_tokens: 6,
+                temperature: 0.6,
+                top_p: 0.95,
+                seed: Some(seed),
+                stop: vec![],
+            })
+            .await
+            .unwrap();
+        assert!(c.error.is_none(), "{:?}", c.error);
+        assert!((1..=6).contains(&c.completion_tokens), "{}", c.completion_tokens);
+        assert!(c.prompt_tokens > 10, "chat template applied: {}", c.prompt_tokens);
+        texts.insert(c.completion);
     }
-    // Distinct seeds give (almost surely) distinct samples of the same problem.
-    let p1: std::collections::HashSet<_> = rows
-        .iter()
-        .filter(|r| r.problem_id == "1")
-        .map(|r| r.completion.clone())
-        .collect();
-    assert!(p1.len() >= 2, "samples differ: {p1:?}");
+    assert!(texts.len() >= 2, "samples differ: {texts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +389,7 @@ async fn bearer_token_is_checked() {
     let c = OpenAiBackend::new(cfg)
         .unwrap()
         .complete(ChatRequest {
-            prompt: Prompt::Messages(vec![teacher::Message::user("hi")]),
+            prompt: Prompt::Messages(vec![inference::Message::user("hi")]),
             max_tokens: 3,
             temperature: 0.0,
             top_p: 1.0,
@@ -424,10 +404,10 @@ async fn bearer_token_is_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_backend_samples_in_process() {
     let ckpt = tiny_checkpoint();
-    let backend = teacher::native::NativeBackend::new(tiny_model(ckpt.path()));
+    let backend = inference::native::NativeBackend::new(tiny_model(ckpt.path()));
     assert_eq!(backend.model_name(), "tiny");
     let req = |seed| ChatRequest {
-        prompt: Prompt::Messages(vec![teacher::Message::user("What is 1+1?")]),
+        prompt: Prompt::Messages(vec![inference::Message::user("What is 1+1?")]),
         max_tokens: 10,
         temperature: 0.8,
         top_p: 0.95,
@@ -454,5 +434,5 @@ async fn native_backend_samples_in_process() {
     };
     let f = backend.complete(huge).await.unwrap();
     assert!(f.error.is_some());
-    assert_eq!(f.finish_reason, teacher::FinishReason::Error);
+    assert_eq!(f.finish_reason, inference::FinishReason::Error);
 }

@@ -70,39 +70,24 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
 }
 
-/// Why generation ended, as the OpenAI API spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub use datasets::records::FinishReason;
+
+/// Where completions come from; the `backend` key of teacher and eval configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// EOS or a stop string: the model finished its answer.
-    Stop,
-    /// `max_tokens` reached: the trace is truncated.
-    Length,
-    /// The server filtered the output.
-    ContentFilter,
-    /// No text came back: the request failed permanently (see [`Completion::error`]).
-    Error,
+pub enum BackendKind {
+    /// An OpenAI-compatible HTTP server (SGLang, vLLM, DeepSeek API, `distill serve`).
+    Openai,
+    /// The `models` engine in-process over a Hugging Face checkpoint directory (batched).
+    Native,
 }
 
-impl FinishReason {
-    /// The OpenAI wire string (`stop`, `length`, `content_filter`, `error`).
+impl BackendKind {
+    /// The config spelling (`openai` / `native`).
     pub fn as_str(self) -> &'static str {
         match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::ContentFilter => "content_filter",
-            FinishReason::Error => "error",
-        }
-    }
-
-    /// Parses the wire string; unknown reasons (some servers send `eos`, `abort`, null) map to
-    /// the closest meaning so one odd server cannot fail a run.
-    pub fn parse(s: Option<&str>) -> Self {
-        match s {
-            Some("length") | Some("max_tokens") => FinishReason::Length,
-            Some("content_filter") => FinishReason::ContentFilter,
-            Some("error") | Some("abort") => FinishReason::Error,
-            _ => FinishReason::Stop,
+            BackendKind::Openai => "openai",
+            BackendKind::Native => "native",
         }
     }
 }
@@ -246,9 +231,9 @@ mod tests {
     }
 
     #[test]
-    fn finish_reason_wire_strings() {
-        assert_eq!(FinishReason::parse(Some("length")), FinishReason::Length);
-        assert_eq!(FinishReason::parse(None), FinishReason::Stop);
-        assert_eq!(FinishReason::Length.as_str(), "length");
+    fn backend_kind_spellings() {
+        for k in [BackendKind::Openai, BackendKind::Native] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use burn::prelude::Backend;
@@ -17,14 +18,29 @@ use models::{Engine, EngineConfig, ModelError};
 use tokio::sync::mpsc;
 
 /// What the engine sends back for one request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum EngineEvent {
     /// Newly generated ids (usually one per step).
     Tokens(Vec<u32>),
     /// The request finished; carries the full output.
     Finished(GenerationOutput),
     /// The request was rejected or the engine failed.
-    Failed(String),
+    Failed(EngineFailure),
+}
+
+/// Why the engine could not finish a request. Cloneable (one failed step fails every request
+/// in the batch), so the model error is shared.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineFailure {
+    /// Every handle's engine thread is gone (shutdown or a panic).
+    #[error("the engine thread has stopped")]
+    Stopped,
+    /// The engine refused the request (prompt too long, bad ids, …).
+    #[error("the engine rejected the request")]
+    Rejected(#[source] Arc<ModelError>),
+    /// A forward pass failed; the whole batch was failed with it.
+    #[error("engine step failed")]
+    Step(#[source] Arc<ModelError>),
 }
 
 enum Command {
@@ -104,11 +120,11 @@ impl EngineHandle {
     pub fn submit(
         &self,
         request: GenerationRequest,
-    ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, String> {
+    ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineFailure> {
         let (events, rx) = mpsc::unbounded_channel();
         self.tx
             .send(Command::Submit { request, events })
-            .map_err(|_| "the engine thread has stopped".to_string())?;
+            .map_err(|_| EngineFailure::Stopped)?;
         Ok(rx)
     }
 }
@@ -167,8 +183,9 @@ fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::
             Err(e) => {
                 // A failed step leaves the batch in an unknown state: fail everything in it.
                 tracing::error!(error = %e, "engine step failed");
+                let e = Arc::new(e);
                 for (id, tx) in routes.drain() {
-                    let _ = tx.send(EngineEvent::Failed(format!("engine step failed: {e}")));
+                    let _ = tx.send(EngineEvent::Failed(EngineFailure::Step(e.clone())));
                     engine.cancel(id);
                 }
             }
@@ -187,7 +204,7 @@ fn accept<B: Backend, M: CausalLm<B>>(
                 routes.insert(id, events);
             }
             Err(e) => {
-                let _ = events.send(EngineEvent::Failed(e.to_string()));
+                let _ = events.send(EngineEvent::Failed(EngineFailure::Rejected(Arc::new(e))));
             }
         },
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::TeacherError;
+use crate::InferenceError;
 
 /// Special tokens and their ids.
 pub const SPECIAL_TOKENS: [(&str, u32); 5] = [
@@ -48,7 +48,7 @@ fn bytes_to_unicode() -> Vec<char> {
 }
 
 /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
-pub fn write_byte_tokenizer(dir: &Path) -> Result<(), TeacherError> {
+pub fn write_byte_tokenizer(dir: &Path) -> Result<(), InferenceError> {
     let mut vocab = Map::new();
     for (id, c) in bytes_to_unicode().into_iter().enumerate() {
         vocab.insert(c.to_string(), json!(id));
@@ -80,7 +80,7 @@ pub fn write_byte_tokenizer(dir: &Path) -> Result<(), TeacherError> {
         "model_max_length": 4096,
         "chat_template": CHAT_TEMPLATE,
     });
-    std::fs::create_dir_all(dir).map_err(|e| TeacherError::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| InferenceError::io(dir, e))?;
     for (name, v) in [
         ("tokenizer.json", tokenizer),
         ("tokenizer_config.json", config),
@@ -89,6 +89,18 @@ pub fn write_byte_tokenizer(dir: &Path) -> Result<(), TeacherError> {
         datasets::atomic::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
+}
+
+/// Makes `dest` a complete tiny checkpoint: the weights and configs of the fixture model in
+/// `fixture` (`config.json`, `generation_config.json`, `model.safetensors`) plus this byte
+/// tokenizer. Tests and benchmarks of the serving path start from it.
+pub fn write_tiny_checkpoint(fixture: &Path, dest: &Path) -> Result<(), InferenceError> {
+    std::fs::create_dir_all(dest).map_err(|e| InferenceError::io(dest, e))?;
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        let src = fixture.join(f);
+        std::fs::copy(&src, dest.join(f)).map_err(|e| InferenceError::io(src, e))?;
+    }
+    write_byte_tokenizer(dest)
 }
 
 #[cfg(test)]

@@ -22,10 +22,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::backend::{FinishReason, Message, Prompt};
-use crate::native::{GenParams, NativeModel, TextEvent};
+use crate::native::{collect_text, GenParams, NativeModel, TextEvent};
+use crate::wire::{
+    AssistantMessage, ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest,
+    CompletionResponse, ErrorBody, MessageContent, ModelCard, ModelList, PromptInput,
+    SamplingFields, StopInput, Usage,
+};
 
 /// Limits that protect the server from oversized or abusive requests.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,7 +112,7 @@ pub struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": Value::Null}});
+        let body = ErrorBody::new(self.message, self.kind, self.param);
         (self.status, Json(body)).into_response()
     }
 }
@@ -176,48 +180,17 @@ async fn list_models(State(state): State<Arc<ServerState>>, headers: HeaderMap) 
     if let Err(r) = check_auth(&state, &headers) {
         return r.into_response();
     }
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.model.name(),
-            "object": "model",
-            "created": unix_now(),
-            "owned_by": "distill",
-            "max_model_len": state.model.engine().info().max_seq_len,
-        }]
-    }))
+    Json(ModelList {
+        object: "list".into(),
+        data: vec![ModelCard {
+            id: state.model.name().to_string(),
+            object: "model".into(),
+            created: unix_now(),
+            owned_by: "distill".into(),
+            max_model_len: state.model.engine().info().max_seq_len,
+        }],
+    })
     .into_response()
-}
-
-/// Fields shared by both endpoints. Unknown fields are ignored, as OpenAI-compatible servers
-/// do (clients send `user`, `logprobs: null`, …).
-#[derive(Deserialize)]
-struct CommonParams {
-    model: Option<String>,
-    n: Option<u32>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<i64>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    stop: Option<Value>,
-    seed: Option<i64>,
-    stream: Option<bool>,
-    stream_options: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ChatBody {
-    messages: Vec<Value>,
-    #[serde(flatten)]
-    common: CommonParams,
-}
-
-#[derive(Deserialize)]
-struct CompletionBody {
-    prompt: Value,
-    #[serde(flatten)]
-    common: CommonParams,
 }
 
 /// Validated request: prompts (as ids) × n choices with their parameters.
@@ -228,6 +201,16 @@ struct Plan {
     seed: Option<u64>,
     stream: bool,
     include_usage: bool,
+}
+
+/// The request body after the API-key check (an unauthorised request is not even parsed).
+fn authorized_body<T: for<'de> Deserialize<'de>>(
+    state: &ServerState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    check_auth(state, headers)?;
+    parse_body(body)
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
@@ -245,29 +228,21 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
 }
 
-fn message_text(v: &Value, i: usize) -> Result<Message, ApiError> {
-    let role = v.get("role").and_then(Value::as_str).ok_or_else(|| {
-        bad_request(
-            format!("messages[{i}].role must be a string"),
-            Some("messages"),
-        )
-    })?;
+fn message_text(m: &ChatMessageIn, i: usize) -> Result<Message, ApiError> {
+    let role = m.role.as_str();
     if !matches!(role, "system" | "user" | "assistant" | "developer" | "tool") {
         return Err(bad_request(
             format!("messages[{i}].role `{role}` is not supported"),
             Some("messages"),
         ));
     }
-    let content = match v.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => {
+    let content = match &m.content {
+        Some(MessageContent::Text(s)) => s.clone(),
+        Some(MessageContent::Parts(parts)) => {
             let mut s = String::new();
             for p in parts {
-                match (
-                    p.get("type").and_then(Value::as_str),
-                    p.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(t)) => s.push_str(t),
+                match (p.kind.as_str(), &p.text) {
+                    ("text", Some(t)) => s.push_str(t),
                     _ => {
                         return Err(bad_request(
                             format!("messages[{i}].content: only text parts are supported"),
@@ -278,13 +253,7 @@ fn message_text(v: &Value, i: usize) -> Result<Message, ApiError> {
             }
             s
         }
-        Some(Value::Null) | None => String::new(),
-        Some(_) => {
-            return Err(bad_request(
-                format!("messages[{i}].content must be a string or text parts"),
-                Some("messages"),
-            ))
-        }
+        None => String::new(),
     };
     let role = if role == "developer" { "system" } else { role };
     Ok(Message {
@@ -293,26 +262,22 @@ fn message_text(v: &Value, i: usize) -> Result<Message, ApiError> {
     })
 }
 
-fn stop_list(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(a)) if a.len() <= 16 => a
-            .iter()
-            .map(|x| {
-                x.as_str().map(str::to_string).ok_or_else(|| {
-                    bad_request("stop must be a string or a list of strings", Some("stop"))
-                })
-            })
-            .collect(),
-        _ => Err(bad_request(
+fn stop_list(v: &Option<StopInput>) -> Result<Vec<String>, ApiError> {
+    let stops = v.clone().map(StopInput::into_vec).unwrap_or_default();
+    if stops.len() > 16 {
+        return Err(bad_request(
             "stop must be a string or a list of at most 16 strings",
             Some("stop"),
-        )),
+        ));
     }
+    Ok(stops)
 }
 
-fn plan(state: &ServerState, prompts: Vec<Vec<u32>>, c: &CommonParams) -> Result<Plan, ApiError> {
+fn plan(
+    state: &ServerState,
+    prompts: Vec<Vec<u32>>,
+    c: &SamplingFields,
+) -> Result<Plan, ApiError> {
     let limits = &state.limits;
     let info = state.model.engine().info();
     if let Some(m) = &c.model {
@@ -405,12 +370,7 @@ fn plan(state: &ServerState, prompts: Vec<Vec<u32>>, c: &CommonParams) -> Result
             Some("max_tokens"),
         ));
     }
-    let include_usage = c
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(Plan {
         prompts,
         n,
@@ -439,10 +399,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r.into_response();
-    }
-    let body: ChatBody = match parse_body(body) {
+    let body: ChatCompletionRequest = match authorized_body(&state, &headers, body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -466,7 +423,7 @@ async fn chat_completions(
             .into_response()
         }
     };
-    match plan(&state, vec![ids], &body.common) {
+    match plan(&state, vec![ids], &body.sampling) {
         Ok(p) => respond(state, p, Kind::Chat).await,
         Err(r) => r.into_response(),
     }
@@ -477,36 +434,27 @@ async fn completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r.into_response();
-    }
-    let body: CompletionBody = match parse_body(body) {
+    let body: CompletionRequest = match authorized_body(&state, &headers, body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let encode = |text: &str| state.model.prompt_ids(&Prompt::Text(text.to_string()));
-    let as_ids = |a: &[Value]| -> Option<Vec<u32>> {
-        a.iter()
-            .map(|x| x.as_u64().and_then(|v| u32::try_from(v).ok()))
-            .collect()
+    let encode = |text: &str| {
+        state
+            .model
+            .prompt_ids(&Prompt::Text(text.to_string()))
+            .map_err(|e| crate::error_chain(&e))
     };
-    let prompts: Result<Vec<Vec<u32>>, String> = match &body.prompt {
-        Value::String(s) => encode(s).map(|ids| vec![ids]),
-        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => {
-            a.iter().map(|s| encode(s.as_str().unwrap_or_default())).collect()
-        }
-        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_array) => a
-            .iter()
-            .map(|x| as_ids(x.as_array().map(Vec::as_slice).unwrap_or_default()).ok_or_else(|| "token ids must be non-negative integers".to_string()))
-            .collect(),
-        Value::Array(a) if !a.is_empty() => as_ids(a).map(|ids| vec![ids]).ok_or_else(|| "token ids must be non-negative integers".into()),
-        _ => Err("prompt must be a string, a list of strings, a list of token ids or a list of such lists".into()),
+    let prompts: Result<Vec<Vec<u32>>, String> = match body.prompt {
+        PromptInput::Text(s) => encode(&s).map(|ids| vec![ids]),
+        PromptInput::Texts(a) => a.iter().map(|s| encode(s)).collect(),
+        PromptInput::Ids(ids) => Ok(vec![ids]),
+        PromptInput::IdLists(lists) => Ok(lists),
     };
     let prompts = match prompts {
         Ok(p) => p,
         Err(e) => return bad_request(e, Some("prompt")).into_response(),
     };
-    match plan(&state, prompts, &body.common) {
+    match plan(&state, prompts, &body.sampling) {
         Ok(p) => respond(state, p, Kind::Text).await,
         Err(r) => r.into_response(),
     }
@@ -554,52 +502,68 @@ async fn respond(state: Arc<ServerState>, p: Plan, kind: Kind) -> Response {
             .keep_alive(KeepAlive::default())
             .into_response();
     }
-    let results = futures::future::join_all(receivers.into_iter().map(collect)).await;
+    let results = futures::future::join_all(receivers.into_iter().map(collect_text)).await;
     let (mut prompt_tokens, mut completion_tokens) = (0u64, 0u64);
     let mut choices = Vec::with_capacity(results.len());
     let per_prompt = p.n as usize;
     for (index, r) in results.into_iter().enumerate() {
         let (text, finish, pt, ct) = match r {
-            Ok(x) => x,
+            Ok(o) => (o.text, o.finish_reason, o.prompt_tokens, o.completion_tokens),
             Err(e) => {
-                return api_error(StatusCode::INTERNAL_SERVER_ERROR, e, "server_error", None)
-                    .into_response()
+                let message = crate::error_chain(&e);
+                return api_error(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None)
+                    .into_response();
             }
         };
         if index % per_prompt == 0 {
             prompt_tokens += u64::from(pt);
         }
         completion_tokens += u64::from(ct);
-        choices.push(match kind {
-            Kind::Chat => json!({"index": index, "message": {"role": "assistant", "content": text},
-                "logprobs": null, "finish_reason": finish.as_str()}),
-            Kind::Text => json!({"index": index, "text": text, "logprobs": null, "finish_reason": finish.as_str()}),
-        });
+        choices.push(choice(kind, index, Some(text), Some(finish), false));
     }
-    Json(json!({
-        "id": id, "object": object, "created": created, "model": model, "choices": choices,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }))
+    Json(CompletionResponse {
+        id,
+        object: object.into(),
+        created,
+        model,
+        choices,
+        usage: Some(Usage::new(prompt_tokens, completion_tokens)),
+        error: None,
+    })
     .into_response()
 }
 
-async fn collect(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<TextEvent>,
-) -> Result<(String, FinishReason, u32, u32), String> {
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            TextEvent::Delta(t) => text.push_str(&t),
-            TextEvent::Done {
+/// One choice on the wire: a chat `message` (or `delta` when streamed) or a completion `text`.
+fn choice(
+    kind: Kind,
+    index: usize,
+    text: Option<String>,
+    finish: Option<FinishReason>,
+    streamed: bool,
+) -> Choice {
+    let finish_reason = finish.map(|f| f.as_str().to_string());
+    match kind {
+        Kind::Chat => {
+            let msg = AssistantMessage {
+                role: (!streamed).then(|| "assistant".to_string()),
+                content: text,
+                ..Default::default()
+            };
+            Choice {
+                index: index as u32,
+                message: (!streamed).then(|| msg.clone()),
+                delta: streamed.then_some(msg),
                 finish_reason,
-                prompt_tokens,
-                completion_tokens,
-            } => return Ok((text, finish_reason, prompt_tokens, completion_tokens)),
-            TextEvent::Error(e) => return Err(e),
+                ..Default::default()
+            }
         }
+        Kind::Text => Choice {
+            index: index as u32,
+            text: Some(text.unwrap_or_default()),
+            finish_reason,
+            ..Default::default()
+        },
     }
-    Err("generation ended without a result".into())
 }
 
 fn sse_events(
@@ -614,18 +578,31 @@ fn sse_events(
         Kind::Chat => ("chat.completion.chunk", receivers.len()),
         Kind::Text => ("text_completion", receivers.len()),
     };
-    let chunk = {
+    let chunk_of = {
         let (id, model) = (id.clone(), model.clone());
-        move |choice: Value| {
-            Event::default().data(
-                json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]}).to_string(),
-            )
+        move |choices: Vec<Choice>, usage: Option<Usage>| CompletionResponse {
+            id: id.clone(),
+            object: object.into(),
+            created,
+            model: model.clone(),
+            choices,
+            usage,
+            error: None,
         }
+    };
+    let event = |body: &CompletionResponse| {
+        Event::default().data(serde_json::to_string(body).expect("chunk serialises"))
     };
     // Chat streams open each choice with the assistant role, as OpenAI does.
     let openers: Vec<Event> = if kind == Kind::Chat {
         (0..n)
-            .map(|i| chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})))
+            .map(|i| {
+                let mut c = choice(kind, i, Some(String::new()), None, true);
+                if let Some(d) = c.delta.as_mut() {
+                    d.role = Some("assistant".into());
+                }
+                event(&chunk_of(vec![c], None))
+            })
             .collect()
     } else {
         Vec::new()
@@ -640,24 +617,26 @@ fn sse_events(
     }));
     let usage = Arc::new(std::sync::Mutex::new((0u64, 0u64, 0usize)));
     let usage_in = usage.clone();
+    let body_chunk = chunk_of.clone();
     let body = merged.map(move |(i, ev)| {
         let ev = match ev {
-            TextEvent::Delta(t) => match kind {
-                Kind::Chat => chunk(json!({"index": i, "delta": {"content": t}, "logprobs": null, "finish_reason": null})),
-                Kind::Text => chunk(json!({"index": i, "text": t, "logprobs": null, "finish_reason": null})),
-            },
-            TextEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
+            TextEvent::Delta(t) => event(&body_chunk(vec![choice(kind, i, Some(t), None, true)], None)),
+            TextEvent::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
                 let mut u = usage_in.lock().expect("usage lock");
                 u.0 = u.0.max(u64::from(prompt_tokens));
                 u.1 += u64::from(completion_tokens);
                 u.2 += 1;
-                match kind {
-                    Kind::Chat => chunk(json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_reason.as_str()})),
-                    Kind::Text => chunk(json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish_reason.as_str()})),
-                }
+                let text = (kind == Kind::Text).then(String::new);
+                event(&body_chunk(vec![choice(kind, i, text, Some(finish_reason), true)], None))
             }
-            TextEvent::Error(e) => Event::default()
-                .data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}).to_string()),
+            TextEvent::Error(e) => Event::default().data(
+                serde_json::to_string(&ErrorBody::new(crate::error_chain(&e), "server_error", None))
+                    .expect("error serialises"),
+            ),
         };
         Ok(ev)
     });
@@ -665,11 +644,7 @@ fn sse_events(
         let mut out = Vec::new();
         if include_usage {
             let (pt, ct, _) = *usage.lock().expect("usage lock");
-            out.push(Ok(Event::default().data(
-                json!({"id": id, "object": object, "created": created, "model": model, "choices": [],
-                       "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}})
-                .to_string(),
-            )));
+            out.push(Ok(event(&chunk_of(Vec::new(), Some(Usage::new(pt, ct))))));
         }
         out.push(Ok(Event::default().data("[DONE]")));
         stream::iter(out)

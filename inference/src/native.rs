@@ -1,9 +1,10 @@
 //! The native backend: a checkpoint run in-process by the `models` engine, behind the same
-//! [`Backend`] trait as the HTTP client, and the text layer `distill serve` uses.
+//! [`Backend`] trait as the HTTP client, and the model `distill serve` serves.
 //!
-//! [`NativeModel`] turns prompts into ids (the model's own chat template), submits them to the
-//! engine thread and turns the token stream back into text with incremental detokenisation and
-//! stop strings. Concurrent calls are batched by the engine into shared forward passes.
+//! [`NativeModel`] is the text generator over the engine thread: prompts become ids through
+//! [`crate::text::prompt_ids`], the engine's token stream becomes text through
+//! [`crate::text::TextStream`]. Concurrent calls are batched by the engine into shared forward
+//! passes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +12,7 @@ use std::time::Instant;
 
 use burn::prelude::Backend as BurnBackend;
 use burn::tensor::DType;
-use datasets::stop::StopStringMatcher;
-use datasets::{ChatMessage, IncrementalDecoder, TextTokenizer};
+use datasets::{DatasetError, TextTokenizer};
 use futures::future::BoxFuture;
 use models::generate::GenerationRequest;
 use models::sampling::SamplingParams;
@@ -22,8 +22,9 @@ use tokio::sync::mpsc;
 use crate::backend::{
     split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt,
 };
-use crate::engine_worker::{EngineEvent, EngineHandle};
-use crate::TeacherError;
+use crate::engine_worker::{EngineEvent, EngineFailure, EngineHandle};
+use crate::text::{self, TextStream};
+use crate::InferenceError;
 
 /// Sampling settings of one native generation.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,8 +43,22 @@ pub struct GenParams {
     pub stop: Vec<String>,
 }
 
+/// Why a generation produced no result.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The engine rejected the request, failed, or is gone.
+    #[error(transparent)]
+    Engine(#[from] EngineFailure),
+    /// The tokenizer could not decode the generated ids.
+    #[error("cannot decode the generated ids")]
+    Detokenize(#[source] Arc<DatasetError>),
+    /// The stream closed without a final event.
+    #[error("generation ended without a result")]
+    NoResult,
+}
+
 /// One piece of a streamed generation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum TextEvent {
     /// Text safe to show (stop strings never appear).
     Delta(String),
@@ -57,7 +72,7 @@ pub enum TextEvent {
         completion_tokens: u32,
     },
     /// Generation failed (bad prompt, engine error).
-    Error(String),
+    Error(GenerateError),
 }
 
 /// A finished, non-streamed generation.
@@ -89,13 +104,9 @@ impl NativeModel {
         engine: EngineHandle,
         tokenizer: Arc<TextTokenizer>,
         name: String,
-        mut eos: Vec<u32>,
+        eos: Vec<u32>,
     ) -> Self {
-        for &id in tokenizer.eos_token_ids() {
-            if !eos.contains(&id) {
-                eos.push(id);
-            }
-        }
+        let eos = text::eos_ids(&eos, Some(&tokenizer));
         NativeModel {
             engine,
             tokenizer,
@@ -112,18 +123,15 @@ impl NativeModel {
         dtype: DType,
         engine: EngineConfig,
         name: Option<String>,
-    ) -> Result<Self, TeacherError> {
+    ) -> Result<Self, InferenceError> {
         let tokenizer = Arc::new(TextTokenizer::from_dir(dir)?);
-        let model_cfg =
-            ModelConfig::from_dir(dir).map_err(|e| TeacherError::Model(e.to_string()))?;
-        let gen = GenerationConfig::from_dir(dir, &model_cfg)
-            .map_err(|e| TeacherError::Model(e.to_string()))?;
+        let model_cfg = ModelConfig::from_dir(dir)?;
+        let gen = GenerationConfig::from_dir(dir, &model_cfg)?;
         let owned: PathBuf = dir.to_path_buf();
         let (handle, _thread) = EngineHandle::spawn::<B, _, _>(
             move || models::loader::load_model::<B>(&owned, &device, dtype).map(|l| l.model),
             engine,
-        )
-        .map_err(|e| TeacherError::Model(e.to_string()))?;
+        )?;
         let name = name.unwrap_or_else(|| {
             dir.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -147,22 +155,9 @@ impl NativeModel {
         &self.engine
     }
 
-    /// Prompt → ids: messages through the chat template (with the generation prompt), text with
-    /// the tokenizer's special tokens (BOS) as `/v1/completions` does, ids as given.
-    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, String> {
-        match prompt {
-            Prompt::Messages(m) => {
-                let msgs: Vec<ChatMessage> = m
-                    .iter()
-                    .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
-                    .collect();
-                self.tokenizer
-                    .encode_chat(&msgs, true)
-                    .map_err(|e| e.to_string())
-            }
-            Prompt::Text(t) => self.tokenizer.encode(t, true).map_err(|e| e.to_string()),
-            Prompt::Tokens(ids) => Ok(ids.clone()),
-        }
+    /// Prompt → ids (see [`text::prompt_ids`]).
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, DatasetError> {
+        text::prompt_ids(&self.tokenizer, prompt)
     }
 
     /// Starts generating from `prompt_ids`; text arrives on the returned channel. Dropping the
@@ -188,7 +183,7 @@ impl NativeModel {
         {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(TextEvent::Error(e));
+                let _ = tx.send(TextEvent::Error(e.into()));
                 return rx;
             }
         };
@@ -196,66 +191,51 @@ impl NativeModel {
         let eos = self.eos.clone();
         let stops = params.stop.clone();
         tokio::spawn(async move {
-            let mut decoder = IncrementalDecoder::new(true);
-            let mut matcher = StopStringMatcher::new(&stops);
-            let mut generated = 0u32;
+            let mut stream = TextStream::new(eos, &stops);
             let send = |ev: TextEvent| tx.send(ev).is_ok();
             while let Some(ev) = engine_rx.recv().await {
                 match ev {
                     EngineEvent::Tokens(ids) => {
                         for id in ids {
-                            generated += 1;
-                            if eos.contains(&id) {
-                                continue;
-                            }
-                            let piece = match decoder.push(&tokenizer, id) {
-                                Ok(p) => p,
+                            let step = match stream.push(tokenizer.as_ref(), id) {
+                                Ok(s) => s,
                                 Err(e) => {
-                                    send(TextEvent::Error(e.to_string()));
+                                    send(TextEvent::Error(GenerateError::Detokenize(Arc::new(e))));
                                     return;
                                 }
                             };
-                            let out = matcher.push(&piece);
-                            if !out.emit.is_empty() && !send(TextEvent::Delta(out.emit)) {
+                            if !step.text.is_empty() && !send(TextEvent::Delta(step.text)) {
                                 return; // caller gone: dropping engine_rx cancels
                             }
-                            if out.stopped.is_some() {
+                            if step.stopped {
                                 send(TextEvent::Done {
                                     finish_reason: FinishReason::Stop,
                                     prompt_tokens,
-                                    completion_tokens: generated,
+                                    completion_tokens: stream.generated(),
                                 });
                                 return;
                             }
                         }
                     }
                     EngineEvent::Finished(out) => {
-                        let tail = decoder.finish(&tokenizer).unwrap_or_default();
-                        let mut pushed = matcher.push(&tail);
-                        if pushed.stopped.is_none() {
-                            pushed.emit.push_str(&matcher.finish());
+                        let tail = stream.finish(tokenizer.as_ref()).unwrap_or_default();
+                        if !tail.text.is_empty() {
+                            send(TextEvent::Delta(tail.text));
                         }
-                        if !pushed.emit.is_empty() {
-                            send(TextEvent::Delta(pushed.emit));
-                        }
-                        let finish_reason = match (pushed.stopped, out.finish_reason) {
-                            (Some(_), _) | (None, models::FinishReason::Stop) => FinishReason::Stop,
-                            (None, models::FinishReason::Length) => FinishReason::Length,
-                        };
                         send(TextEvent::Done {
-                            finish_reason,
+                            finish_reason: text::finish_reason(tail.stopped, out.finish_reason),
                             prompt_tokens: out.prompt_tokens as u32,
                             completion_tokens: out.completion_tokens as u32,
                         });
                         return;
                     }
-                    EngineEvent::Failed(m) => {
-                        send(TextEvent::Error(m));
+                    EngineEvent::Failed(f) => {
+                        send(TextEvent::Error(f.into()));
                         return;
                     }
                 }
             }
-            send(TextEvent::Error("the engine stopped".into()));
+            send(TextEvent::Error(EngineFailure::Stopped.into()));
         });
         rx
     }
@@ -265,29 +245,35 @@ impl NativeModel {
         &self,
         prompt_ids: Vec<u32>,
         params: &GenParams,
-    ) -> Result<TextOutput, String> {
-        let mut rx = self.generate_stream(prompt_ids, params);
-        let mut text = String::new();
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                TextEvent::Delta(t) => text.push_str(&t),
-                TextEvent::Done {
+    ) -> Result<TextOutput, GenerateError> {
+        collect_text(self.generate_stream(prompt_ids, params)).await
+    }
+}
+
+/// Reads a [`NativeModel::generate_stream`] channel to the end into one [`TextOutput`].
+pub async fn collect_text(
+    mut rx: mpsc::UnboundedReceiver<TextEvent>,
+) -> Result<TextOutput, GenerateError> {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TextEvent::Delta(t) => text.push_str(&t),
+            TextEvent::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                return Ok(TextOutput {
+                    text,
                     finish_reason,
                     prompt_tokens,
                     completion_tokens,
-                } => {
-                    return Ok(TextOutput {
-                        text,
-                        finish_reason,
-                        prompt_tokens,
-                        completion_tokens,
-                    })
-                }
-                TextEvent::Error(e) => return Err(e),
+                })
             }
+            TextEvent::Error(e) => return Err(e),
         }
-        Err("generation ended without a result".into())
     }
+    Err(GenerateError::NoResult)
 }
 
 /// [`Backend`] over a [`NativeModel`].
@@ -305,7 +291,10 @@ impl NativeBackend {
         let started = Instant::now();
         let ids = match self.model.prompt_ids(&req.prompt) {
             Ok(ids) => ids,
-            Err(e) => return Ok(Completion::failed(format!("prompt: {e}"), 0)),
+            Err(e) => {
+                let message = format!("prompt: {}", crate::error_chain(&e));
+                return Ok(Completion::failed(message, 0));
+            }
         };
         let params = GenParams {
             max_tokens: req.max_tokens as usize,
@@ -329,9 +318,12 @@ impl NativeBackend {
                     error: None,
                 })
             }
-            Err(e) if e.contains("engine") && e.contains("stopped") => Err(BackendError::Shutdown),
+            Err(GenerateError::Engine(EngineFailure::Stopped)) => Err(BackendError::Shutdown),
             // Rejected inputs (prompt too long, bad ids) are properties of the request.
-            Err(e) => Ok(Completion::failed(e, started.elapsed().as_millis() as u64)),
+            Err(e) => Ok(Completion::failed(
+                crate::error_chain(&e),
+                started.elapsed().as_millis() as u64,
+            )),
         }
     }
 }

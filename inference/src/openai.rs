@@ -13,14 +13,18 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::backend::{
     join_reasoning, split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason,
     Prompt,
 };
-use crate::TeacherError;
+use crate::wire::{
+    ChatCompletionRequest, ChatMessageIn, CompletionRequest, CompletionResponse, ErrorBody,
+    MessageContent, PromptInput, SamplingFields, StopInput, StreamOptions,
+};
+use crate::InferenceError;
 
 /// Which endpoint chat prompts go to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +112,7 @@ fn default_backoff_max() -> u64 {
 
 impl Default for OpenAiConfig {
     fn default() -> Self {
-        serde_json::from_value(json!({})).expect("all fields have defaults")
+        serde_json::from_value(Value::Object(Default::default())).expect("all fields have defaults")
     }
 }
 
@@ -142,20 +146,20 @@ enum Attempt {
 impl OpenAiBackend {
     /// Builds the client; reads the API key from the configured environment variable (an error
     /// names the variable when it is unset, so a run does not start unauthenticated).
-    pub fn new(cfg: OpenAiConfig) -> Result<Self, TeacherError> {
+    pub fn new(cfg: OpenAiConfig) -> Result<Self, InferenceError> {
         if cfg.base_urls.is_empty() {
-            return Err(TeacherError::Config("openai.base_urls is empty".into()));
+            return Err(InferenceError::Config("openai.base_urls is empty".into()));
         }
         if cfg.concurrency == 0 {
-            return Err(TeacherError::Config(
+            return Err(InferenceError::Config(
                 "openai.concurrency must be at least 1".into(),
             ));
         }
         let api_key = match &cfg.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                TeacherError::Config(format!(
-                    "openai.api_key_env names `{var}`, but that environment variable is not set"
-                ))
+            Some(var) => Some(std::env::var(var).map_err(|source| InferenceError::MissingEnv {
+                key: "openai.api_key_env",
+                var: var.clone(),
+                source,
             })?),
             None => None,
         };
@@ -165,7 +169,7 @@ impl OpenAiBackend {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| TeacherError::Config(format!("cannot build HTTP client: {e}")))?;
+            .map_err(InferenceError::Http)?;
         let replicas = cfg
             .base_urls
             .iter()
@@ -207,44 +211,54 @@ impl OpenAiBackend {
             .unwrap_or(0)
     }
 
+    /// The request body and endpoint for `req`: the typed wire request, then `extra_body`
+    /// merged over it (so a config can add or override any field).
     fn body(&self, req: &ChatRequest) -> Result<(&'static str, Value), String> {
-        let mut body = serde_json::Map::new();
-        body.insert("model".into(), json!(self.cfg.model));
-        let path = match (&req.prompt, self.cfg.api) {
+        let sampling = SamplingFields {
+            model: Some(self.cfg.model.clone()),
+            max_tokens: Some(req.max_tokens),
+            temperature: Some(req.temperature),
+            top_p: Some(req.top_p),
+            // JSON readers on the server side often parse into i64: keep the seed in range.
+            seed: req.seed.map(|s| (s & (i64::MAX as u64)) as i64),
+            stop: (!req.stop.is_empty()).then(|| StopInput::Many(req.stop.clone())),
+            stream: self.cfg.stream.then_some(true),
+            stream_options: self.cfg.stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+            ..Default::default()
+        };
+        let (path, body) = match (&req.prompt, self.cfg.api) {
             (Prompt::Messages(m), ApiKind::Chat) => {
-                body.insert("messages".into(), json!(m));
-                "/chat/completions"
+                let messages = m
+                    .iter()
+                    .map(|m| ChatMessageIn {
+                        role: m.role.clone(),
+                        content: Some(MessageContent::Text(m.content.clone())),
+                    })
+                    .collect();
+                let body = ChatCompletionRequest { messages, sampling };
+                ("/chat/completions", serde_json::to_value(body))
             }
             (Prompt::Messages(_), ApiKind::Completions) => {
                 return Err("message prompts need api = \"chat\"".into())
             }
             (Prompt::Text(t), _) => {
-                body.insert("prompt".into(), json!(t));
-                "/completions"
+                let prompt = PromptInput::Text(t.clone());
+                ("/completions", serde_json::to_value(CompletionRequest { prompt, sampling }))
             }
             (Prompt::Tokens(t), _) => {
-                body.insert("prompt".into(), json!(t));
-                "/completions"
+                let prompt = PromptInput::Ids(t.clone());
+                ("/completions", serde_json::to_value(CompletionRequest { prompt, sampling }))
             }
         };
-        body.insert("max_tokens".into(), json!(req.max_tokens));
-        body.insert("temperature".into(), json!(req.temperature));
-        body.insert("top_p".into(), json!(req.top_p));
-        if let Some(seed) = req.seed {
-            // JSON readers on the server side often parse into i64: keep the seed in range.
-            body.insert("seed".into(), json!(seed & (i64::MAX as u64)));
+        let mut body = body.map_err(|e| format!("cannot encode the request: {e}"))?;
+        if let Value::Object(map) = &mut body {
+            for (k, v) in &self.cfg.extra_body {
+                map.insert(k.clone(), v.clone());
+            }
         }
-        if !req.stop.is_empty() {
-            body.insert("stop".into(), json!(req.stop));
-        }
-        if self.cfg.stream {
-            body.insert("stream".into(), json!(true));
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        for (k, v) in &self.cfg.extra_body {
-            body.insert(k.clone(), v.clone());
-        }
-        Ok((path, Value::Object(body)))
+        Ok((path, body))
     }
 
     async fn attempt(&self, replica: usize, path: &str, body: &Value) -> Attempt {
@@ -259,13 +273,13 @@ impl OpenAiBackend {
         }
         let resp = match rb.send().await {
             Ok(r) => r,
-            Err(e) => return transient(format!("{url}: {}", error_chain(&e)), None),
+            Err(e) => return transient(format!("{url}: {}", crate::error_chain(&e)), None),
         };
         let status = resp.status();
         if !status.is_success() {
             let retry_after = retry_after(resp.headers());
             let text = resp.text().await.unwrap_or_default();
-            let message = format!("HTTP {}: {}", status.as_u16(), error_message(&text));
+            let message = format!("HTTP {}: {}", status.as_u16(), ErrorBody::message_of(&text));
             let code = status.as_u16();
             return if code == 429 || code == 408 || status.is_server_error() {
                 transient(format!("{url}: {message}"), retry_after)
@@ -283,8 +297,8 @@ impl OpenAiBackend {
             read_stream(&url, resp).await
         } else {
             match resp.bytes().await {
-                Err(e) => transient(format!("{url}: reading body: {}", error_chain(&e)), None),
-                Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Err(e) => transient(format!("{url}: reading body: {}", crate::error_chain(&e)), None),
+                Ok(bytes) => match serde_json::from_slice::<CompletionResponse>(&bytes) {
                     Err(e) => transient(format!("{url}: invalid JSON body: {e}"), None),
                     Ok(v) => parse_response(&v)
                         .map(Attempt::Done)
@@ -384,17 +398,6 @@ fn transient(message: String, retry_after: Option<Duration>) -> Attempt {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 /// `Retry-After` in seconds (integer or fractional); HTTP-date values are ignored (backoff
 /// applies).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -407,21 +410,10 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-/// The `error.message` of an OpenAI-style error body, else the body itself (shortened).
-fn error_message(body: &str) -> String {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
-            return m.to_string();
-        }
-        if let Some(m) = v.get("message").or(v.get("detail")).and_then(Value::as_str) {
-            return m.to_string();
-        }
-    }
-    body.chars().take(500).collect()
-}
-
-fn u32_at(v: &Value, ptr: &str) -> u32 {
-    v.pointer(ptr).and_then(Value::as_u64).unwrap_or(0) as u32
+fn usage_of(v: &CompletionResponse) -> (u32, u32) {
+    v.usage
+        .map(|u| (u.prompt_tokens as u32, u.completion_tokens as u32))
+        .unwrap_or((0, 0))
 }
 
 /// Builds a completion from the parts a server returned: `reasoning_content` (or vLLM's older
@@ -446,7 +438,7 @@ fn assemble(
         reasoning,
         content,
         completion,
-        finish_reason: FinishReason::parse(finish),
+        finish_reason: FinishReason::from_wire(finish),
         prompt_tokens: usage.0,
         completion_tokens: usage.1,
         latency_ms: 0,
@@ -455,29 +447,15 @@ fn assemble(
 }
 
 /// Parses a non-streamed chat or text completion body.
-pub(crate) fn parse_response(v: &Value) -> Result<Completion, String> {
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or("response has no choices[0]")?;
-    let usage = (
-        u32_at(v, "/usage/prompt_tokens"),
-        u32_at(v, "/usage/completion_tokens"),
-    );
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
-    if let Some(msg) = choice.get("message") {
-        let content = msg
-            .get("content")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let reasoning = msg
-            .get("reasoning_content")
-            .or_else(|| msg.get("reasoning"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        Ok(assemble(reasoning, content, finish, usage))
-    } else if let Some(text) = choice.get("text").and_then(Value::as_str) {
-        Ok(assemble(None, text.to_string(), finish, usage))
+pub(crate) fn parse_response(v: &CompletionResponse) -> Result<Completion, String> {
+    let choice = v.choices.first().ok_or("response has no choices[0]")?;
+    let finish = choice.finish_reason.as_deref();
+    if let Some(msg) = &choice.message {
+        let content = msg.content.clone().unwrap_or_default();
+        let reasoning = msg.reasoning_text().map(str::to_string);
+        Ok(assemble(reasoning, content, finish, usage_of(v)))
+    } else if let Some(text) = &choice.text {
+        Ok(assemble(None, text.clone(), finish, usage_of(v)))
     } else {
         Err("choices[0] has neither `message` nor `text`".into())
     }
@@ -495,7 +473,7 @@ async fn read_stream(url: &str, resp: reqwest::Response) -> Attempt {
     'outer: while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
-            Err(e) => return transient(format!("{url}: stream broke: {}", error_chain(&e)), None),
+            Err(e) => return transient(format!("{url}: stream broke: {}", crate::error_chain(&e)), None),
         };
         buf.extend_from_slice(&chunk);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
@@ -510,36 +488,29 @@ async fn read_stream(url: &str, resp: reqwest::Response) -> Attempt {
                 done = true;
                 break 'outer;
             }
-            let v: Value = match serde_json::from_str(data) {
+            let v: CompletionResponse = match serde_json::from_str(data) {
                 Ok(v) => v,
                 Err(e) => return transient(format!("{url}: bad SSE event: {e}"), None),
             };
-            if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
-                return transient(format!("{url}: error event: {m}"), None);
+            if let Some(e) = &v.error {
+                return transient(format!("{url}: error event: {}", e.message), None);
             }
-            if v.get("usage").is_some_and(|u| !u.is_null()) {
-                usage = (
-                    u32_at(&v, "/usage/prompt_tokens"),
-                    u32_at(&v, "/usage/completion_tokens"),
-                );
+            if v.usage.is_some() {
+                usage = usage_of(&v);
             }
-            if let Some(choice) = v.pointer("/choices/0") {
-                if let Some(delta) = choice.get("delta") {
-                    if let Some(t) = delta.get("content").and_then(Value::as_str) {
+            if let Some(choice) = v.choices.first() {
+                if let Some(delta) = &choice.delta {
+                    if let Some(t) = &delta.content {
                         content.push_str(t);
                     }
-                    if let Some(t) = delta
-                        .get("reasoning_content")
-                        .or_else(|| delta.get("reasoning"))
-                        .and_then(Value::as_str)
-                    {
+                    if let Some(t) = delta.reasoning_text() {
                         reasoning.push_str(t);
                     }
-                } else if let Some(t) = choice.get("text").and_then(Value::as_str) {
+                } else if let Some(t) = &choice.text {
                     content.push_str(t);
                 }
-                if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-                    finish = Some(f.to_string());
+                if let Some(f) = &choice.finish_reason {
+                    finish = Some(f.clone());
                 }
             }
         }
@@ -553,6 +524,11 @@ async fn read_stream(url: &str, resp: reqwest::Response) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn parse_response(v: &Value) -> Result<Completion, String> {
+        super::parse_response(&serde_json::from_value(v.clone()).map_err(|e| e.to_string())?)
+    }
 
     #[test]
     fn parses_reasoning_content_and_think_tags() {
@@ -579,10 +555,10 @@ mod tests {
     #[test]
     fn error_bodies_and_retry_after() {
         assert_eq!(
-            error_message(r#"{"error":{"message":"bad model","type":"x"}}"#),
+            ErrorBody::message_of(r#"{"error":{"message":"bad model","type":"x"}}"#),
             "bad model"
         );
-        assert_eq!(error_message("plain"), "plain");
+        assert_eq!(ErrorBody::message_of("plain"), "plain");
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "1.5".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
@@ -644,5 +620,6 @@ mod tests {
         };
         let err = OpenAiBackend::new(cfg).err().unwrap().to_string();
         assert!(err.contains("DISTILL_TEST_SURELY_UNSET_KEY"), "{err}");
+        assert!(err.contains("openai.api_key_env"), "{err}");
     }
 }

@@ -1,0 +1,98 @@
+//! Inference: everything that turns a prompt into a completion, whoever serves the model.
+//!
+//! - [`backend`]: the [`Backend`] trait (one request → one completion) that the teacher sampler
+//!   and the evaluator both talk to, its request/completion types and [`BackendKind`].
+//! - [`wire`]: the OpenAI wire format as serde structs, shared by the client and the server.
+//! - [`openai`]: the OpenAI-compatible HTTP client (SGLang, vLLM, DeepSeek API, `distill serve`).
+//! - [`engine_worker`]: the thread that owns the `models` continuous-batching engine.
+//! - [`text`]: the one text generator — prompt → ids, then token stream → text with EOS
+//!   handling, incremental detokenisation and stop strings, in linear time.
+//! - [`native`]: a checkpoint run in-process ([`native::NativeModel`]) behind [`Backend`].
+//! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine.
+//! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
+//! - [`instant_server`] and [`byte_tokenizer`]: a zero-cost responder and a byte-level
+//!   tokenizer for tests and benchmarks of the serving path.
+
+pub mod backend;
+pub mod byte_tokenizer;
+pub mod drive;
+pub mod engine_worker;
+pub mod instant_server;
+pub mod native;
+pub mod openai;
+pub mod server;
+pub mod text;
+pub mod wire;
+
+pub use backend::{
+    Backend, BackendError, BackendKind, ChatRequest, Completion, FinishReason, Message, Prompt,
+};
+pub use drive::drive;
+pub use native::{NativeBackend, NativeModel};
+pub use openai::{OpenAiBackend, OpenAiConfig};
+
+use std::path::PathBuf;
+
+/// Errors setting up inference (loading a model, building a client). Per-request failures are
+/// [`BackendError`]s or recorded in [`Completion::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// A configuration value that cannot be used (names the key).
+    #[error("{0}")]
+    Config(String),
+    /// An environment variable named by the configuration is not set.
+    #[error("{key} names `{var}`, but that environment variable is not set")]
+    MissingEnv {
+        /// The configuration key naming the variable.
+        key: &'static str,
+        /// The variable.
+        var: String,
+        /// Why reading it failed.
+        #[source]
+        source: std::env::VarError,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// Filesystem failure.
+    #[error("{path}")]
+    Io {
+        /// File or directory involved.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Tokenizer, chat template or file failure (names the file).
+    #[error(transparent)]
+    Dataset(#[from] datasets::DatasetError),
+    /// Model loading or engine start-up failure.
+    #[error(transparent)]
+    Model(#[from] models::ModelError),
+}
+
+impl InferenceError {
+    /// Shorthand for an I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        InferenceError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`), for messages that leave the process as
+/// text: recorded sample failures, HTTP error bodies, retry logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = inner.source();
+    }
+    s
+}
