@@ -211,7 +211,7 @@ impl Quickstart {
             return Ok(());
         }
         let cfg = student::TrainConfig::load(&path, &[])?;
-        let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false };
+        let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false, ..Default::default() };
         let summary = student::train::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?;
         eprintln!(
             "   {role}: {} steps, last loss {:.4} -> {}",

@@ -36,15 +36,36 @@ struct TrainArgs {
     /// Override a config key, e.g. `--set optim.lr=2e-5 --set output.dir=runs/x` (TOML values).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Continue from the newest checkpoint in output.dir.
-    #[arg(long)]
+    /// Continue from the newest checkpoint in output.dir. Without it (or --overwrite), an
+    /// output.dir that already holds a run is refused.
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Delete the run already in output.dir (metrics, records, checkpoints, final/; nothing
+    /// else) and start over.
+    #[arg(long)]
+    overwrite: bool,
+    /// With --resume: continue even when the config differs from the checkpoint's (keys other
+    /// than output.dir, output.save_every, output.keep_last, output.max_shard_bytes).
+    #[arg(long, requires = "resume")]
+    allow_config_change: bool,
     /// Device to train on.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
     /// Do not draw the progress bar.
     #[arg(long)]
     no_progress: bool,
+}
+
+impl TrainArgs {
+    fn run_options(&self) -> student::RunOptions {
+        student::RunOptions {
+            resume: self.resume,
+            overwrite: self.overwrite,
+            allow_config_change: self.allow_config_change,
+            progress: !self.no_progress,
+            bf16_supported: self.device != DeviceKind::Cpu,
+        }
+    }
 }
 
 /// `distill student merge`.
@@ -73,11 +94,7 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
         StudentCommand::Train(a) => {
             let cfg = student::TrainConfig::load(&a.config, &a.set)?;
             let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student train")?;
-            let opts = student::RunOptions {
-                resume: a.resume,
-                progress: !a.no_progress,
-                bf16_supported: a.device != DeviceKind::Cpu,
-            };
+            let opts = a.run_options();
             let summary = with_backend!(a.device, train_on(&cfg, &opts))?;
             eprintln!(
                 "trained {} steps; last loss {}; final model in {}",
@@ -92,11 +109,8 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
         }
         StudentCommand::Grpo(a) => {
             let cfg = student::GrpoConfig::load(&a.config, &a.set)?;
-            let opts = student::RunOptions {
-                resume: a.resume,
-                progress: !a.no_progress,
-                bf16_supported: a.device != DeviceKind::Cpu,
-            };
+            let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student grpo")?;
+            let opts = a.run_options();
             let summary = with_backend!(a.device, grpo_on(&cfg, &opts))?;
             eprintln!(
                 "trained {} GRPO steps; last loss {}, last mean reward {}; final model in {}",

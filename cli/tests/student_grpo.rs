@@ -84,3 +84,38 @@ fn cli_grpo_step_matches_pytorch_qwen2() {
 fn cli_grpo_step_matches_pytorch_llama3() {
     check("llama3");
 }
+
+/// Runs `distill student grpo --config cfg` with `flags`; returns (success, stderr).
+fn grpo(cfg: &Path, flags: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["student", "grpo", "--config"])
+        .arg(cfg)
+        .arg("--no-progress")
+        .args(flags)
+        .output()
+        .unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A second run in an output dir that holds one fails naming the dir and both flags (it used
+/// to restart at step 0 in place); `--overwrite` replaces the run; `--resume --overwrite` and
+/// `--allow-config-change` without `--resume` are usage errors.
+#[test]
+fn cli_second_run_in_place_needs_resume_or_overwrite() {
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("qwen2").join("grpo/reference.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, config("qwen2", "dapo", &out, &r)).unwrap();
+    let (ok, err) = grpo(&cfg, &[]);
+    assert!(ok, "{err}");
+    let (ok, err) = grpo(&cfg, &[]);
+    assert!(!ok, "a second run in place must fail");
+    assert!(err.contains(&out.display().to_string()) && err.contains("--resume") && err.contains("--overwrite"), "{err}");
+    let (ok, err) = grpo(&cfg, &["--overwrite"]);
+    assert!(ok, "{err}");
+    assert!(out.join("final").join("config.json").is_file());
+    assert!(!grpo(&cfg, &["--resume", "--overwrite"]).0);
+    assert!(!grpo(&cfg, &["--allow-config-change"]).0);
+}

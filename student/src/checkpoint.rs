@@ -18,6 +18,8 @@ pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// File name of the LoRA adapters (our layout, names `<target>.lora_a|lora_b`).
 pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
+/// File name of the resolved config a checkpoint was trained with (compared on resume).
+pub const CONFIG_FILE: &str = "train_config.toml";
 
 /// Everything besides weights and moments that a resumed run needs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -77,7 +79,9 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     Ok(list_checkpoints(dir)?.pop())
 }
 
-/// Deletes all but the newest `keep` checkpoints (`keep == 0` keeps all).
+/// Deletes all but the newest `keep` checkpoints (`keep == 0` keeps all). Each victim is
+/// renamed to a `.trash-*` name before it is deleted, so a crash never leaves a half-deleted
+/// directory that still looks like a checkpoint.
 pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
     if keep == 0 {
         return Ok(Vec::new());
@@ -86,9 +90,49 @@ pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     if all.len() > keep {
         for (_, p) in &all[..all.len() - keep] {
-            std::fs::remove_dir_all(p).map_err(|e| StudentError::io(p, e))?;
+            crate::fsutil::remove_dir_via_trash(p)?;
             removed.push(p.clone());
         }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` (an entry of a run directory) is a leftover of an interrupted write: a
+/// checkpoint or `final/` being built (`.checkpoint-<n>.tmp-<pid>`, `.final.tmp-<pid>`, and the
+/// model writer's own `..<name>.tmp-<pid>`), a directory being deleted (`.trash-*`), or a
+/// run file being replaced (`.metrics.jsonl.tmp<pid>`). Only names the trainer itself makes.
+pub fn is_stale_temp(name: &str) -> bool {
+    if name.starts_with(".trash-") {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let rest = rest.trim_start_matches('.');
+    const OWNERS: [&str; 5] = ["checkpoint-", "final.", "metrics.jsonl.", "train_config.toml.", "run_manifest.json."];
+    OWNERS.iter().any(|o| rest.starts_with(o)) && rest.contains(".tmp")
+}
+
+/// Removes the leftovers of interrupted writes ([`is_stale_temp`]) from the run directory
+/// `dir` (each may be a full model). Returns what was removed.
+pub fn remove_stale_temps(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(StudentError::io(dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| StudentError::io(dir, e))?;
+        if !is_stale_temp(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let p = entry.path();
+        let is_dir = entry.file_type().map_err(|e| StudentError::io(&p, e))?.is_dir();
+        let r = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|e| StudentError::io(&p, e))?;
+        tracing::info!(path = %p.display(), "removed the leftover of an interrupted write");
+        removed.push(p);
     }
     Ok(removed)
 }
@@ -127,5 +171,17 @@ mod tests {
         prune_checkpoints(d.path(), 2).unwrap();
         let left: Vec<u64> = list_checkpoints(d.path()).unwrap().into_iter().map(|x| x.0).collect();
         assert_eq!(left, vec![4, 10]);
+        let names: Vec<String> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "no trash left: {names:?}");
+    }
+
+    #[test]
+    fn stale_temp_names() {
+        for n in [".checkpoint-7.tmp-12", "..checkpoint-7.tmp-12.tmp-12", ".final.tmp-3", "..final.tmp-3", ".trash-checkpoint-2-9", ".metrics.jsonl.tmp44"] {
+            assert!(is_stale_temp(n), "{n}");
+        }
+        for n in ["checkpoint-7", "final", ".git", ".checkpoint-notes", "metrics.jsonl", ".mydata.tmp-1", "notes.tmp"] {
+            assert!(!is_stale_temp(n), "{n}");
+        }
     }
 }

@@ -59,6 +59,30 @@ pub enum StudentError {
         /// What is wrong.
         msg: String,
     },
+    /// The output directory already holds a run, and neither resuming nor overwriting it was
+    /// asked for (restarting at step 0 in place would mix two runs' metrics and checkpoints).
+    #[error(
+        "output dir {dir} already holds a training run ({found}): pass --resume to continue it, \
+         or --overwrite to delete that run's files and start over"
+    )]
+    RunExists {
+        /// The output directory.
+        dir: PathBuf,
+        /// The run files found there.
+        found: String,
+    },
+    /// Resuming with a config that changes the training from the one the checkpoint was
+    /// trained with.
+    #[error(
+        "checkpoint {checkpoint}: the config differs from the one it was trained with ({keys}); \
+         pass --allow-config-change to resume anyway"
+    )]
+    ConfigChanged {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The changed keys (or why they cannot be named).
+        keys: String,
+    },
     /// A numerical problem that makes continuing pointless (e.g. a NaN loss).
     #[error("training diverged at step {step}: {msg}")]
     Diverged {

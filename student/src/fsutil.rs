@@ -44,3 +44,50 @@ pub fn replace_dir(tmp: &Path, dst: &Path) -> Result<()> {
     }
     std::fs::rename(tmp, dst).map_err(|e| StudentError::io(dst, e))
 }
+
+/// Flushes every file under `dir` (recursively), then the directories themselves, to disk.
+pub fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| StudentError::io(dir, e))? {
+        let entry = entry.map_err(|e| StudentError::io(dir, e))?;
+        let p = entry.path();
+        let ft = entry.file_type().map_err(|e| StudentError::io(&p, e))?;
+        if ft.is_dir() {
+            sync_tree(&p)?;
+        } else if ft.is_file() {
+            std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| StudentError::io(&p, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries (names created or renamed in it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| StudentError::io(dir, e))
+}
+
+/// Removes directory `p` without ever leaving a partly deleted directory under its name (a
+/// half-deleted `checkpoint-<n>/` would look like a model): it is renamed to
+/// `.trash-<name>-<pid>` first, then deleted.
+pub fn remove_dir_via_trash(p: &Path) -> Result<()> {
+    let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let trash = parent.join(format!(".trash-{name}-{}", std::process::id()));
+    if trash.exists() {
+        std::fs::remove_dir_all(&trash).map_err(|e| StudentError::io(&trash, e))?;
+    }
+    std::fs::rename(p, &trash).map_err(|e| StudentError::io(p, e))?;
+    std::fs::remove_dir_all(&trash).map_err(|e| StudentError::io(&trash, e))
+}
+
+/// Publishes the fully written directory `tmp` as `dst` (same parent) in one rename: its
+/// files and the directory are fsync'd first, an existing `dst` goes through the trash, and
+/// the parent is fsync'd after, so `dst` is either absent or complete.
+pub fn publish_dir(tmp: &Path, dst: &Path) -> Result<()> {
+    sync_tree(tmp)?;
+    if dst.exists() {
+        remove_dir_via_trash(dst)?;
+    }
+    std::fs::rename(tmp, dst).map_err(|e| StudentError::io(dst, e))?;
+    let parent = dst.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    sync_dir(parent)
+}

@@ -119,6 +119,6 @@ pub fn tiny_config_with(model: &Path, train: &Path, out: &Path, sets: &[&str]) -
 
 /// Runs training on the CPU backend.
 pub fn run(cfg: &student::TrainConfig, resume: bool) -> student::TrainSummary {
-    let opts = student::RunOptions { resume, progress: false, bf16_supported: false };
+    let opts = student::RunOptions { resume, progress: false, bf16_supported: false, ..Default::default() };
     student::train::<burn::backend::Autodiff<burn::backend::Flex>>(cfg, &Default::default(), &opts).unwrap()
 }

@@ -188,6 +188,8 @@ fn beta_zero_loads_no_reference_and_beta_needs_one() {
     let m = student::grpo::read_grpo_metrics(&tmp.path().join("out")).unwrap();
     assert_eq!(m[0].kl, 0.0);
     let cfg = student::GrpoConfig::load(&cfg_path, &sets("0.04")).unwrap();
+    // a second run in the same directory must say it replaces the first
+    let opts = student::RunOptions { overwrite: true, ..Default::default() };
     let e = student::train_grpo::<Autodiff<Flex>>(&cfg, &Default::default(), &opts).unwrap_err();
     let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
     assert!(chain.contains("no-such-reference"), "{chain}");

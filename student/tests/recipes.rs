@@ -100,7 +100,7 @@ fn bf16_compute_keeps_f32_master_weights() {
     write_tokens(&train, &sft_rows("qwen2"));
     let out = tmp.path().join("run");
     let cfg = tiny_config_with(&fixture("qwen2"), &train, &out, &["train.dtype=\"bf16\""]);
-    let opts = student::RunOptions { resume: false, progress: false, bf16_supported: true };
+    let opts = student::RunOptions { resume: false, progress: false, bf16_supported: true, ..Default::default() };
     let r = student::train::<burn::backend::Autodiff<burn::backend::Flex>>(&cfg, &Default::default(), &opts).unwrap();
     let m = student::read_metrics(&out).unwrap();
     let (loss, _) = reference("qwen2", "sft.loss_before");

@@ -116,7 +116,8 @@ fn rollouts<B: Backend>(device: B::Device, a: &GrpoBenchArgs, path: &Path) -> an
 }
 
 fn train<B: Backend>(device: B::Device, cfg: &student::GrpoConfig) -> anyhow::Result<()> {
-    let opts = student::RunOptions::default();
+    // the bench's own scratch run: a rerun with the same --work-dir replaces it
+    let opts = student::RunOptions { overwrite: true, ..Default::default() };
     student::train_grpo::<Autodiff<B>>(cfg, &device, &opts).context("bench GRPO step")?;
     Ok(())
 }

@@ -132,8 +132,11 @@ dir = "{out}"
     let cfg = student::TrainConfig::from_toml_str(&cfg_text, &[], "bench", None)?;
     let opts = student::RunOptions {
         resume: false,
+        // the bench's own scratch run: a rerun with the same --work-dir replaces it
+        overwrite: true,
         progress: false,
         bf16_supported: args.device != DeviceKind::Cpu,
+        ..Default::default()
     };
     with_backend!(args.device, train_on(&cfg, &opts))?;
     let metrics = student::read_metrics(&work.join("run"))?;

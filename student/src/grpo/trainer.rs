@@ -79,7 +79,7 @@ struct Run<'a, AB: AutodiffBackend> {
 /// Trains with GRPO as `cfg` says. Generic over the autodiff backend.
 pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, opts: &RunOptions) -> Result<GrpoSummary> {
     let out = cfg.output.dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| StudentError::io(&out, e))?;
+    crate::trainer::outdir::prepare(&out, opts)?;
     let resolved = toml::to_string_pretty(cfg).map_err(|e| StudentError::Config {
         path: "grpo config".into(),
         msg: e.to_string(),
@@ -88,7 +88,7 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
 
     let tok_dir = cfg.tokenizer_dir().map(Path::to_path_buf);
     let start = setup::initial_model::<AB>(&cfg.model, cfg.train.seed, device)?;
-    let resume = Resume::find(&out, opts.resume, &config_sha)?;
+    let resume = Resume::find(&out, opts, &resolved, &config_sha)?;
     let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
     let mut policy = setup::build_policy(start.model, None, &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
     let source = rollout_source(cfg, tok_dir.as_deref(), &start.generation)?;
@@ -115,6 +115,7 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
         tok_dir: tok_dir.as_deref(),
         max_shard_bytes: cfg.output.max_shard_bytes,
         base_name: cfg.model.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        resolved_config: &resolved,
     };
     let mut tstate = resume.trainer_state(total_steps, cfg.train.seed, &config_sha);
     let mut metrics = MetricsWriter::open(&out, tstate.step)?;

@@ -6,6 +6,7 @@
 //! them with its own objective and rollout stage.
 
 pub mod eval;
+pub mod outdir;
 pub mod policy;
 pub mod records;
 pub mod save;
@@ -21,7 +22,7 @@ use crate::batch::{MicroBatch, RowStream};
 use crate::checkpoint::TrainerState;
 use crate::config::TrainConfig;
 use crate::data::{load_rows, DataStats};
-use crate::error::{Result, StudentError};
+use crate::error::Result;
 use crate::fused_ce::LmProjection;
 use crate::manifest;
 use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
@@ -38,7 +39,14 @@ use sft_data::SftData;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue from the newest `checkpoint-<step>/` in `output.dir` (fresh start when none).
+    /// Without it (or `overwrite`), a directory that already holds a run is refused.
     pub resume: bool,
+    /// Delete the run already in `output.dir` (its metrics, records, checkpoints and `final/`;
+    /// nothing else) and start over. Excludes `resume`.
+    pub overwrite: bool,
+    /// Resume even when the config differs from the checkpoint's (beyond
+    /// [`outdir::RESUME_EXEMPT_KEYS`]); a warning instead of an error.
+    pub allow_config_change: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
     /// Whether the backend computes bf16 natively; when false, `dtype = "bf16"` falls back to
@@ -69,14 +77,14 @@ type SftObjectiveBox<AB> = Box<dyn Objective<AB, Batch = MicroBatch>>;
 /// Trains as `cfg` says. Generic over the autodiff backend; the caller picks the device.
 pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions) -> Result<TrainSummary> {
     let out = cfg.output.dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| StudentError::io(&out, e))?;
+    outdir::prepare(&out, opts)?;
     let resolved = manifest::resolved_toml(cfg)?;
     let config_sha = manifest::sha256_str(&resolved);
 
     let tok_dir = cfg.tokenizer_dir().map(Path::to_path_buf);
     let tokenizer = setup::load_tokenizer(tok_dir.as_deref())?;
     let start = setup::initial_model::<AB>(&cfg.model, cfg.train.seed, device)?;
-    let resume = Resume::find(&out, opts.resume, &config_sha)?;
+    let resume = Resume::find(&out, opts, &resolved, &config_sha)?;
     let mut generation = start.generation;
     let data = SftData::load(cfg, tokenizer.as_ref(), &start.config, &mut generation)?;
     let total_steps = data.total_steps(cfg);
@@ -91,6 +99,7 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         tok_dir: tok_dir.as_deref(),
         max_shard_bytes: cfg.output.max_shard_bytes,
         base_name: base_name(cfg),
+        resolved_config: &resolved,
     };
 
     let mut tstate = resume.trainer_state(total_steps, cfg.train.seed, &config_sha);

@@ -1,5 +1,8 @@
 //! Writing models: `checkpoint-<step>/` (f32 master weights or PEFT adapters, tokenizer,
-//! optimizer moments, trainer state last) and `final/` (LoRA merged, in the save dtype).
+//! optimizer moments, the resolved config, trainer state last) and `final/` (LoRA merged, in
+//! the save dtype). Each is written as one unit: built in a temporary sibling
+//! (`.checkpoint-<step>.tmp-<pid>`, `.final.tmp-<pid>`), fsync'd, then renamed into place, so a
+//! kill leaves either the complete directory or a temporary that the next run removes.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +12,7 @@ use burn::tensor::DType;
 use models::{GenerationConfig, ModelConfig, SaveOptions};
 
 use super::policy::Policy;
-use crate::checkpoint::{self, TrainerState, OPTIMIZER_FILE, STATE_FILE};
+use crate::checkpoint::{self, TrainerState, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE};
 use crate::config::TrainDtype;
 use crate::error::{Result, StudentError};
 
@@ -27,13 +30,15 @@ pub struct Saver<'a> {
     pub max_shard_bytes: u64,
     /// Base model named in PEFT adapter configs.
     pub base_name: String,
+    /// The resolved config, saved in each checkpoint so a resume can name changed keys.
+    pub resolved_config: &'a str,
 }
 
 impl Saver<'_> {
     /// Writes `checkpoint-<step>/`: HF weights (f32 master weights, or the PEFT adapters for
-    /// LoRA runs), tokenizer files, optimizer moments, and the trainer state last (a directory
-    /// without it is incomplete and ignored by `--resume`); then prunes to `keep_last`.
-    /// `extra` writes objective-specific files into the directory before the state.
+    /// LoRA runs), tokenizer files, optimizer moments, the resolved config and the trainer
+    /// state, all in a temporary directory published with one rename; then prunes to
+    /// `keep_last`. `extra` writes objective-specific files into the directory.
     pub fn checkpoint<AB: AutodiffBackend>(
         &self,
         policy: &Policy<AB>,
@@ -42,23 +47,38 @@ impl Saver<'_> {
         extra: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
         let dir = checkpoint::checkpoint_dir(self.out, state.step);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| StudentError::io(&dir, e))?;
-        }
-        match &policy.lora {
-            None => self.save_weights(&dir, &policy.model.valid(), None)?,
-            Some(l) => {
-                std::fs::create_dir_all(&dir).map_err(|e| StudentError::io(&dir, e))?;
-                l.save_peft(&dir, &self.base_name)?;
+        let tmp = self.temp_dir(&format!("checkpoint-{}", state.step))?;
+        let written = (|| {
+            match &policy.lora {
+                None => self.save_weights(&tmp, &policy.model.valid(), None)?,
+                Some(l) => {
+                    std::fs::create_dir_all(&tmp).map_err(|e| StudentError::io(&tmp, e))?;
+                    l.save_peft(&tmp, &self.base_name)?;
+                }
             }
+            copy_tokenizer(self.tok_dir, &tmp)?;
+            policy.opt.save(&tmp.join(OPTIMIZER_FILE))?;
+            crate::fsutil::write_atomic(&tmp.join(CONFIG_FILE), self.resolved_config.as_bytes())?;
+            extra(&tmp)?;
+            crate::fsutil::write_json(&tmp.join(STATE_FILE), state)?;
+            crate::fsutil::publish_dir(&tmp, &dir)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        copy_tokenizer(self.tok_dir, &dir)?;
-        policy.opt.save(&dir.join(OPTIMIZER_FILE))?;
-        extra(&dir)?;
-        crate::fsutil::write_json(&dir.join(STATE_FILE), state)?;
         tracing::info!(dir = %dir.display(), step = state.step, "checkpoint saved");
         checkpoint::prune_checkpoints(self.out, keep_last)?;
         Ok(())
+    }
+
+    /// `<out>/.<name>.tmp-<pid>`, emptied: where a directory is built before its rename.
+    fn temp_dir(&self, name: &str) -> Result<PathBuf> {
+        let tmp = self.out.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| StudentError::io(&tmp, e))?;
+        }
+        Ok(tmp)
     }
 
     /// Writes `final/`: the merged model in `save_dtype` (default: the source checkpoint's
@@ -75,12 +95,20 @@ impl Saver<'_> {
             Some(l) => crate::lora::merge(policy.model.valid(), &l.host_pairs(), l.scale),
             None => policy.model.valid(),
         };
-        self.save_weights(&final_dir, &model, dtype)?;
-        if let Some(l) = &policy.lora {
-            l.save_peft(&final_dir, &self.base_name)?;
+        let tmp = self.temp_dir("final")?;
+        let written = (|| {
+            self.save_weights(&tmp, &model, dtype)?;
+            if let Some(l) = &policy.lora {
+                l.save_peft(&tmp, &self.base_name)?;
+            }
+            copy_tokenizer(self.tok_dir, &tmp)?;
+            crate::fsutil::write_json(&tmp.join(STATE_FILE), state)?;
+            crate::fsutil::publish_dir(&tmp, &final_dir)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        copy_tokenizer(self.tok_dir, &final_dir)?;
-        crate::fsutil::write_json(&final_dir.join(STATE_FILE), state)?;
         Ok(final_dir)
     }
 

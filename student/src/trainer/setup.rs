@@ -85,9 +85,11 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// The newest checkpoint in `out` when `enabled` (a fresh start when there is none).
-    pub fn find(out: &Path, enabled: bool, config_sha: &str) -> Result<Self> {
-        if !enabled {
+    /// The newest checkpoint in `out` when `opts.resume` (a fresh start when there is none).
+    /// Its config must match `resolved` (see [`super::outdir::check_config`]) unless
+    /// `opts.allow_config_change`.
+    pub fn find(out: &Path, opts: &super::RunOptions, resolved: &str, config_sha: &str) -> Result<Self> {
+        if !opts.resume {
             return Ok(Self::default());
         }
         let from = checkpoint::latest_checkpoint(out)?;
@@ -96,9 +98,7 @@ impl Resume {
             return Ok(Self::default());
         };
         let state = checkpoint::read_state(dir)?;
-        if state.config_sha256 != config_sha {
-            tracing::warn!("the config differs from the one the checkpoint was trained with");
-        }
+        super::outdir::check_config(dir, &state.config_sha256, resolved, config_sha, opts.allow_config_change)?;
         Ok(Self { from, state: Some(state) })
     }
 
