@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod checkpointed;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -276,6 +276,11 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         if loss_tokens > 0 {
             for mb in &mbs {
                 let tf = Instant::now();
+                if cfg.train.gradient_checkpointing {
+                    sums.add(&ctx.checkpointed_micro(&model, lora.as_ref(), fused.as_ref(), mb, loss_tokens, &mut acc));
+                    t_bwd += tf.elapsed().as_secs_f64();
+                    continue;
+                }
                 let view = ctx.view(&model, lora.as_ref());
                 let (loss, extra) = match &fused {
                     Some(proj) => match ctx.fused_loss(&view, proj, mb, loss_tokens, lora.is_none()) {
@@ -524,9 +529,23 @@ impl<AB: AutodiffBackend> StepCtx<'_, AB> {
         if mb.targets.num_loss_tokens() == 0 {
             return None;
         }
+        let hidden = model.forward_hidden(mb.to_input::<AB>(self.device));
+        self.fused_head(model, proj, hidden, mb, step_tokens, weight_grad)
+    }
+
+    /// [`Self::fused_loss`] from final-norm hidden states.
+    #[allow(clippy::type_complexity)]
+    fn fused_head(
+        &self,
+        model: &Model<AB>,
+        proj: &LmProjection,
+        hidden: Tensor<AB, 3>,
+        mb: &MicroBatch,
+        step_tokens: usize,
+        weight_grad: bool,
+    ) -> Option<(Tensor<AB, 1>, LossSums, Option<Tensor<AB::InnerBackend, 2>>)> {
         let (found, w) = projection_weight(model)?;
         debug_assert_eq!(found.id, proj.id);
-        let hidden = model.forward_hidden(mb.to_input::<AB>(self.device));
         let f = fused_ce(hidden.clone().inner(), w.inner(), &mb.targets, self.cfg.train.loss_chunk, step_tokens, weight_grad);
         let surrogate = (hidden * Tensor::<AB, 3>::from_inner(f.grad_hidden)).sum();
         let sums = LossSums {
@@ -545,6 +564,12 @@ impl<AB: AutodiffBackend> StepCtx<'_, AB> {
             return None;
         }
         let hidden = model.forward_hidden(mb.to_input::<AB>(self.device));
+        self.loss_head(model, hidden, mb, step_tokens)
+    }
+
+    /// [`Self::micro_loss`] from final-norm hidden states.
+    fn loss_head(&self, model: &Model<AB>, hidden: Tensor<AB, 3>, mb: &MicroBatch, step_tokens: usize) -> Option<(Tensor<AB, 1>, LossSums)> {
+        let chunks = loss_chunks(&mb.targets, self.cfg.train.loss_chunk);
         let teacher_hidden = self
             .teacher
             .map(|t| t.model.forward_hidden(mb.to_input::<AB::InnerBackend>(self.device)));
@@ -580,6 +605,47 @@ impl<AB: AutodiffBackend> StepCtx<'_, AB> {
         }
         let loss = total?.div_scalar(step_tokens as f64);
         Some((loss, sums))
+    }
+
+    /// Forward + backward of one micro-batch with gradient checkpointing (see
+    /// [`crate::checkpointed`]): same loss and gradients as the plain path, accumulated into
+    /// `acc`; returns the host-side loss sums.
+    fn checkpointed_micro(
+        &self,
+        model: &Model<AB>,
+        lora: Option<&Lora<AB>>,
+        fused: Option<&LmProjection>,
+        mb: &MicroBatch,
+        step_tokens: usize,
+        acc: &mut GradAccumulator,
+    ) -> LossSums {
+        if mb.targets.num_loss_tokens() == 0 {
+            return LossSums::default();
+        }
+        let (mut sums, mut extra) = (LossSums::default(), None);
+        let head = |h: Tensor<AB, 3>| -> Tensor<AB, 1> {
+            let view = self.view(model, lora);
+            let out = match fused {
+                Some(proj) => self.fused_head(&view, proj, h, mb, step_tokens, lora.is_none()).map(|(l, s, gw)| {
+                    extra = gw.map(|g| (proj.id, g));
+                    (l, s)
+                }),
+                None => self.loss_head(&view, h, mb, step_tokens),
+            };
+            let (loss, s) = out.expect("the micro-batch has loss tokens");
+            sums = s;
+            loss
+        };
+        let opts = crate::checkpointed::CheckpointOptions { every: self.cfg.train.checkpoint_every, ..Default::default() };
+        let input = mb.to_input::<AB>(self.device);
+        crate::checkpointed::checkpointed_backward(|| self.view(model, lora), &input, &opts, head, |g| match lora {
+            Some(l) => acc.add(&l.adapters, g),
+            None => acc.add(model, g),
+        });
+        if let Some((id, g)) = extra {
+            acc.add_tensor::<AB::InnerBackend, 2>(id, g);
+        }
+        sums
     }
 
     /// Mean held-out cross-entropy (no autodiff) and its token count.
