@@ -27,6 +27,8 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="model.gradient_checkpointing_enable() (non-reentrant), as HF Trainer does")
     a = p.parse_args()
     try:
         import torch
@@ -50,6 +52,9 @@ def main():
         attn_implementation="sdpa",
     )
     model = Qwen2ForCausalLM(cfg).float().train()
+    if a.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
     times = []
@@ -72,6 +77,7 @@ def main():
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "peak_rss_mb": rss_mb,
+        "gradient_checkpointing": a.gradient_checkpointing,
     }))
 
 

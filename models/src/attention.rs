@@ -75,7 +75,7 @@ impl<B: Backend> Attention<B> {
     }
 
     /// Projects `x [B, T, H]` to rotated q `[B, Hq, T, D]`, k and v `[B, Hkv, T, D]`.
-    fn qkv(&self, x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    pub(crate) fn qkv(&self, x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
         let (hq, hk, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, t, hq, d]).swap_dims(1, 2);
@@ -84,7 +84,7 @@ impl<B: Backend> Attention<B> {
         (apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
     }
 
-    fn output(&self, ctx: Tensor<B, 4>) -> Tensor<B, 3> {
+    pub(crate) fn output(&self, ctx: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, h, t, d] = ctx.dims();
         self.o_proj.forward(ctx.swap_dims(1, 2).reshape([b, t, h * d]))
     }

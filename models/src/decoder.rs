@@ -62,7 +62,7 @@ pub struct DecoderForCausalLM<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>, mask: &FullMask<B>) -> Tensor<B, 3> {
+    pub(crate) fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>, mask: &FullMask<B>) -> Tensor<B, 3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, mask);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
@@ -125,17 +125,29 @@ impl<B: Backend> DecoderForCausalLM<B> {
         })
     }
 
-    fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    pub(crate) fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         embedding(self.model.embed_tokens.weight.val(), ids)
     }
 
-    /// Resolves the layout to a kernel mask and the positions to use.
-    fn mask_and_positions(&self, input: &ForwardInput<B>) -> (FullMask<B>, Tensor<B, 2, Int>) {
+    /// RoPE positions of a full-sequence input: explicit ones, else `0..T` per row (per
+    /// segment for packed rows).
+    pub(crate) fn positions(&self, input: &ForwardInput<B>) -> Tensor<B, 2, Int> {
         let [b, t] = input.input_ids.dims();
         let device = input.input_ids.device();
-        let arange = || Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).expand([b, t]);
+        match (&input.position_ids, &input.layout) {
+            (Some(p), _) => p.clone(),
+            (None, AttentionLayout::Packed { segment_ids }) => packed_positions(segment_ids),
+            (None, _) => Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).expand([b, t]),
+        }
+    }
+
+    /// The layout as a kernel mask: `[B, 1, T, T]` for padded and packed rows (the
+    /// materialising attention path).
+    pub(crate) fn dense_mask(&self, input: &ForwardInput<B>) -> FullMask<B> {
+        let [b, t] = input.input_ids.dims();
+        let device = input.input_ids.device();
         match &input.layout {
-            AttentionLayout::Causal => (FullMask::Causal, input.position_ids.clone().unwrap_or_else(arange)),
+            AttentionLayout::Causal => FullMask::Causal,
             AttentionLayout::CausalPadded { key_mask } => {
                 let causal = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device).reshape([1, t, t]).expand([b, t, t]);
                 let pad = key_mask.clone().bool_not().reshape([b, 1, t]).expand([b, t, t]);
@@ -144,38 +156,36 @@ impl<B: Backend> DecoderForCausalLM<B> {
                 let upper = Tensor::<B, 2, Bool>::tril_mask([t, t], -1, &device);
                 let diag = upper.bool_and(above.bool_not()).reshape([1, t, t]).expand([b, t, t]);
                 let masked = causal.bool_or(pad.bool_and(diag.bool_not()));
-                (FullMask::Explicit(masked.reshape([b, 1, t, t])), input.position_ids.clone().unwrap_or_else(arange))
+                FullMask::Explicit(masked.reshape([b, 1, t, t]))
             }
             AttentionLayout::Packed { segment_ids } => {
                 let causal = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device).reshape([1, t, t]).expand([b, t, t]);
                 let qi = segment_ids.clone().reshape([b, t, 1]).expand([b, t, t]);
                 let kj = segment_ids.clone().reshape([b, 1, t]).expand([b, t, t]);
-                let masked = causal.bool_or(qi.not_equal(kj));
-                let positions = input.position_ids.clone().unwrap_or_else(|| packed_positions(segment_ids));
-                (FullMask::Explicit(masked.reshape([b, 1, t, t])), positions)
+                FullMask::Explicit(causal.bool_or(qi.not_equal(kj)).reshape([b, 1, t, t]))
             }
         }
     }
 
     fn run(&self, input: ForwardInput<B>, mut keep: Option<&mut Vec<Tensor<B, 3>>>) -> Tensor<B, 3> {
-        let (mask, positions) = self.mask_and_positions(&input);
+        use crate::layerwise::{AttentionImpl, LayerwiseLm};
+        let ctx = self.layer_ctx(&input, AttentionImpl::Materialise);
         let mut x = self.embed(input.input_ids);
-        let (cos, sin) = self.rope.cos_sin(positions, x.dtype());
         if let Some(k) = keep.as_deref_mut() {
             k.push(x.clone());
         }
-        for layer in &self.model.layers {
-            x = layer.forward(x, &cos, &sin, &mask);
+        for i in 0..self.model.layers.len() {
+            x = self.layer_forward(i, x, &ctx);
             if let Some(k) = keep.as_deref_mut() {
                 k.push(x.clone());
             }
         }
-        self.model.norm.forward(x)
+        self.final_norm(x)
     }
 }
 
 /// Positions restarting at 0 at every segment change along each row.
-fn packed_positions<B: Backend>(segment_ids: &Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+pub(crate) fn packed_positions<B: Backend>(segment_ids: &Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
     let [b, t] = segment_ids.dims();
     let seg: Vec<i64> = segment_ids.clone().into_data().iter::<i64>().collect();
     let mut pos = vec![0i64; b * t];

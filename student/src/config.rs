@@ -220,6 +220,15 @@ pub struct TrainSection {
     /// (reference path; more memory). Default true.
     #[serde(default = "yes")]
     pub fused_ce: bool,
+    /// Keep only each decoder layer's input in the forward pass and recompute the layer in
+    /// backward, with block-wise attention (no `[S, S]` scores or masks); same gradients, far
+    /// less activation memory (see `checkpointed`). HF's name. Default false.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// With `gradient_checkpointing`: keep the input of every k-th layer only (segments of k
+    /// layers are recomputed together). Default 1.
+    #[serde(default = "one")]
+    pub checkpoint_every: usize,
     /// Held-out loss every N optimizer steps (0 = only at the end). Default 0.
     #[serde(default)]
     pub eval_every: u64,
@@ -385,6 +394,8 @@ impl Default for TrainSection {
             seed: default_seed(),
             loss_chunk: default_loss_chunk(),
             fused_ce: true,
+            gradient_checkpointing: false,
+            checkpoint_every: 1,
             eval_every: 0,
             eval_max_batches: 0,
         }
@@ -473,8 +484,8 @@ impl TrainConfig {
             return Err("schedule.min_lr_ratio must be in [0,1] and warmup_ratio in [0,1)".into());
         }
         let t = &self.train;
-        if t.batch_size == 0 || t.grad_accum == 0 || t.loss_chunk == 0 {
-            return Err("train.batch_size, train.grad_accum and train.loss_chunk must be >= 1".into());
+        if t.batch_size == 0 || t.grad_accum == 0 || t.loss_chunk == 0 || t.checkpoint_every == 0 {
+            return Err("train.batch_size, train.grad_accum, train.loss_chunk and train.checkpoint_every must be >= 1".into());
         }
         if t.max_steps == 0 && t.epochs == 0 {
             return Err("one of train.max_steps or train.epochs must be > 0".into());

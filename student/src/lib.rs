@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod checkpointed;
 pub mod config;
 pub mod data;
 pub mod error;

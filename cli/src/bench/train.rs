@@ -59,10 +59,28 @@ pub struct TrainBenchArgs {
     /// Skip the PyTorch peer.
     #[arg(long)]
     no_peer: bool,
+    /// Train with `train.gradient_checkpointing = true` (the peer with
+    /// `gradient_checkpointing_enable()`).
+    #[arg(long)]
+    gradient_checkpointing: bool,
+    /// Sweep: for each length, one row per step (batch 1) with and without gradient
+    /// checkpointing, each run in its own child process so its peak RSS is its own, next to
+    /// PyTorch with gradient checkpointing; prints a table.
+    #[arg(long, value_delimiter = ',')]
+    seq_lens: Vec<usize>,
+    /// With `--seq-lens`: skip the runs without checkpointing (they need far more memory).
+    #[arg(long)]
+    only_checkpointed: bool,
+    /// Print one JSON line with tokens/s and peak RSS instead of the report (sweep children).
+    #[arg(long, hide = true)]
+    json: bool,
 }
 
 /// Runs the benchmark.
 pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
+    if !args.seq_lens.is_empty() {
+        return sweep(&args);
+    }
     let scratch = std::env::temp_dir().join(format!("distill-bench-train-{}", std::process::id()));
     let work = args.work_dir.clone().unwrap_or_else(|| scratch.clone());
     std::fs::create_dir_all(&work)?;
@@ -111,6 +129,7 @@ max_steps = {steps}
 shuffle = false
 dtype = "{dtype}"
 loss_chunk = {chunk}
+gradient_checkpointing = {gc}
 [output]
 dir = "{out}"
 "#,
@@ -128,6 +147,7 @@ dir = "{out}"
         steps = args.steps + 1,
         dtype = if args.bf16 { "bf16" } else { "f32" },
         out = work.join("run").display(),
+        gc = args.gradient_checkpointing,
     );
     let cfg = student::TrainConfig::from_toml_str(&cfg_text, &[], "bench", None)?;
     let opts = student::RunOptions {
@@ -143,6 +163,10 @@ dir = "{out}"
     let timed: Vec<f64> = metrics.iter().skip(1).map(|m| m.tokens_per_s).collect();
     let ours = timed.iter().sum::<f64>() / timed.len().max(1) as f64;
     let rss = peak_rss_mb();
+    if args.json {
+        println!("{}", serde_json::json!({ "tokens_per_s": ours, "peak_rss_mb": rss }));
+        return Ok(());
+    }
     let params = param_count(args) as f64;
     let states_mb = params * 4.0 * 4.0 / 1e6;
     let acts_mb = activation_bytes(args) / 1e6;
@@ -162,38 +186,14 @@ dir = "{out}"
     if args.no_peer {
         return Ok(());
     }
-    let script = Path::new("benches/train_pytorch.py");
-    let output = std::process::Command::new(&args.python)
-        .arg(script)
-        .args(["--hidden", &args.hidden.to_string()])
-        .args(["--layers", &args.layers.to_string()])
-        .args(["--heads", &args.heads.to_string()])
-        .args(["--kv-heads", &args.kv_heads.to_string()])
-        .args(["--intermediate", &args.intermediate.to_string()])
-        .args(["--vocab", &args.vocab.to_string()])
-        .args(["--seq", &args.seq.to_string()])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--steps", &args.steps.to_string()])
-        .output();
-    let output = match output {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            println!("PyTorch        : not measured ({}: {})", script.display(), err.lines().last().unwrap_or(""));
+    let peer = match run_peer(args, args.seq, args.batch, args.gradient_checkpointing) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("PyTorch        : not measured ({e})");
             println!("reference      : 325 tokens/s measured on this machine class (4 × 512 tokens, 2 threads)");
             return Ok(());
         }
-        Err(e) => {
-            println!("PyTorch        : not measured (cannot run {}: {e})", args.python);
-            return Ok(());
-        }
     };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let peer: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .context("train_pytorch.py printed no JSON summary")?;
     let theirs = peer["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     println!(
         "PyTorch        : {theirs:.0} tokens/s (torch {}, {} threads), peak RSS {:.0} MB",
@@ -202,6 +202,105 @@ dir = "{out}"
         peer["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
     );
     println!("ratio          : {:.2}x (target >= 1.0x)", ours / theirs);
+    Ok(())
+}
+
+/// Runs `benches/train_pytorch.py` on the bench shape; its JSON summary or why not.
+fn run_peer(args: &TrainBenchArgs, seq: usize, batch: usize, checkpointing: bool) -> Result<serde_json::Value, String> {
+    let script = Path::new("benches/train_pytorch.py");
+    let mut cmd = std::process::Command::new(&args.python);
+    cmd.arg(script)
+        .args(["--hidden", &args.hidden.to_string()])
+        .args(["--layers", &args.layers.to_string()])
+        .args(["--heads", &args.heads.to_string()])
+        .args(["--kv-heads", &args.kv_heads.to_string()])
+        .args(["--intermediate", &args.intermediate.to_string()])
+        .args(["--vocab", &args.vocab.to_string()])
+        .args(["--seq", &seq.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .args(["--steps", &args.steps.to_string()]);
+    if checkpointing {
+        cmd.arg("--gradient-checkpointing");
+    }
+    let o = cmd.output().map_err(|e| format!("cannot run {}: {e}", args.python))?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        return Err(format!("{}: {} {}", script.display(), o.status, err.lines().last().unwrap_or("")));
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| "train_pytorch.py printed no JSON summary".to_string())
+}
+
+/// One sweep run of ours in a child process: (tokens/s, peak RSS MB) or why not.
+fn child_run(args: &TrainBenchArgs, seq: usize, checkpointing: bool) -> Result<(f64, f64), String> {
+    use clap::ValueEnum;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let device = args.device.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_else(|| "cpu".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["bench", "train", "--json", "--no-peer", "--batch", "1", "--device", &device])
+        .args(["--hidden", &args.hidden.to_string()])
+        .args(["--layers", &args.layers.to_string()])
+        .args(["--heads", &args.heads.to_string()])
+        .args(["--kv-heads", &args.kv_heads.to_string()])
+        .args(["--intermediate", &args.intermediate.to_string()])
+        .args(["--vocab", &args.vocab.to_string()])
+        .args(["--seq", &seq.to_string()])
+        .args(["--steps", &args.steps.to_string()]);
+    if checkpointing {
+        cmd.arg("--gradient-checkpointing");
+    }
+    if args.bf16 {
+        cmd.arg("--bf16");
+    }
+    let o = cmd.output().map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("child {}", o.status));
+    }
+    let v: serde_json::Value = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or("child printed no JSON")?;
+    Ok((v["tokens_per_s"].as_f64().unwrap_or(f64::NAN), v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)))
+}
+
+/// `--seq-lens`: the memory/speed table with and without checkpointing next to PyTorch.
+fn sweep(args: &TrainBenchArgs) -> anyhow::Result<()> {
+    let cell = |r: &Result<(f64, f64), String>| match r {
+        Ok((t, m)) => format!("{t:>8.1} tok/s {m:>8.0} MB"),
+        Err(e) => format!("{:>27}", format!("({e})")),
+    };
+    println!(
+        "shape: hidden {} × {} layers, heads {}/{}, inter {}, vocab {}, one row, {} timed step(s) after a warm-up; peak RSS of the whole process",
+        args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate, args.vocab, args.steps
+    );
+    println!("{:>6} | {:>27} | {:>27} | {:>27} | ckpt/torch RSS | ckpt/plain tok/s | ckpt/torch tok/s", "seq", "distill plain", "distill checkpointed", "PyTorch checkpointed+SDPA");
+    for &seq in &args.seq_lens {
+        let plain = if args.only_checkpointed { Err("skipped".to_string()) } else { child_run(args, seq, false) };
+        let ckpt = child_run(args, seq, true);
+        let peer = if args.no_peer {
+            Err("no peer".to_string())
+        } else {
+            run_peer(args, seq, 1, true).map(|v| (v["tokens_per_s"].as_f64().unwrap_or(f64::NAN), v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)))
+        };
+        let ratio = |a: &Result<(f64, f64), String>, b: &Result<(f64, f64), String>, f: fn(&(f64, f64)) -> f64| match (a, b) {
+            (Ok(x), Ok(y)) => format!("{:.2}", f(x) / f(y)),
+            _ => "-".into(),
+        };
+        println!(
+            "{seq:>6} | {} | {} | {} | {:>14} | {:>16} | {:>16}",
+            cell(&plain),
+            cell(&ckpt),
+            cell(&peer),
+            ratio(&ckpt, &peer, |x| x.1),
+            ratio(&ckpt, &plain, |x| x.0),
+            ratio(&ckpt, &peer, |x| x.0)
+        );
+    }
+    println!("targets: ckpt/torch RSS <= 0.7, ckpt/plain tok/s >= 0.75, ckpt/torch tok/s >= 1.0");
     Ok(())
 }
 

@@ -145,17 +145,22 @@ impl<B: Backend> MlaAttention<B> {
     }
 
     /// Output projection of per-head outputs `[b,h,t,v]`.
-    fn output(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
+    pub(crate) fn output(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, h, t, v] = o.dims();
         self.o_proj.forward(o.swap_dims(1, 2).reshape([b, t, h * v]))
     }
 
+    /// Per-head queries `[b,h,t,qk]`, keys `[b,h,t,qk]` and values `[b,h,t,v]` of the new
+    /// tokens (rope applied), before the softmax of `softmax_scale · q kᵀ`.
+    pub(crate) fn qkv(&self, x: Tensor<B, 3>, ctx: &AttnCtx<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (q_nope, q_pe) = self.queries(x.clone(), ctx);
+        let (k, v) = self.expand(self.latent(x, ctx));
+        (Tensor::cat(vec![q_nope, q_pe], 3), k, v)
+    }
+
     /// Full-sequence attention (training, scoring): no cache, transformers' exact computation.
     pub fn forward(&self, x: Tensor<B, 3>, ctx: &AttnCtx<B>) -> Tensor<B, 3> {
-        let (q_nope, q_pe) = self.queries(x.clone(), ctx);
-        let lat = self.latent(x, ctx);
-        let (k, v) = self.expand(lat);
-        let q = Tensor::cat(vec![q_nope, q_pe], 3);
+        let (q, k, v) = self.qkv(x, ctx);
         self.output(self.attend(q, k, v, ctx.mask.clone()))
     }
 

@@ -42,7 +42,7 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn ffn(&self, h: Tensor<B, 3>, record: bool) -> (Tensor<B, 3>, Option<RouterChoices>) {
+    pub(crate) fn ffn(&self, h: Tensor<B, 3>, record: bool) -> (Tensor<B, 3>, Option<RouterChoices>) {
         match &self.mlp {
             DeepseekFfn::Dense(m) => (m.forward(h), None),
             DeepseekFfn::Moe(m) => m.forward(h, record),
@@ -86,9 +86,11 @@ pub struct DeepseekTrace<B: Backend> {
     pub router: Vec<Option<RouterChoices>>,
 }
 
-/// Host-side view of a full-sequence input: positions per row and the explicit mask.
-fn plan_layout<B: Backend>(
+/// Host-side view of a full-sequence input: positions per row and, when `dense`, the
+/// explicit mask (blockwise attention takes the layout instead).
+pub(crate) fn plan_layout<B: Backend>(
     input: &ForwardInput<B>,
+    dense: bool,
 ) -> (Vec<Vec<usize>>, Option<Tensor<B, 4, Bool>>) {
     let [b, t] = input.input_ids.dims();
     let device = input.input_ids.device();
@@ -99,6 +101,7 @@ fn plan_layout<B: Backend>(
     };
     let allowed: Option<Vec<bool>> = match &input.layout {
         AttentionLayout::Causal => None,
+        AttentionLayout::CausalPadded { .. } if !dense => None,
         AttentionLayout::CausalPadded { key_mask } => {
             let km: Vec<bool> = key_mask.clone().into_data().iter::<bool>().collect();
             let mut m = vec![false; b * t * t];
@@ -113,14 +116,15 @@ fn plan_layout<B: Backend>(
         }
         AttentionLayout::Packed { segment_ids } => {
             let seg = host_ints(segment_ids);
-            let mut m = vec![false; b * t * t];
-            for r in 0..b {
+            let mut m = vec![false; if dense { b * t * t } else { 0 }];
+            for r in (0..b).filter(|_| dense) {
                 for i in 0..t {
                     for j in 0..=i {
                         m[(r * t + i) * t + j] = seg[r * t + i] == seg[r * t + j];
                     }
                 }
             }
+            let m = if dense { Some(m) } else { None };
             if input.position_ids.is_none() {
                 for (r, row) in positions.iter_mut().enumerate() {
                     let mut p = 0;
@@ -133,7 +137,7 @@ fn plan_layout<B: Backend>(
                     }
                 }
             }
-            Some(m)
+            m
         }
     };
     let mask = allowed.map(|a| {
@@ -163,7 +167,7 @@ impl<B: Backend> DeepseekV3ForCausalLM<B> {
     }
 
     /// cos/sin `[rows, 1, t, half]` for per-row positions (one table row if all rows agree).
-    fn rope_ctx(&self, positions: &[Vec<usize>], mask: Option<Tensor<B, 4, Bool>>) -> AttnCtx<B> {
+    pub(crate) fn rope_ctx(&self, positions: &[Vec<usize>], mask: Option<Tensor<B, 4, Bool>>) -> AttnCtx<B> {
         let device = self.device();
         let rows: Vec<&Vec<usize>> = if positions.iter().all(|p| p == &positions[0]) {
             vec![&positions[0]]
@@ -184,23 +188,21 @@ impl<B: Backend> DeepseekV3ForCausalLM<B> {
 
     /// Full forward recording what `record` asks for.
     fn run(&self, input: ForwardInput<B>, record: bool) -> (Tensor<B, 3>, Option<DeepseekTrace<B>>) {
-        let (positions, mask) = plan_layout(&input);
-        let ctx = self.rope_ctx(&positions, mask);
+        use crate::layerwise::{AttentionImpl, LayerwiseLm};
+        let ctx = self.layer_ctx(&input, AttentionImpl::Materialise);
         let mut x = self.model.embed_tokens.forward(input.input_ids);
         let embed = record.then(|| x.clone());
         let mut layers = Vec::new();
         let mut router = Vec::new();
-        for layer in &self.model.layers {
-            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &ctx);
-            x = x + h;
-            let (h, choices) = layer.ffn(layer.post_attention_layernorm.forward(x.clone()), record);
-            x = x + h;
+        for i in 0..self.model.layers.len() {
+            let (out, choices) = self.layer_forward_record(i, x, &ctx, record);
+            x = out;
             if record {
                 layers.push(x.clone());
                 router.push(choices);
             }
         }
-        let out = self.model.norm.forward(x);
+        let out = self.final_norm(x);
         let trace = embed.map(|embed| DeepseekTrace {
             hidden: HiddenStates { embed, layers, final_norm: out.clone() },
             router,

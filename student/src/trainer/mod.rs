@@ -20,6 +20,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::batch::{MicroBatch, RowStream};
 use crate::checkpoint::TrainerState;
+use crate::checkpointed::CheckpointOptions;
 use crate::config::TrainConfig;
 use crate::data::{load_rows, DataStats};
 use crate::error::Result;
@@ -89,7 +90,11 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     let data = SftData::load(cfg, tokenizer.as_ref(), &start.config, &mut generation)?;
     let total_steps = data.total_steps(cfg);
     let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
-    let policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
+    let mut policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
+    policy.checkpointing = cfg.train.gradient_checkpointing.then(|| CheckpointOptions {
+        every: cfg.train.checkpoint_every,
+        ..Default::default()
+    });
     let (objective, fused) = sft_objective(cfg, &policy, tok_dir.as_deref(), device)?;
     records::write_sft_records(cfg, &resolved, &config_sha, &data, total_steps, &resume)?;
     let saver = Saver {

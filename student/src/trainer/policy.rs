@@ -10,6 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use models::{CausalLm, Model};
 
+use crate::checkpointed::{checkpointed_backward, CheckpointOptions};
 use crate::error::{Result, StudentError};
 use crate::lora::{cast_view, Lora};
 use crate::objective::{LossSums, Objective};
@@ -25,6 +26,9 @@ pub struct Policy<AB: AutodiffBackend> {
     pub opt: AdamW<AB::InnerBackend>,
     /// bf16 compute (cast views of the f32 master weights), or `None` for f32.
     pub compute_dtype: Option<DType>,
+    /// Per-layer recompute with block-wise attention (`train.gradient_checkpointing`), or
+    /// `None` for the plain autodiff backward.
+    pub checkpointing: Option<CheckpointOptions>,
 }
 
 /// Gradients and sums of one optimizer step's micro-batches.
@@ -64,6 +68,12 @@ impl<AB: AutodiffBackend> Policy<AB> {
             if objective.is_empty(batch) {
                 continue;
             }
+            if let Some(ck) = &self.checkpointing {
+                let tb = Instant::now();
+                sums.add(&self.checkpointed_micro(objective, batch, step_tokens, ck, &mut acc, device));
+                backward_s += tb.elapsed().as_secs_f64();
+                continue;
+            }
             let tf = Instant::now();
             let view = self.view();
             let hidden = view.forward_hidden(objective.input(batch, device));
@@ -91,6 +101,39 @@ impl<AB: AutodiffBackend> Policy<AB> {
         }
     }
 
+    /// Forward + backward of one micro-batch with gradient checkpointing (see
+    /// [`crate::checkpointed`]): the same loss and gradients as the plain path, accumulated
+    /// into `acc`; returns the host-side loss sums.
+    fn checkpointed_micro<O: Objective<AB> + ?Sized>(
+        &self,
+        objective: &O,
+        batch: &O::Batch,
+        step_tokens: usize,
+        ck: &CheckpointOptions,
+        acc: &mut GradAccumulator,
+        device: &AB::Device,
+    ) -> LossSums {
+        let (mut sums, mut projection_grad) = (LossSums::default(), None);
+        let head = |hidden| {
+            let view = self.view();
+            let out = objective
+                .loss_from_hidden(&view, hidden, batch, step_tokens)
+                .expect("a non-empty micro-batch has a loss");
+            sums = out.sums;
+            projection_grad = out.projection_grad;
+            out.loss
+        };
+        let input = objective.input(batch, device);
+        checkpointed_backward(|| self.view(), &input, ck, head, |g| match &self.lora {
+            Some(l) => acc.add(&l.adapters, g),
+            None => acc.add(&self.model, g),
+        });
+        if let Some((id, g)) = projection_grad {
+            acc.add_tensor::<AB::InnerBackend, 2>(id, g);
+        }
+        sums
+    }
+
     /// Global L2 norm of the trainable parameters' gradients (before clipping).
     pub fn grad_norm(&self, grads: &GradientsParams) -> f64 {
         match &self.lora {
@@ -116,6 +159,7 @@ impl<AB: AutodiffBackend> Policy<AB> {
             mut lora,
             mut opt,
             compute_dtype,
+            checkpointing,
         } = self;
         match &mut lora {
             Some(l) => l.adapters = opt.step::<AB, _>(l.adapters.clone(), grads, lr, coef),
@@ -126,6 +170,7 @@ impl<AB: AutodiffBackend> Policy<AB> {
             lora,
             opt,
             compute_dtype,
+            checkpointing,
         };
         Ok((policy, grad_norm))
     }

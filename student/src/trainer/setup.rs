@@ -193,5 +193,6 @@ pub fn build_policy<AB: AutodiffBackend>(
         lora,
         opt,
         compute_dtype,
+        checkpointing: None,
     })
 }
