@@ -161,11 +161,23 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
             })
         }
     };
+    if !cfg.train.master_weights {
+        if compute_dtype.is_none() {
+            return Err(StudentError::Config {
+                path: "train.master_weights".into(),
+                msg: "false needs bf16 compute, which this backend lacks".into(),
+            });
+        }
+        model = crate::optim_lean::to_bf16_params(model);
+    }
     let mut opt = AdamW::<AB::InnerBackend>::new(AdamWParams {
         betas: cfg.optim.betas,
         eps: cfg.optim.eps,
         weight_decay: cfg.optim.weight_decay,
         no_decay: cfg.optim.no_decay.clone(),
+        kind: cfg.optim.kind,
+        state_dtype: cfg.optim.state_dtype,
+        seed: cfg.train.seed,
     });
     if let (Some((_, dir)), Some(s)) = (&resume_from, &state) {
         opt.load(&dir.join(OPTIMIZER_FILE), s.step, device)?;
