@@ -26,7 +26,18 @@
 //!
 //! Validated on CPU (flex, f32, materialising attention, `format = "tokens"`, one unpacked
 //! row, 2 steps, 8-layer Qwen2-like random init, vocab 32,000, whole-process peak RSS from
-//! `/usr/bin/time -v`): see `VALIDATED` in the tests for predicted vs measured.
+//! `/usr/bin/time -v`), predicted / measured:
+//!
+//! | run | hidden / inter / heads | tokens | predicted | measured | ratio |
+//! |-----|------------------------|--------|-----------|----------|-------|
+//! | A | 512 / 1536 / 8 | 512 | 1.201 GB | 1.110 GB | 1.08 |
+//! | B | 512 / 1536 / 8 | 1024 | 2.019 GB | 2.075 GB | 0.97 |
+//! | C | 512 / 1536 / 4 | 2048 | 3.103 GB | 3.497 GB | 0.89 |
+//! | D | 896 / 4864 / 14 | 1024 | 4.499 GB | 4.670 GB | 0.96 |
+//!
+//! (`VALIDATED` in the tests pins these numbers.) The checkpointed branch of the formula
+//! cannot be measured until checkpointed training exists; it is arithmetic from the same
+//! per-op table.
 
 use serde::Serialize;
 
@@ -509,10 +520,10 @@ mod tests {
     /// 2-core machine: (name, hidden, intermediate, heads, tokens, predicted bytes, measured
     /// peak RSS bytes).
     const VALIDATED: [(&str, u64, u64, u64, u64, u64, u64); 4] = [
-        ("A", 512, 1536, 8, 512, 0, 1_110_011_904),
-        ("B", 512, 1536, 8, 1024, 0, 2_074_820_608),
-        ("C", 512, 1536, 4, 2048, 0, 0),
-        ("D", 896, 4864, 14, 1024, 0, 0),
+        ("A", 512, 1536, 8, 512, 1_200_851_328, 1_110_011_904),
+        ("B", 512, 1536, 8, 1024, 2_018_740_608, 2_074_820_608),
+        ("C", 512, 1536, 4, 2048, 3_102_992_768, 3_496_558_592),
+        ("D", 896, 4864, 14, 1024, 4_498_738_048, 4_670_369_792),
     ];
 
     #[test]
@@ -539,7 +550,8 @@ mod tests {
         // kept activations: 28 layer inputs [S, H] in bf16 + the f32 tail
         assert_eq!(ck.part("activations"), 28 * 32_768 * 3584 * 2 + 3 * 32_768 * 3584 * 4);
         assert!(ck.part("workspace") < 6_000_000_000, "{}", ck.part("workspace"));
-        assert!(!dense.suggestions.is_empty() && dense.suggestions[0].contains("fits"), "{:?}", dense.suggestions);
+        // no single change rescues f32 masters + f32 AdamW at 32k; checkpointing helps most
+        assert!(dense.suggestions[0].starts_with("train.gradient_checkpointing"), "{:?}", dense.suggestions);
     }
 
     #[test]
