@@ -145,11 +145,13 @@ pub struct OptimSection {
     pub max_grad_norm: f64,
     /// `adamw` (default) or `adamw_8bit` (bitsandbytes' block-wise 8-bit AdamW: moments as
     /// 8-bit dynamic-map codes with one f32 absmax per 256 values, ~2 bytes per parameter
-    /// instead of 8). See `optim_lean` for the measured cost against f32 AdamW.
+    /// instead of 8). Fixture cost: max |Δloss| 6.5e-4 over 300 steps vs f32 AdamW
+    /// (`optim_lean`).
     #[serde(default)]
     pub kind: OptimKind,
     /// Storage of the `adamw` moments: `f32` (default, exact PyTorch) or `bf16` (4 bytes per
     /// parameter instead of 8; the update is computed in f32 and rounded to nearest).
+    /// Fixture cost: max |Δloss| 6e-5 over 300 steps vs f32.
     #[serde(default)]
     pub state_dtype: StateDtype,
 }
@@ -255,6 +257,7 @@ pub struct TrainSection {
     /// Keep f32 master weights (default true). `false` stores the parameters in bf16 (needs
     /// `dtype = "bf16"`, full fine-tuning): the update is computed in f32 and rounded back
     /// with seeded stochastic rounding, so it is unbiased and small updates are not lost.
+    /// Fixture cost: max |Δloss| 0.0105 over 300 steps vs f32 masters.
     #[serde(default = "yes")]
     pub master_weights: bool,
     /// Recompute each decoder layer in the backward pass, keeping only layer inputs (HF's

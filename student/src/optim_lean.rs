@@ -20,8 +20,10 @@
 //!   the host from a ChaCha8 stream seeded by (run seed, step, parameter index), so a run
 //!   is reproducible and resumes on the same stream.
 //!
-//! What they cost against f32 AdamW (fixture Qwen2, 300 steps, `student/tests/lean_optim.rs`):
-//! bf16 moments and 8-bit moments keep the loss curve within the tolerances asserted there.
+//! What they cost (fixture Qwen2, 300 steps at lr 3e-3, `student/tests/lean_optim.rs`; max
+//! |Δloss| over the curve, measured / asserted): bf16 moments vs f32 AdamW 6e-5 / 5e-4;
+//! 8-bit moments vs f32 AdamW 6.5e-4 / 5e-3; bf16 parameters vs f32 masters (both bf16
+//! compute) 0.0105 / 0.05.
 
 use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};

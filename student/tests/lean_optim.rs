@@ -14,12 +14,12 @@ use common::*;
 use std::path::Path;
 
 const STEPS: u64 = 300;
-/// Loss-curve tolerance of bf16 moments.
-const BF16_STATES_TOL: f64 = 0.02;
-/// Loss-curve tolerance of block-wise 8-bit moments.
-const ADAMW_8BIT_TOL: f64 = 0.05;
-/// Loss-curve tolerance of bf16 parameters without masters.
-const BF16_PARAMS_TOL: f64 = 0.1;
+/// Loss-curve tolerance of bf16 moments (measured 6e-5).
+const BF16_STATES_TOL: f64 = 5e-4;
+/// Loss-curve tolerance of block-wise 8-bit moments (measured 6.5e-4).
+const ADAMW_8BIT_TOL: f64 = 5e-3;
+/// Loss-curve tolerance of bf16 parameters without masters (measured 0.0105).
+const BF16_PARAMS_TOL: f64 = 0.05;
 
 fn rows() -> Vec<(Vec<u32>, Vec<i64>)> {
     let mut r = sft_rows("qwen2");
@@ -116,7 +116,7 @@ fn lean_states_resume_exactly() {
         go(&cut, true);
         let m_cut = student::read_metrics(&cut).unwrap();
         for (a, b) in m_full.iter().zip(&m_cut).skip(2) {
-            assert_eq!(a.loss, b.loss, "{name}: loss at step {}", a.step);
+            assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss.abs().max(1.0), "{name}: loss at step {}: {} vs {}", a.step, a.loss, b.loss);
         }
         assert_eq!(m_cut.len(), 4, "{name}");
     }
