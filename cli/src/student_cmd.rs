@@ -25,6 +25,30 @@ enum StudentCommand {
     Grpo(TrainArgs),
     /// Merge a LoRA adapter (PEFT layout) into its base model, writing a plain HF checkpoint.
     Merge(MergeArgs),
+    /// Plan a config's peak memory part by part (weights, grads, optimizer states, masters,
+    /// activations, loss chunk, workspace), say whether it fits a device and what to change.
+    Plan(PlanArgs),
+}
+
+/// `distill student plan`.
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// Training config.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key (as for `train`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device to plan for: h200, h100-80g, a100-80g, or cpu (this machine's RAM).
+    #[arg(long, default_value = "cpu")]
+    gpu: String,
+    /// Data-parallel devices (tokens per step ×N; with train.shard_optimizer, ZeRO-1 divides
+    /// optimizer states and f32 masters by N).
+    #[arg(long, default_value_t = 1)]
+    gpus: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `distill student train` and `distill student grpo`.
@@ -54,6 +78,13 @@ struct TrainArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Device whose memory the pre-flight plan checks (h200, h100-80g, a100-80g; default: cpu
+    /// for `--device cpu`, no check otherwise).
+    #[arg(long)]
+    gpu: Option<String>,
+    /// Train even when the memory plan says the run does not fit.
+    #[arg(long)]
+    force: bool,
 }
 
 impl TrainArgs {
@@ -93,6 +124,7 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
     match args.command {
         StudentCommand::Train(a) => {
             let cfg = student::TrainConfig::load(&a.config, &a.set)?;
+            preflight(&cfg, a.device, a.gpu.as_deref(), a.force)?;
             let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student train")?;
             let opts = a.run_options();
             let summary = with_backend!(a.device, train_on(&cfg, &opts))?;
@@ -132,7 +164,68 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
             eprintln!("merged {} adapted weights (scale {}) into {}", s.merged, s.scale, a.out.display());
             Ok(())
         }
+        StudentCommand::Plan(a) => {
+            let cfg = student::TrainConfig::load(&a.config, &a.set)?;
+            let target = parse_target(&a.gpu)?;
+            let plan = plan_config(&cfg, target, a.gpus)?;
+            if a.json {
+                println!("{}", student::plan::to_json(&plan));
+            } else {
+                print!("{}", student::plan::render_table(&plan));
+            }
+            Ok(())
+        }
     }
+}
+
+fn parse_target(s: &str) -> anyhow::Result<student::plan_shape::Target> {
+    student::plan_shape::Target::parse(s)
+        .ok_or_else(|| anyhow::anyhow!("--gpu {s:?}: expected h200, h100-80g, a100-80g or cpu"))
+}
+
+fn plan_config(
+    cfg: &student::TrainConfig,
+    target: student::plan_shape::Target,
+    gpus: u64,
+) -> anyhow::Result<student::plan::Plan> {
+    let shape = student::plan_shape::resolve_shape(cfg).context("memory plan")?;
+    let input = student::plan::PlanInput::from_config(cfg, shape, gpus);
+    Ok(student::plan::plan(&input, target, target.budget_bytes()?))
+}
+
+/// The memory plan `student train` checks before loading anything: a run that cannot fit is
+/// refused with the plan's table unless `--force`.
+fn preflight(cfg: &student::TrainConfig, device: DeviceKind, gpu: Option<&str>, force: bool) -> anyhow::Result<()> {
+    let target = match gpu {
+        Some(g) => parse_target(g)?,
+        None if device == DeviceKind::Cpu => student::plan_shape::Target::Cpu,
+        None => {
+            tracing::info!("no --gpu given: skipping the memory plan (distill student plan --gpu ...)");
+            return Ok(());
+        }
+    };
+    let plan = match plan_config(cfg, target, 1) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("memory plan unavailable: {e:#}");
+            return Ok(());
+        }
+    };
+    if plan.fits {
+        tracing::info!(total = %student::plan::gb(plan.total_bytes), budget = %student::plan::gb(plan.budget_bytes), "memory plan fits");
+        return Ok(());
+    }
+    let table = student::plan::render_table(&plan);
+    if force {
+        tracing::warn!("the memory plan says this run does not fit; training anyway (--force):\n{table}");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "this run needs {} but {} has {}; refusing to start (--force to try anyway):\n{table}",
+        student::plan::gb(plan.total_bytes),
+        target.name(),
+        student::plan::gb(plan.budget_bytes)
+    )
 }
 
 fn train_on<B: Backend>(

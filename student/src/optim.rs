@@ -7,6 +7,9 @@
 //! not), and applies the update of `torch.optim.AdamW(foreach=False)`:
 //! `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β1)`, `v ← β2·v + (1 − β2)·g²`,
 //! `p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)`.
+//!
+//! The moments can be stored lean (bf16 or block-wise 8-bit) and the parameters in bf16
+//! with stochastic rounding; see [`crate::optim_lean`]. The math is f32 in every case.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,9 +17,11 @@ use std::path::Path;
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{DType, ElementConversion, FloatDType, Tensor};
 
+use crate::config::{OptimKind, StateDtype};
 use crate::error::{Result, StudentError};
+use crate::optim_lean::{rounding_seed, stochastic_round_bf16, MomentStore, StateMode, MIN_8BIT_SIZE};
 use crate::params::{is_no_decay, PathStack};
 
 /// Hyperparameters of one AdamW instance.
@@ -30,17 +35,36 @@ pub struct AdamWParams {
     pub weight_decay: f64,
     /// Name substrings exempt from decay (`[]` = decay everything).
     pub no_decay: Vec<String>,
+    /// `adamw` or block-wise 8-bit `adamw_8bit`.
+    pub kind: OptimKind,
+    /// Moment storage of `adamw`.
+    pub state_dtype: StateDtype,
+    /// Seed of the stochastic rounding of bf16 parameters.
+    pub seed: u64,
+}
+
+impl AdamWParams {
+    /// Plain PyTorch AdamW (f32 moments).
+    pub fn torch(betas: [f64; 2], eps: f64, weight_decay: f64, no_decay: Vec<String>) -> Self {
+        Self { betas, eps, weight_decay, no_decay, kind: OptimKind::Adamw, state_dtype: StateDtype::F32, seed: 0 }
+    }
+
+    /// How the moments of an `n`-element parameter are stored.
+    fn mode(&self, n: usize) -> StateMode {
+        match (self.kind, self.state_dtype) {
+            (OptimKind::Adamw8bit, _) if n as u64 >= MIN_8BIT_SIZE => StateMode::Q8,
+            (OptimKind::Adamw8bit, _) | (OptimKind::Adamw, StateDtype::F32) => StateMode::F32,
+            (OptimKind::Adamw, StateDtype::Bf16) => StateMode::Bf16,
+        }
+    }
 }
 
 /// First and second moments of one parameter, flattened.
 #[derive(Debug, Clone)]
 struct Moments<B: Backend> {
-    exp_avg: Tensor<B, 1>,
-    exp_avg_sq: Tensor<B, 1>,
+    exp_avg: MomentStore<B>,
+    exp_avg_sq: MomentStore<B>,
 }
-
-/// (exp_avg, exp_avg_sq) as read from a file, before both are known to be present.
-type MomentParts<B> = (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>);
 
 /// AdamW state: step count and moments keyed by parameter name.
 #[derive(Debug)]
@@ -85,81 +109,49 @@ impl<B: Backend> AdamW<B> {
             step_size: lr / bc1,
             bc2_sqrt,
             stack: PathStack::default(),
+            index: 0,
             _b: std::marker::PhantomData,
         };
         module.map(&mut mapper)
     }
 
-    /// Writes the moments to a safetensors file (`<name>.exp_avg`, `<name>.exp_avg_sq`, f32).
+    /// Writes the moments to a safetensors file: `<name>.exp_avg` / `<name>.exp_avg_sq` as
+    /// f32 (or bf16 with `state_dtype = "bf16"`), 8-bit moments as `<key>.q8codes` (u8) and
+    /// `<key>.q8absmax` (f32).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: Vec<(String, Vec<u8>, usize)> = Vec::new();
+        let mut entries = Vec::new();
         let mut names: Vec<&String> = self.moments.keys().collect();
         names.sort();
         for name in names {
             let m = &self.moments[name];
-            for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
-                let v: Vec<f32> = t.clone().into_data().iter::<f32>().collect();
-                let n = v.len();
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                tensors.push((format!("{name}.{suffix}"), bytes, n));
-            }
+            entries.push((format!("{name}.exp_avg"), &m.exp_avg));
+            entries.push((format!("{name}.exp_avg_sq"), &m.exp_avg_sq));
         }
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(k, b, n)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*n], b)
-                    .map(|v| (k.clone(), v))
-            })
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| StudentError::Checkpoint {
-                path: path.into(),
-                msg: e.to_string(),
-            })?;
-        let bytes = safetensors::serialize(views, None).map_err(|e| StudentError::Checkpoint {
-            path: path.into(),
-            msg: e.to_string(),
-        })?;
-        crate::fsutil::write_atomic(path, &bytes)
+        crate::optim_state::save_stores(path, &entries)
     }
 
     /// Restores moments written by [`AdamW::save`] (the step count lives in the trainer state).
     pub fn load(&mut self, path: &Path, step: u64, device: &B::Device) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|e| StudentError::io(path, e))?;
         let ck = |msg: String| StudentError::Checkpoint {
             path: path.into(),
             msg,
         };
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ck(e.to_string()))?;
-        let mut pending: HashMap<String, MomentParts<B>> = HashMap::new();
-        for (key, view) in st.tensors() {
-            if view.dtype() != safetensors::Dtype::F32 {
-                return Err(ck(format!("{key}: expected F32, found {:?}", view.dtype())));
-            }
-            let v: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let n = v.len();
-            let t = Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device);
-            let (name, which) = key
-                .rsplit_once('.')
-                .ok_or_else(|| ck(format!("bad key {key}")))?;
-            let e = pending.entry(name.to_string()).or_default();
-            match which {
-                "exp_avg" => e.0 = Some(t),
-                "exp_avg_sq" => e.1 = Some(t),
-                _ => return Err(ck(format!("bad key {key}"))),
-            }
-        }
+        let mut stores = crate::optim_state::load_stores::<B>(path, device)?;
+        let mut names: Vec<String> = stores.keys().filter_map(|k| k.strip_suffix(".exp_avg").map(str::to_string)).collect();
+        names.sort();
         self.moments.clear();
-        for (name, (m, v)) in pending {
+        for name in names {
+            let m = stores.remove(&format!("{name}.exp_avg"));
+            let v = stores.remove(&format!("{name}.exp_avg_sq"));
             match (m, v) {
                 (Some(exp_avg), Some(exp_avg_sq)) => {
                     self.moments.insert(name, Moments { exp_avg, exp_avg_sq });
                 }
                 _ => return Err(ck(format!("{name}: exp_avg/exp_avg_sq incomplete"))),
             }
+        }
+        if let Some(k) = stores.keys().next() {
+            return Err(ck(format!("{k}: no matching exp_avg")));
         }
         self.step = step;
         Ok(())
@@ -168,6 +160,11 @@ impl<B: Backend> AdamW<B> {
     /// Number of parameters with moments.
     pub fn num_tracked(&self) -> usize {
         self.moments.len()
+    }
+
+    /// How the moments of parameter `name` are stored, if it has any.
+    pub fn state_mode(&self, name: &str) -> Option<StateMode> {
+        self.moments.get(name).map(|m| m.exp_avg.mode())
     }
 }
 
@@ -179,6 +176,7 @@ struct AdamWMapper<'a, AB: AutodiffBackend> {
     step_size: f64,
     bc2_sqrt: f64,
     stack: PathStack,
+    index: u64,
     _b: std::marker::PhantomData<AB>,
 }
 
@@ -196,11 +194,12 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
         }
         let name = self.stack.path();
         let p = tensor.inner();
+        let param_dtype = p.dtype();
         let dims = p.dims();
         let n: usize = dims.iter().product();
         let g = match self.grads.remove::<AB::InnerBackend, D>(id) {
-            Some(g) => g.reshape([n]),
-            None => Tensor::zeros([n], &p.device()),
+            Some(g) => g.reshape([n]).cast(FloatDType::F32),
+            None => Tensor::zeros([n], (&p.device(), DType::F32)),
         };
         let g = if self.grad_scale != 1.0 {
             g.mul_scalar(self.grad_scale)
@@ -208,10 +207,10 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
             g
         };
         let [b1, b2] = self.opt.params.betas;
-        let Moments { exp_avg, exp_avg_sq } = self.opt.moments.remove(&name).unwrap_or_else(|| Moments {
-            exp_avg: Tensor::zeros([n], &g.device()),
-            exp_avg_sq: Tensor::zeros([n], &g.device()),
-        });
+        let (exp_avg, exp_avg_sq) = match self.opt.moments.remove(&name) {
+            Some(m) => (m.exp_avg.to_f32(), m.exp_avg_sq.to_f32()),
+            None => (Tensor::zeros([n], (&g.device(), DType::F32)), Tensor::zeros([n], (&g.device(), DType::F32))),
+        };
         // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
         let exp_avg = exp_avg.clone() + (g.clone() - exp_avg).mul_scalar(1.0 - b1);
         let exp_avg_sq = exp_avg_sq.mul_scalar(b2) + g.square().mul_scalar(1.0 - b2);
@@ -220,7 +219,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
         } else {
             self.opt.params.weight_decay
         };
-        let mut pf = p.reshape([n]);
+        let mut pf = p.reshape([n]).cast(FloatDType::F32);
         if wd != 0.0 {
             pf = pf.mul_scalar(1.0 - self.lr * wd);
         }
@@ -230,7 +229,18 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
             .div_scalar(self.bc2_sqrt)
             .add_scalar(self.opt.params.eps);
         let pf = pf - (exp_avg.clone() / denom).mul_scalar(self.step_size);
-        self.opt.moments.insert(name, Moments { exp_avg, exp_avg_sq });
+        let pf = if param_dtype == DType::BF16 {
+            stochastic_round_bf16(pf, rounding_seed(self.opt.params.seed, self.opt.step, self.index))
+        } else {
+            pf
+        };
+        self.index += 1;
+        let mode = self.opt.params.mode(n);
+        let moments = Moments {
+            exp_avg: MomentStore::store(exp_avg, mode, true),
+            exp_avg_sq: MomentStore::store(exp_avg_sq, mode, false),
+        };
+        self.opt.moments.insert(name, moments);
         let new = Tensor::<AB, D>::from_inner(pf.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }
@@ -254,6 +264,8 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
             return;
         }
         if let Some(g) = t.grad_remove(self.src) {
+            // Sums are f32 whatever the parameter dtype (bf16 parameters, many micro-batches).
+            let g = g.cast(FloatDType::F32);
             let g = match self.dst.remove::<AB::InnerBackend, D>(param.id) {
                 Some(prev) => prev + g,
                 None => g,
@@ -281,6 +293,7 @@ impl GradAccumulator {
     /// Adds a gradient computed outside autodiff (the hand-written output-projection
     /// gradient of the fused cross-entropy) for parameter `id`.
     pub fn add_tensor<B: Backend, const D: usize>(&mut self, id: burn::module::ParamId, g: Tensor<B, D>) {
+        let g = g.cast(FloatDType::F32);
         let g = match self.grads.remove::<B, D>(id) {
             Some(prev) => prev + g,
             None => g,
@@ -375,12 +388,7 @@ mod tests {
     fn matches_torch_update_with_groups_and_zero_grad_decay() {
         let dev = Default::default();
         let mut model = toy();
-        let mut opt = AdamW::<Flex>::new(AdamWParams {
-            betas: [0.9, 0.95],
-            eps: 1e-8,
-            weight_decay: 0.1,
-            no_decay: vec!["norm".into()],
-        });
+        let mut opt = AdamW::<Flex>::new(AdamWParams::torch([0.9, 0.95], 1e-8, 0.1, vec!["norm".into()]));
         let x = Tensor::<AB, 1>::from_floats([0.3, -0.7], &dev);
         let mut history: Vec<Vec<f64>> = vec![vec![]; 6];
         for _ in 0..3 {
@@ -432,12 +440,7 @@ mod tests {
         let dev = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let mut model = toy();
-        let mut opt = AdamW::<Flex>::new(AdamWParams {
-            betas: [0.9, 0.95],
-            eps: 1e-8,
-            weight_decay: 0.0,
-            no_decay: vec![],
-        });
+        let mut opt = AdamW::<Flex>::new(AdamWParams::torch([0.9, 0.95], 1e-8, 0.0, vec![]));
         let mut g = GradientsParams::new();
         g.register::<Flex, 2>(model.weight.id, Tensor::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev));
         model = opt.step::<AB, _>(model, &mut g, 1e-3, 1.0);
@@ -446,8 +449,8 @@ mod tests {
         let mut back = AdamW::<Flex>::new(opt.params.clone());
         back.load(&f, opt.step, &dev).unwrap();
         assert_eq!(back.num_tracked(), 3);
-        let a: Vec<f32> = opt.moments["weight"].exp_avg_sq.clone().into_data().iter::<f32>().collect();
-        let b: Vec<f32> = back.moments["weight"].exp_avg_sq.clone().into_data().iter::<f32>().collect();
+        let a: Vec<f32> = opt.moments["weight"].exp_avg_sq.to_f32().into_data().iter::<f32>().collect();
+        let b: Vec<f32> = back.moments["weight"].exp_avg_sq.to_f32().into_data().iter::<f32>().collect();
         assert_eq!(a, b);
         let _ = model;
     }

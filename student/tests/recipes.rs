@@ -219,3 +219,30 @@ fn grpo_recipe_parses_and_names_its_command() {
     assert!(g.max_completion_length >= 8192);
     assert_eq!(cfg.source(), student::grpo::config::RolloutSource::Native);
 }
+
+/// The recipes' memory plans: full fine-tuning at their sequence length fits one H200 (7B,
+/// 8B) or one 80 GB GPU (1.5B), with the figures their headers quote.
+#[test]
+fn shipped_recipes_fit_their_gpu() {
+    use student::plan::{plan, PlanInput};
+    use student::plan_shape::{resolve_shape, Target};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/student");
+    for (name, target, tokens) in [
+        ("qwen2.5-math-7b-r1.toml", Target::H200, 32768),
+        ("llama3.1-8b-r1.toml", Target::H200, 32768),
+        ("qwen2.5-math-1.5b-r1.toml", Target::H100, 32768),
+    ] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let cfg = student::TrainConfig::from_toml_str(&text, &[], name, None).unwrap();
+        assert!(cfg.lora.is_none(), "{name}: full fine-tuning");
+        assert!(cfg.train.gradient_checkpointing, "{name}");
+        let shape = resolve_shape(&cfg).unwrap();
+        let p = plan(&PlanInput::from_config(&cfg, shape, 1), target, target.budget_bytes().unwrap());
+        assert_eq!(p.tokens_per_micro_batch, tokens, "{name}");
+        assert!(p.fits, "{name}: {}", student::plan::render_table(&p));
+        // at least 10% headroom, so the verdict does not hang on the last gigabyte
+        assert!(p.total_bytes as f64 <= 0.9 * p.budget_bytes as f64, "{name}: {}", student::plan::render_table(&p));
+        let header = format!("# total {} of {}", student::plan::gb(p.total_bytes), student::plan::gb(p.budget_bytes));
+        assert!(text.contains(&header), "{name}: header should quote the planner: {header:?}");
+    }
+}

@@ -23,7 +23,7 @@ use crate::checkpoint::TrainerState;
 use crate::checkpointed::CheckpointOptions;
 use crate::config::TrainConfig;
 use crate::data::{load_rows, DataStats};
-use crate::error::Result;
+use crate::error::{Result, StudentError};
 use crate::fused_ce::LmProjection;
 use crate::manifest;
 use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
@@ -91,6 +91,15 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     let total_steps = data.total_steps(cfg);
     let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
     let mut policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
+    if !cfg.train.master_weights {
+        if compute_dtype.is_none() {
+            return Err(StudentError::Config {
+                path: "train.master_weights".into(),
+                msg: "false needs bf16 compute, which this backend lacks".into(),
+            });
+        }
+        policy.model = crate::optim_lean::to_bf16_params(policy.model);
+    }
     policy.checkpointing = cfg.train.gradient_checkpointing.then(|| CheckpointOptions {
         every: cfg.train.checkpoint_every,
         ..Default::default()

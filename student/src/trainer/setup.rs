@@ -184,6 +184,9 @@ pub fn build_policy<AB: AutodiffBackend>(
         eps: optim.eps,
         weight_decay: optim.weight_decay,
         no_decay: optim.no_decay.clone(),
+        kind: optim.kind,
+        state_dtype: optim.state_dtype,
+        seed,
     });
     if let (Some(dir), Some(s)) = (resume.dir(), &resume.state) {
         opt.load(&dir.join(OPTIMIZER_FILE), s.step, device)?;
