@@ -10,6 +10,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod fsutil;
 pub mod fused_ce;
@@ -24,5 +25,6 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use distributed::{train_data_parallel, DistributedOptions};
 pub use error::{Result, StudentError};
 pub use trainer::{read_metrics, train, RunOptions, TrainSummary};

@@ -14,6 +14,7 @@ use crate::batch::{MicroBatch, RowStream, TrainRow};
 use crate::checkpoint::{self, TrainerState, OPTIMIZER_FILE, STATE_FILE, STATE_SCHEMA_VERSION};
 use crate::config::{ModelInit, TrainConfig, TrainDtype};
 use crate::data::{load_rows, DataStats};
+use crate::distributed::{sync_step, Peer};
 use crate::error::{Result, StudentError};
 use crate::lora::{cast_view, Lora};
 use crate::fused_ce::{fused_ce, projection_weight, LmProjection};
@@ -58,7 +59,26 @@ struct Teacher<B: Backend> {
 }
 
 /// Trains as `cfg` says. Generic over the autodiff backend; the caller picks the device.
+/// Several devices: [`crate::distributed::train_data_parallel`].
 pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions) -> Result<TrainSummary> {
+    if cfg.train.devices.len() > 1 {
+        return Err(StudentError::Config {
+            path: "train.devices".into(),
+            msg: format!(
+                "{} devices need one peer each: run through distributed::train_data_parallel (the CLI does)",
+                cfg.train.devices.len()
+            ),
+        });
+    }
+    train_peer::<AB>(cfg, device, opts, &Peer::solo())
+}
+
+/// [`train`] as one data-parallel peer (`Peer::solo()` = single device). DDP hook, see
+/// `crate::distributed`: (a) a step has `grad_accum × world` micro-batches and this peer
+/// computes those with index mod world = rank, (b) losses are divided by the step's global
+/// loss-token count (every peer gathers all rows of the step), (c) gradients and loss sums
+/// are all-reduced before the clip, (d) only the leader writes files.
+pub(crate) fn train_peer<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions, peer: &Peer) -> Result<TrainSummary> {
     let out = cfg.output.dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| StudentError::io(&out, e))?;
     let resolved = manifest::resolved_toml(cfg)?;
@@ -125,7 +145,9 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
             generation.eos_token_ids.push(eos);
         }
     }
-    let rows_per_step = (cfg.train.batch_size * cfg.train.grad_accum) as u64;
+    // DDP hook (a): the step's micro-batches are spread over the peers.
+    let micro_per_step = cfg.train.grad_accum * peer.world();
+    let rows_per_step = (cfg.train.batch_size * micro_per_step) as u64;
     let epoch_rows = rows.len() as u64 * cfg.train.epochs;
     let total_steps = if cfg.train.max_steps > 0 {
         cfg.train.max_steps
@@ -176,7 +198,10 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     };
 
     // ---- records ----
-    crate::fsutil::write_atomic(&out.join("train_config.toml"), resolved.as_bytes())?;
+    // DDP hook (d): only the leader writes files.
+    if peer.is_leader() {
+        crate::fsutil::write_atomic(&out.join("train_config.toml"), resolved.as_bytes())?;
+    }
     let model_files = match (&cfg.model.init, &cfg.model.path) {
         (ModelInit::Pretrained, Some(p)) => manifest::hash_model_dir(p)?,
         _ => Vec::new(),
@@ -199,10 +224,12 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         total_steps,
         resumed_from: resume_from.as_ref().map(|r| r.1.clone()),
     };
-    crate::fsutil::write_json(&out.join("run_manifest.json"), &run_manifest)?;
+    if peer.is_leader() {
+        crate::fsutil::write_json(&out.join("run_manifest.json"), &run_manifest)?;
+    }
 
     let start_step = state.as_ref().map_or(0, |s| s.step);
-    let mut metrics = MetricsWriter::open(&out, start_step)?;
+    let mut metrics = if peer.is_leader() { Some(MetricsWriter::open(&out, start_step)?) } else { None };
     let mut stream = RowStream::new(rows.len(), cfg.train.shuffle, cfg.train.seed, state.as_ref().map_or(0, |s| s.rows_consumed));
     let mut tstate = state.unwrap_or(TrainerState {
         schema_version: STATE_SCHEMA_VERSION,
@@ -249,7 +276,7 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         // Gather the rows of this optimizer step.
         let mut mbs = Vec::with_capacity(cfg.train.grad_accum);
         let mut epoch = tstate.epoch;
-        for _ in 0..cfg.train.grad_accum {
+        for _ in 0..micro_per_step {
             let mut idx = Vec::with_capacity(cfg.train.batch_size);
             while idx.len() < cfg.train.batch_size && stream.consumed() < epoch_limit {
                 let (i, e) = stream.next_index();
@@ -274,7 +301,10 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         let mut sums = LossSums::default();
         let (mut t_fwd, mut t_bwd) = (0.0, 0.0);
         if loss_tokens > 0 {
-            for mb in &mbs {
+            for (m, mb) in mbs.iter().enumerate() {
+                if !peer.computes(m) {
+                    continue; // DDP hook (a): another peer's micro-batch
+                }
                 let tf = Instant::now();
                 let view = ctx.view(&model, lora.as_ref());
                 let (loss, extra) = match &fused {
@@ -308,6 +338,17 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         }
         let t_opt = Instant::now();
         let mut grads = acc.take();
+        // DDP hook (c): sum gradients and loss sums over the peers before the clip.
+        let t_sync = Instant::now();
+        if loss_tokens > 0 && peer.world() > 1 {
+            let mut host = [sums.total, sums.ce, sums.kd];
+            match &lora {
+                Some(l) => sync_step::<AB, _>(peer, step, &l.adapters, &mut grads, &mut host, device)?,
+                None => sync_step::<AB, _>(peer, step, &model, &mut grads, &mut host, device)?,
+            }
+            sums = LossSums { total: host[0], ce: host[1], kd: host[2] };
+        }
+        let t_sync = t_sync.elapsed().as_secs_f64();
         let (grad_norm, loss) = if loss_tokens == 0 {
             tracing::warn!(step, "no loss tokens in this step; parameters left unchanged");
             (0.0, f64::NAN)
@@ -335,7 +376,8 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
             step,
             forward_s = t_fwd,
             backward_s = t_bwd,
-            optimizer_s = t_opt.elapsed().as_secs_f64(),
+            optimizer_s = t_opt.elapsed().as_secs_f64() - t_sync,
+            all_reduce_s = t_sync,
             total_s = secs,
             "step timing"
         );
@@ -346,29 +388,33 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         tstate.input_tokens_seen += input_tokens as u64;
         tstate.last_lr = lr;
         let kd = cfg.distill.is_some();
-        metrics.write(&StepMetrics {
-            step,
-            loss,
-            grad_norm,
-            lr,
-            tokens: input_tokens as u64,
-            loss_tokens: loss_tokens as u64,
-            tokens_per_s: input_tokens as f64 / secs,
-            epoch,
-            ce_loss: kd.then(|| sums.ce / loss_tokens.max(1) as f64),
-            kd_loss: kd.then(|| sums.kd / loss_tokens.max(1) as f64),
-        })?;
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.write(&StepMetrics {
+                step,
+                loss,
+                grad_norm,
+                lr,
+                tokens: input_tokens as u64,
+                loss_tokens: loss_tokens as u64,
+                tokens_per_s: input_tokens as f64 / secs,
+                epoch,
+                ce_loss: kd.then(|| sums.ce / loss_tokens.max(1) as f64),
+                kd_loss: kd.then(|| sums.kd / loss_tokens.max(1) as f64),
+                all_reduce_s: (peer.world() > 1).then_some(t_sync),
+            })?;
+        }
         last_loss = Some(loss);
         if let Some(b) = &bar {
             b.set_position(step);
             b.set_message(format!("loss {loss:.4} lr {lr:.2e} {:.0} tok/s", input_tokens as f64 / secs));
         }
-        if !eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && step < total_steps {
+        let eval_now = cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && step < total_steps;
+        if let (Some(metrics), true) = (metrics.as_mut(), eval_now && !eval_rows.is_empty()) {
             let e = ctx.eval_loss(&model, lora.as_ref(), &eval_rows, pad_id);
             metrics.write(&EvalMetrics { step, eval_loss: e.0, eval_tokens: e.1 })?;
             last_eval = Some(e.0);
         }
-        if cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && step < total_steps {
+        if peer.is_leader() && cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && step < total_steps {
             let dir = checkpoint::checkpoint_dir(&out, step);
             save_checkpoint(&dir, &model, lora.as_ref(), &model_config, &generation, &opt, &tstate, cfg, tok_dir.as_deref())?;
             checkpoint::prune_checkpoints(&out, cfg.output.keep_last)?;
@@ -377,6 +423,18 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     if let Some(b) = &bar {
         b.finish();
     }
+    let final_dir = out.join("final");
+    let Some(metrics) = metrics.as_mut() else {
+        // DDP hook (d): the other peers are done; the leader evaluates and saves.
+        return Ok(TrainSummary {
+            steps: tstate.step,
+            last_loss,
+            eval_loss: None,
+            final_dir,
+            resumed_from: resume_from.map(|r| r.1),
+            fused_ce: fused.is_some(),
+        });
+    };
     if !eval_rows.is_empty() {
         let e = ctx.eval_loss(&model, lora.as_ref(), &eval_rows, pad_id);
         metrics.write(&EvalMetrics { step: tstate.step, eval_loss: e.0, eval_tokens: e.1 })?;
@@ -384,7 +442,6 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     }
 
     // ---- final model ----
-    let final_dir = out.join("final");
     let save_dtype = match cfg.output.save_dtype {
         Some(TrainDtype::Bf16) => Some(DType::BF16),
         Some(TrainDtype::F32) => None,
