@@ -59,6 +59,11 @@ pub struct TrainBenchArgs {
     /// Skip the PyTorch peer.
     #[arg(long)]
     no_peer: bool,
+    /// Data-parallel scaling instead: one run per listed peer count (e.g. `1,2`), each peer
+    /// `batch` rows per step on its own copy of --device; reports tokens/s and all-reduce
+    /// seconds per step.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<usize>,
 }
 
 /// Runs the benchmark.
@@ -74,8 +79,56 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
 }
 
 fn run_in(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
+    if !args.peers.is_empty() {
+        return run_peers(args, work);
+    }
     let train = work.join("bench_tokens.jsonl");
-    write_rows(&train, args)?;
+    write_rows(&train, args, args.batch * (args.steps as usize + 1))?;
+    let cfg = bench_config(args, &train, &work.join("run"))?;
+    let opts = student::RunOptions {
+        resume: false,
+        progress: false,
+        bf16_supported: args.device != DeviceKind::Cpu,
+    };
+    with_backend!(args.device, train_on(&cfg, &opts))?;
+    report(args, work)
+}
+
+/// `--peers 1,2`: the same per-peer work on 1, 2, … data-parallel peers.
+fn run_peers(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
+    let most = args.peers.iter().copied().max().unwrap_or(1).max(1);
+    let train = work.join("bench_tokens.jsonl");
+    write_rows(&train, args, most * args.batch * (args.steps as usize + 1))?;
+    let opts = student::RunOptions {
+        resume: false,
+        progress: false,
+        bf16_supported: args.device != DeviceKind::Cpu,
+    };
+    println!("peers  tokens/s  all-reduce s/step  (each peer {} × {} tokens per step)", args.batch, args.seq);
+    for &n in &args.peers {
+        let out = work.join(format!("run-peers-{n}"));
+        let mut cfg = bench_config(args, &train, &out)?;
+        cfg.train.devices = (0..n.max(1))
+            .map(|i| match args.device {
+                DeviceKind::Cpu => "cpu".to_string(),
+                #[allow(unreachable_patterns)]
+                _ => format!("cuda:{i}"),
+            })
+            .collect();
+        let specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!(e))?;
+        crate::student_cmd::train_peers(&cfg, &specs, &opts)?;
+        let metrics = student::read_metrics(&out)?;
+        let timed: Vec<_> = metrics.iter().skip(1).collect();
+        let k = timed.len().max(1) as f64;
+        let tps = timed.iter().map(|m| m.tokens_per_s).sum::<f64>() / k;
+        let ar = timed.iter().map(|m| m.all_reduce_s.unwrap_or(0.0)).sum::<f64>() / k;
+        println!("{n:>5}  {tps:>8.0}  {ar:>17.4}");
+    }
+    Ok(())
+}
+
+/// The benchmark's training config (random-init Qwen shape on generated token rows).
+fn bench_config(args: &TrainBenchArgs, train: &Path, out: &Path) -> anyhow::Result<student::TrainConfig> {
     let cfg_text = format!(
         r#"
 [model]
@@ -127,15 +180,12 @@ dir = "{out}"
         batch = args.batch,
         steps = args.steps + 1,
         dtype = if args.bf16 { "bf16" } else { "f32" },
-        out = work.join("run").display(),
+        out = out.display(),
     );
-    let cfg = student::TrainConfig::from_toml_str(&cfg_text, &[], "bench", None)?;
-    let opts = student::RunOptions {
-        resume: false,
-        progress: false,
-        bf16_supported: args.device != DeviceKind::Cpu,
-    };
-    with_backend!(args.device, train_on(&cfg, &opts))?;
+    Ok(student::TrainConfig::from_toml_str(&cfg_text, &[], "bench", None)?)
+}
+
+fn report(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
     let metrics = student::read_metrics(&work.join("run"))?;
     let timed: Vec<f64> = metrics.iter().skip(1).map(|m| m.tokens_per_s).collect();
     let ours = timed.iter().sum::<f64>() / timed.len().max(1) as f64;
@@ -208,10 +258,10 @@ fn train_on<B: Backend>(device: B::Device, cfg: &student::TrainConfig, opts: &st
 }
 
 /// Deterministic pseudo-random token rows (labels = ids: every position trains).
-fn write_rows(path: &Path, a: &TrainBenchArgs) -> anyhow::Result<()> {
+fn write_rows(path: &Path, a: &TrainBenchArgs, rows: usize) -> anyhow::Result<()> {
     let mut s = String::new();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for _ in 0..a.batch * (a.steps as usize + 1) {
+    for _ in 0..rows {
         let ids: Vec<u32> = (0..a.seq)
             .map(|_| {
                 x ^= x << 13;
