@@ -7,6 +7,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
 use crate::backend::DeviceKind;
+use student::distributed::DeviceSpec;
 use crate::with_backend;
 
 /// Arguments of `distill student`.
@@ -75,6 +76,10 @@ struct TrainArgs {
     /// Device to train on.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
+    /// Data-parallel peers, comma-separated: `cpu,cpu` or `cuda:0,cuda:1` (sets
+    /// `train.devices`; replaces --device). N peers × grad_accum G = one device × N·G.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
     /// Do not draw the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -123,11 +128,22 @@ struct MergeArgs {
 pub fn run(args: StudentArgs) -> anyhow::Result<()> {
     match args.command {
         StudentCommand::Train(a) => {
-            let cfg = student::TrainConfig::load(&a.config, &a.set)?;
+            let mut cfg = student::TrainConfig::load(&a.config, &a.set)?;
+            if !a.devices.is_empty() {
+                cfg.train.devices = a.devices.clone();
+            }
+            let specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!("--devices / train.devices: {e}"))?;
             preflight(&cfg, a.device, a.gpu.as_deref(), a.force)?;
             let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student train")?;
-            let opts = a.run_options();
-            let summary = with_backend!(a.device, train_on(&cfg, &opts))?;
+            let mut opts = a.run_options();
+            if let Some(first) = specs.first() {
+                opts.bf16_supported = *first != DeviceSpec::Cpu;
+            }
+            let summary = if specs.is_empty() {
+                with_backend!(a.device, train_on(&cfg, &opts))?
+            } else {
+                train_peers(&cfg, &specs, &opts)?
+            };
             eprintln!(
                 "trained {} steps; last loss {}; final model in {}",
                 summary.steps,
@@ -242,6 +258,31 @@ fn grpo_on<B: Backend>(
     opts: &student::RunOptions,
 ) -> anyhow::Result<student::GrpoSummary> {
     student::train_grpo::<Autodiff<B>>(cfg, &device, opts).context("student grpo")
+}
+
+/// Data-parallel training with one peer per entry of `train.devices`.
+pub(crate) fn train_peers(cfg: &student::TrainConfig, specs: &[DeviceSpec], opts: &student::RunOptions) -> anyhow::Result<student::TrainSummary> {
+    let dist = student::DistributedOptions::default();
+    let summary = match specs[0] {
+        DeviceSpec::Cpu => {
+            let devices = vec![burn::backend::flex::FlexDevice; specs.len()];
+            student::train_data_parallel::<Autodiff<crate::backend::Cpu>>(cfg, &devices, opts, &dist)
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => {
+            let devices: Vec<_> = specs
+                .iter()
+                .map(|s| match s {
+                    DeviceSpec::Cuda(i) => burn::backend::cuda::CudaDevice::new(*i),
+                    DeviceSpec::Cpu => unreachable!("parse_devices rejects mixed lists"),
+                })
+                .collect();
+            student::train_data_parallel::<Autodiff<crate::backend::Gpu>>(cfg, &devices, opts, &dist)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => anyhow::bail!("train.devices names CUDA devices but this build has no `cuda` feature"),
+    };
+    summary.context("student train (data-parallel)")
 }
 
 fn merge_on<B: Backend>(

@@ -279,6 +279,12 @@ pub struct TrainSection {
     /// At most this many held-out micro-batches per evaluation (0 = all). Default 0.
     #[serde(default)]
     pub eval_max_batches: usize,
+    /// Data-parallel peers, one per entry: `"cpu"`, `"cuda"` or `"cuda:<index>"` (see
+    /// `distributed`). Empty (default) or one entry = single device. With N devices each
+    /// optimizer step covers N·`grad_accum` micro-batches, micro-batch m on peer m mod N, so
+    /// N peers equal one device with `grad_accum` multiplied by N.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// `[output]`.
@@ -453,6 +459,7 @@ impl Default for TrainSection {
             shard_optimizer: false,
             eval_every: 0,
             eval_max_batches: 0,
+            devices: Vec::new(),
         }
     }
 }
@@ -547,6 +554,9 @@ impl TrainConfig {
         }
         if o.kind == OptimKind::Adamw8bit && o.state_dtype != StateDtype::F32 {
             return Err("optim.state_dtype applies to optim.kind = \"adamw\"; adamw_8bit stores 8-bit moments".into());
+        }
+        if let Err(e) = crate::distributed::parse_devices(&t.devices) {
+            return Err(format!("train.devices: {e}"));
         }
         if t.max_steps == 0 && t.epochs == 0 {
             return Err("one of train.max_steps or train.epochs must be > 0".into());

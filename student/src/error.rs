@@ -91,6 +91,26 @@ pub enum StudentError {
         /// What was observed.
         msg: String,
     },
+    /// A data-parallel peer failed; the run stopped on every peer (see `distributed`).
+    #[error("data-parallel peer {rank} failed: {source}")]
+    Peer {
+        /// The rank of the peer whose failure stopped the run.
+        rank: usize,
+        /// What went wrong on that peer.
+        #[source]
+        source: Box<StudentError>,
+    },
+    /// Collective communication between data-parallel peers failed, timed out, or was
+    /// abandoned because another peer failed.
+    #[error("collective {op} on peer {rank}: {msg}")]
+    Collective {
+        /// The operation (`register`, `all_reduce`, …).
+        op: &'static str,
+        /// The peer that observed it.
+        rank: usize,
+        /// What happened.
+        msg: String,
+    },
 }
 
 impl StudentError {

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod checkpointed;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod fsutil;
 pub mod fused_ce;
@@ -37,6 +38,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use distributed::{train_data_parallel, DistributedOptions};
 pub use grpo::{train_grpo, GrpoConfig, GrpoSummary};
 pub use error::{Result, StudentError};
 pub use trainer::{read_metrics, train, RunOptions, TrainSummary};

@@ -35,6 +35,10 @@ pub struct StepMetrics {
     /// KD part (only with logit distillation).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub kd_loss: Option<f64>,
+    /// Seconds this step spent summing gradients over data-parallel peers (only with
+    /// several devices).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub all_reduce_s: Option<f64>,
 }
 
 /// A held-out evaluation.
@@ -133,6 +137,7 @@ mod tests {
             epoch: 0,
             ce_loss: None,
             kd_loss: None,
+            all_reduce_s: None,
         }
     }
 

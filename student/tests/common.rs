@@ -20,12 +20,15 @@ pub fn read_tensor(st: &safetensors::SafeTensors<'_>, key: &str) -> (Vec<f64>, V
     let v = st.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
     let d = v.data();
     let vals: Vec<f64> = match v.dtype() {
-        safetensors::Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::BF16 => d
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64)
-            .collect(),
+        safetensors::Dtype::F32 => {
+            d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        }
+        safetensors::Dtype::I64 => {
+            d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        }
+        safetensors::Dtype::BF16 => {
+            d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64).collect()
+        }
         other => panic!("{key}: dtype {other:?}"),
     };
     (vals, v.shape().to_vec())

@@ -74,6 +74,11 @@ pub struct TrainBenchArgs {
     /// Print one JSON line with tokens/s and peak RSS instead of the report (sweep children).
     #[arg(long, hide = true)]
     json: bool,
+    /// Data-parallel scaling instead: one run per listed peer count (e.g. `1,2`), each peer
+    /// `batch` rows per step on its own copy of --device; reports tokens/s and all-reduce
+    /// seconds per step.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<usize>,
 }
 
 /// Runs the benchmark.
@@ -92,64 +97,12 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
 }
 
 fn run_in(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
+    if !args.peers.is_empty() {
+        return run_peers(args, work);
+    }
     let train = work.join("bench_tokens.jsonl");
-    write_rows(&train, args)?;
-    let cfg_text = format!(
-        r#"
-[model]
-init = "random"
-[model.arch]
-model_type = "qwen2"
-architectures = ["Qwen2ForCausalLM"]
-vocab_size = {vocab}
-hidden_size = {hidden}
-intermediate_size = {inter}
-num_hidden_layers = {layers}
-num_attention_heads = {heads}
-num_key_value_heads = {kv}
-max_position_embeddings = {maxpos}
-rms_norm_eps = 1e-6
-rope_theta = 1000000.0
-tie_word_embeddings = true
-hidden_act = "silu"
-[data]
-train = "{train}"
-format = "tokens"
-packing = false
-max_seq_len = {seq}
-[optim]
-lr = 1e-4
-weight_decay = 0.1
-max_grad_norm = 1.0
-[schedule]
-kind = "constant"
-[train]
-batch_size = {batch}
-max_steps = {steps}
-shuffle = false
-dtype = "{dtype}"
-loss_chunk = {chunk}
-gradient_checkpointing = {gc}
-[output]
-dir = "{out}"
-"#,
-        vocab = args.vocab,
-        hidden = args.hidden,
-        inter = args.intermediate,
-        layers = args.layers,
-        heads = args.heads,
-        kv = args.kv_heads,
-        maxpos = args.seq.max(2048),
-        train = train.display(),
-        seq = args.seq,
-        chunk = LOSS_CHUNK.min(args.seq),
-        batch = args.batch,
-        steps = args.steps + 1,
-        dtype = if args.bf16 { "bf16" } else { "f32" },
-        out = work.join("run").display(),
-        gc = args.gradient_checkpointing,
-    );
-    let cfg = student::TrainConfig::from_toml_str(&cfg_text, &[], "bench", None)?;
+    write_rows(&train, args, args.batch * (args.steps as usize + 1))?;
+    let cfg = bench_config(args, &train, &work.join("run"))?;
     let opts = student::RunOptions {
         resume: false,
         // the bench's own scratch run: a rerun with the same --work-dir replaces it
@@ -204,6 +157,101 @@ dir = "{out}"
     println!("ratio          : {:.2}x (target >= 1.0x)", ours / theirs);
     Ok(())
 }
+
+/// `--peers 1,2`: the same per-peer work on 1, 2, … data-parallel peers.
+fn run_peers(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
+    let most = args.peers.iter().copied().max().unwrap_or(1).max(1);
+    let train = work.join("bench_tokens.jsonl");
+    write_rows(&train, args, most * args.batch * (args.steps as usize + 1))?;
+    let opts = student::RunOptions {
+        // the bench's own scratch runs: a rerun with the same --work-dir replaces them
+        overwrite: true,
+        bf16_supported: args.device != DeviceKind::Cpu,
+        ..Default::default()
+    };
+    println!("peers  tokens/s  all-reduce s/step  (each peer {} × {} tokens per step)", args.batch, args.seq);
+    for &n in &args.peers {
+        let out = work.join(format!("run-peers-{n}"));
+        let mut cfg = bench_config(args, &train, &out)?;
+        cfg.train.devices = (0..n.max(1))
+            .map(|i| match args.device {
+                DeviceKind::Cpu => "cpu".to_string(),
+                #[allow(unreachable_patterns)]
+                _ => format!("cuda:{i}"),
+            })
+            .collect();
+        let specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!(e))?;
+        crate::student_cmd::train_peers(&cfg, &specs, &opts)?;
+        let metrics = student::read_metrics(&out)?;
+        let timed: Vec<_> = metrics.iter().skip(1).collect();
+        let k = timed.len().max(1) as f64;
+        let tps = timed.iter().map(|m| m.tokens_per_s).sum::<f64>() / k;
+        let ar = timed.iter().map(|m| m.all_reduce_s.unwrap_or(0.0)).sum::<f64>() / k;
+        println!("{n:>5}  {tps:>8.0}  {ar:>17.4}");
+    }
+    Ok(())
+}
+
+/// The benchmark's training config (random-init Qwen shape on generated token rows).
+fn bench_config(args: &TrainBenchArgs, train: &Path, out: &Path) -> anyhow::Result<student::TrainConfig> {
+    let cfg_text = format!(
+        r#"
+[model]
+init = "random"
+[model.arch]
+model_type = "qwen2"
+architectures = ["Qwen2ForCausalLM"]
+vocab_size = {vocab}
+hidden_size = {hidden}
+intermediate_size = {inter}
+num_hidden_layers = {layers}
+num_attention_heads = {heads}
+num_key_value_heads = {kv}
+max_position_embeddings = {maxpos}
+rms_norm_eps = 1e-6
+rope_theta = 1000000.0
+tie_word_embeddings = true
+hidden_act = "silu"
+[data]
+train = "{train}"
+format = "tokens"
+packing = false
+max_seq_len = {seq}
+[optim]
+lr = 1e-4
+weight_decay = 0.1
+max_grad_norm = 1.0
+[schedule]
+kind = "constant"
+[train]
+batch_size = {batch}
+max_steps = {steps}
+shuffle = false
+dtype = "{dtype}"
+loss_chunk = {chunk}
+gradient_checkpointing = {gc}
+[output]
+dir = "{out}"
+"#,
+        vocab = args.vocab,
+        hidden = args.hidden,
+        inter = args.intermediate,
+        layers = args.layers,
+        heads = args.heads,
+        kv = args.kv_heads,
+        maxpos = args.seq.max(2048),
+        train = train.display(),
+        seq = args.seq,
+        chunk = LOSS_CHUNK.min(args.seq),
+        batch = args.batch,
+        steps = args.steps + 1,
+        dtype = if args.bf16 { "bf16" } else { "f32" },
+        out = out.display(),
+        gc = args.gradient_checkpointing,
+    );
+    Ok(student::TrainConfig::from_toml_str(&cfg_text, &[], "bench", None)?)
+}
+
 
 /// Runs `benches/train_pytorch.py` on the bench shape; its JSON summary or why not.
 fn run_peer(args: &TrainBenchArgs, seq: usize, batch: usize, checkpointing: bool) -> Result<serde_json::Value, String> {
@@ -310,10 +358,10 @@ fn train_on<B: Backend>(device: B::Device, cfg: &student::TrainConfig, opts: &st
 }
 
 /// Deterministic pseudo-random token rows (labels = ids: every position trains).
-fn write_rows(path: &Path, a: &TrainBenchArgs) -> anyhow::Result<()> {
+fn write_rows(path: &Path, a: &TrainBenchArgs, rows: usize) -> anyhow::Result<()> {
     let mut s = String::new();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for _ in 0..a.batch * (a.steps as usize + 1) {
+    for _ in 0..rows {
         let ids: Vec<u32> = (0..a.seq)
             .map(|_| {
                 x ^= x << 13;

@@ -29,7 +29,8 @@ use crate::manifest;
 use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
 use crate::objective::kd::KdObjective;
 use crate::objective::sft::SftObjective;
-use crate::objective::Objective;
+use crate::objective::{LossSums, Objective};
+use crate::distributed::{sync_step, Peer};
 use crate::schedule::LrSchedule;
 use policy::Policy;
 use save::Saver;
@@ -76,9 +77,30 @@ pub struct TrainSummary {
 type SftObjectiveBox<AB> = Box<dyn Objective<AB, Batch = MicroBatch>>;
 
 /// Trains as `cfg` says. Generic over the autodiff backend; the caller picks the device.
+/// Several devices: [`crate::distributed::train_data_parallel`].
 pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions) -> Result<TrainSummary> {
+    if cfg.train.devices.len() > 1 {
+        return Err(StudentError::Config {
+            path: "train.devices".into(),
+            msg: format!(
+                "{} devices need one peer each: run through distributed::train_data_parallel (the CLI does)",
+                cfg.train.devices.len()
+            ),
+        });
+    }
+    train_peer::<AB>(cfg, device, opts, &Peer::solo())
+}
+
+/// [`train`] as one data-parallel peer (`Peer::solo()` = single device). See
+/// [`crate::distributed`]: a step has `grad_accum × world` micro-batches and this peer
+/// computes those with index mod world = rank; losses are divided by the step's global
+/// loss-token count (every peer gathers all rows of the step); gradients and loss sums are
+/// all-reduced before the clip; only the leader writes files.
+pub(crate) fn train_peer<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions, peer: &Peer) -> Result<TrainSummary> {
     let out = cfg.output.dir.clone();
-    outdir::prepare(&out, opts)?;
+    if peer.is_leader() {
+        outdir::prepare(&out, opts)?;
+    }
     let resolved = manifest::resolved_toml(cfg)?;
     let config_sha = manifest::sha256_str(&resolved);
 
@@ -88,7 +110,7 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
     let resume = Resume::find(&out, opts, &resolved, &config_sha)?;
     let mut generation = start.generation;
     let data = SftData::load(cfg, tokenizer.as_ref(), &start.config, &mut generation)?;
-    let total_steps = data.total_steps(cfg);
+    let total_steps = data.total_steps(cfg, peer.world());
     let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
     let mut policy = setup::build_policy(start.model, cfg.lora.as_ref(), &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
     if !cfg.train.master_weights {
@@ -105,7 +127,9 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         ..Default::default()
     });
     let (objective, fused) = sft_objective(cfg, &policy, tok_dir.as_deref(), device)?;
-    records::write_sft_records(cfg, &resolved, &config_sha, &data, total_steps, &resume)?;
+    if peer.is_leader() {
+        records::write_sft_records(cfg, &resolved, &config_sha, &data, total_steps, &resume)?;
+    }
     let saver = Saver {
         out: &out,
         model_config: &start.config,
@@ -124,11 +148,16 @@ pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: 
         objective: objective.as_ref(),
         schedule: LrSchedule::new(&cfg.schedule, cfg.optim.lr, total_steps),
         saver: &saver,
-        metrics: MetricsWriter::open(&out, tstate.step)?,
+        metrics: if peer.is_leader() { Some(MetricsWriter::open(&out, tstate.step)?) } else { None },
         total_steps,
+        peer,
     };
-    let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress)?;
-    let final_dir = saver.final_model(&policy, &tstate, cfg.output.save_dtype)?;
+    let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress && peer.is_leader())?;
+    let final_dir = if peer.is_leader() {
+        saver.final_model(&policy, &tstate, cfg.output.save_dtype)?
+    } else {
+        out.join("final")
+    };
     Ok(TrainSummary {
         steps: tstate.step,
         last_loss,
@@ -147,8 +176,10 @@ struct SftLoop<'a, AB: AutodiffBackend> {
     objective: &'a dyn Objective<AB, Batch = MicroBatch>,
     schedule: LrSchedule,
     saver: &'a Saver<'a>,
-    metrics: MetricsWriter,
+    /// `None` on data-parallel peers other than the leader (one writer per run).
+    metrics: Option<MetricsWriter>,
     total_steps: u64,
+    peer: &'a Peer,
 }
 
 impl<AB: AutodiffBackend> SftLoop<'_, AB> {
@@ -169,19 +200,21 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
         let bar = progress_bar(progress, self.total_steps, tstate.step);
         let (mut last_loss, mut last_eval) = (None, None);
         while tstate.step < self.total_steps {
-            let Some((mbs, epoch)) = data.next_step(cfg, &mut stream, tstate.epoch) else {
+            let Some((mbs, epoch)) = data.next_step(cfg, self.peer.world(), &mut stream, tstate.epoch) else {
                 break;
             };
             let m;
-            (policy, m) = sft_step(policy, self.objective, &mbs, &self.schedule, tstate, epoch, cfg, self.device)?;
+            (policy, m) = sft_step(policy, self.objective, &mbs, &self.schedule, tstate, epoch, cfg, self.device, self.peer)?;
             tstate.rows_consumed = stream.consumed();
-            self.metrics.write(&m)?;
+            if let Some(w) = self.metrics.as_mut() {
+                w.write(&m)?;
+            }
             last_loss = Some(m.loss);
             if let Some(b) = &bar {
                 b.set_position(m.step);
                 b.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
             }
-            let (step, mid_run) = (tstate.step, tstate.step < self.total_steps);
+            let (step, mid_run) = (tstate.step, tstate.step < self.total_steps && self.peer.is_leader());
             if !data.eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && mid_run {
                 last_eval = Some(self.eval(&policy, step)?);
             }
@@ -192,7 +225,7 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
         if let Some(b) = &bar {
             b.finish();
         }
-        if !data.eval_rows.is_empty() {
+        if !data.eval_rows.is_empty() && self.peer.is_leader() {
             last_eval = Some(self.eval(&policy, tstate.step)?);
         }
         Ok((policy, last_loss, last_eval))
@@ -201,7 +234,9 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
     /// Runs the held-out evaluation, writes its metrics line and returns the loss.
     fn eval(&mut self, policy: &Policy<AB>, step: u64) -> Result<f64> {
         let (eval_loss, eval_tokens) = eval::eval_loss(policy, &self.data.eval_rows, self.data.pad_id, &self.cfg.train, self.device);
-        self.metrics.write(&EvalMetrics { step, eval_loss, eval_tokens })?;
+        if let Some(w) = self.metrics.as_mut() {
+            w.write(&EvalMetrics { step, eval_loss, eval_tokens })?;
+        }
         Ok(eval_loss)
     }
 }
@@ -235,17 +270,26 @@ fn sft_step<AB: AutodiffBackend>(
     epoch: u64,
     cfg: &TrainConfig,
     device: &AB::Device,
+    peer: &Peer,
 ) -> Result<(Policy<AB>, StepMetrics)> {
     let step = tstate.step + 1;
     let t0 = Instant::now();
     let loss_tokens: usize = mbs.iter().map(|m| m.targets.num_loss_tokens()).sum();
     let input_tokens: usize = mbs.iter().map(|m| m.real_tokens).sum();
     let lr = schedule.lr(step);
+    let kd = cfg.distill.is_some();
+    let mut all_reduce_s = None;
     let (grad_norm, loss, sums) = if loss_tokens == 0 {
         tracing::warn!(step, "no loss tokens in this step; parameters left unchanged");
         (0.0, f64::NAN, Default::default())
     } else {
-        let mut acc = policy.accumulate(objective, mbs, loss_tokens, device);
+        let mine = mbs.iter().enumerate().filter(|(m, _)| peer.computes(*m)).map(|(_, mb)| mb);
+        let mut acc = policy.accumulate(objective, mine, loss_tokens, device);
+        if peer.world() > 1 {
+            let t_sync = Instant::now();
+            acc.sums = sync_step_sums(peer, step, &policy, &mut acc, kd, device)?;
+            all_reduce_s = Some(t_sync.elapsed().as_secs_f64());
+        }
         let loss = acc.sums.total / loss_tokens as f64;
         let t_opt = Instant::now();
         let grad_norm;
@@ -265,7 +309,6 @@ fn sft_step<AB: AutodiffBackend>(
     tstate.loss_tokens_seen += loss_tokens as u64;
     tstate.input_tokens_seen += input_tokens as u64;
     tstate.last_lr = lr;
-    let kd = cfg.distill.is_some();
     let per_token = |name: &str| kd.then(|| sums.part(name) / loss_tokens.max(1) as f64);
     let m = StepMetrics {
         step,
@@ -278,8 +321,32 @@ fn sft_step<AB: AutodiffBackend>(
         epoch,
         ce_loss: per_token("ce"),
         kd_loss: per_token("kd"),
+        all_reduce_s,
     };
     Ok((policy, m))
+}
+
+/// Sums this step's gradients (in place) and loss sums over the data-parallel peers; returns
+/// the global loss sums.
+fn sync_step_sums<AB: AutodiffBackend>(
+    peer: &Peer,
+    step: u64,
+    policy: &Policy<AB>,
+    acc: &mut policy::Accumulated,
+    kd: bool,
+    device: &AB::Device,
+) -> Result<LossSums> {
+    let mut host = [acc.sums.total, acc.sums.part("ce"), acc.sums.part("kd")];
+    match &policy.lora {
+        Some(l) => sync_step::<AB, _>(peer, step, &l.adapters, &mut acc.grads, &mut host, device)?,
+        None => sync_step::<AB, _>(peer, step, &policy.model, &mut acc.grads, &mut host, device)?,
+    }
+    let mut sums = LossSums { total: host[0], ..Default::default() };
+    if kd {
+        sums.add_part("ce", host[1]);
+        sums.add_part("kd", host[2]);
+    }
+    Ok(sums)
 }
 
 fn base_name(cfg: &TrainConfig) -> String {

@@ -54,10 +54,10 @@ impl<AB: AutodiffBackend> Policy<AB> {
     }
 
     /// Runs every micro-batch through `objective` and accumulates the gradients.
-    pub fn accumulate<O: Objective<AB> + ?Sized>(
+    pub fn accumulate<'b, O: Objective<AB> + ?Sized + 'b>(
         &self,
         objective: &O,
-        batches: &[O::Batch],
+        batches: impl IntoIterator<Item = &'b O::Batch>,
         step_tokens: usize,
         device: &AB::Device,
     ) -> Accumulated {

@@ -62,8 +62,8 @@ impl SftData {
     }
 
     /// Optimizer steps of the run: `max_steps`, else enough for `epochs` passes.
-    pub fn total_steps(&self, cfg: &TrainConfig) -> u64 {
-        let rows_per_step = (cfg.train.batch_size * cfg.train.grad_accum) as u64;
+    pub fn total_steps(&self, cfg: &TrainConfig, world: usize) -> u64 {
+        let rows_per_step = (cfg.train.batch_size * cfg.train.grad_accum * world) as u64;
         if cfg.train.max_steps > 0 {
             cfg.train.max_steps
         } else {
@@ -73,10 +73,14 @@ impl SftData {
 
     /// The micro-batches of the next optimizer step and the epoch of its last row; `None`
     /// when the data is exhausted (`epochs` passes done).
-    pub fn next_step(&self, cfg: &TrainConfig, stream: &mut RowStream, mut epoch: u64) -> Option<(Vec<MicroBatch>, u64)> {
+    /// With `world` data-parallel peers a step holds `grad_accum × world` micro-batches (every
+    /// peer gathers them all and computes its share), so the data order does not depend on
+    /// the number of peers.
+    pub fn next_step(&self, cfg: &TrainConfig, world: usize, stream: &mut RowStream, mut epoch: u64) -> Option<(Vec<MicroBatch>, u64)> {
         let limit = if cfg.train.max_steps > 0 { u64::MAX } else { self.epoch_rows(cfg) };
-        let mut mbs = Vec::with_capacity(cfg.train.grad_accum);
-        for _ in 0..cfg.train.grad_accum {
+        let micro_per_step = cfg.train.grad_accum * world;
+        let mut mbs = Vec::with_capacity(micro_per_step);
+        for _ in 0..micro_per_step {
             let mut idx = Vec::with_capacity(cfg.train.batch_size);
             while idx.len() < cfg.train.batch_size && stream.consumed() < limit {
                 let (i, e) = stream.next_index();

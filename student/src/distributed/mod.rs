@@ -1,0 +1,204 @@
+//! Data-parallel training on burn-collective: one peer (thread) per device in this process,
+//! each with its own copy of the model (identical init from the same seed or checkpoint).
+//!
+//! Every peer reads the same row stream and gathers all N·`grad_accum` micro-batches of a
+//! step, so the step's loss-token count is known everywhere without communication; peer r
+//! computes micro-batches m with m mod N = r, dividing its losses by the step's global
+//! loss-token count. The accumulated gradients (and the host-side loss sums) are then summed
+//! over the peers with burn-collective's all-reduce, so every peer holds the single-device
+//! gradient, clips with the same global norm and takes the same AdamW step. N peers ×
+//! `grad_accum` G × `batch_size` b therefore equal one device with `grad_accum` N·G. Only
+//! peer 0 writes metrics, checkpoints and `final/`.
+//!
+//! A peer that fails (error or panic) flags the group; the others give up their pending
+//! collective call within milliseconds and the run returns the failing peer's error.
+
+mod peers;
+mod sync;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use burn::tensor::backend::AutodiffBackend;
+
+pub use peers::{FaultInjection, Peer};
+pub use sync::sync_step;
+
+use crate::config::TrainConfig;
+use crate::error::{Result, StudentError};
+use crate::trainer::{train_peer, RunOptions, TrainSummary};
+
+/// One process runs one peer group at a time (burn-collective keeps one local server per
+/// backend type), so concurrent launches in the same process (tests) wait for each other.
+static LAUNCH: Mutex<()> = Mutex::new(());
+
+/// A device named in `train.devices` / `--devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The CPU backend (may be listed several times: several CPU peers).
+    Cpu,
+    /// CUDA device with this index.
+    Cuda(usize),
+}
+
+/// Parses `["cpu", "cpu"]` or `["cuda:0", "cuda:1"]`. All entries must name the same kind
+/// (one process runs one backend); a CUDA device may be listed once.
+pub fn parse_devices(list: &[String]) -> std::result::Result<Vec<DeviceSpec>, String> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let d = match s.trim() {
+            "cpu" => DeviceSpec::Cpu,
+            "cuda" => DeviceSpec::Cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(idx)) => DeviceSpec::Cuda(idx),
+                _ => return Err(format!("entry {i} {s:?} is not \"cpu\", \"cuda\" or \"cuda:<index>\"")),
+            },
+        };
+        if matches!(d, DeviceSpec::Cuda(_)) && out.contains(&d) {
+            return Err(format!("entry {i} {s:?} lists the same GPU twice"));
+        }
+        if let Some(first) = out.first() {
+            if std::mem::discriminant(first) != std::mem::discriminant(&d) {
+                return Err(format!("entry {i} {s:?} mixes CPU and CUDA peers; use one kind"));
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// Knobs of a data-parallel launch that are not part of the training config.
+#[derive(Debug, Clone)]
+pub struct DistributedOptions {
+    /// Longest wait in one collective call before the group is declared dead (covers peer 0
+    /// evaluating or writing a checkpoint while the others wait). Default 30 minutes.
+    pub timeout: Duration,
+    /// Make one peer fail on purpose (fault-tolerance tests). Default none.
+    pub fault: Option<FaultInjection>,
+}
+
+impl Default for DistributedOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30 * 60), fault: None }
+    }
+}
+
+/// Trains with one peer per device (see the module docs); one device is the plain trainer.
+/// Returns peer 0's summary, or the error of the first peer that failed.
+pub fn train_data_parallel<AB: AutodiffBackend>(
+    cfg: &TrainConfig,
+    devices: &[AB::Device],
+    opts: &RunOptions,
+    dist: &DistributedOptions,
+) -> Result<TrainSummary> {
+    match devices {
+        [] => Err(StudentError::Config { path: "train.devices".into(), msg: "no device to train on".into() }),
+        [device] => train_peer::<AB>(cfg, device, opts, &Peer::solo()),
+        _ => {
+            let _one_group = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+            run_group::<AB>(cfg, devices, opts, dist)
+        }
+    }
+}
+
+fn run_group<AB: AutodiffBackend>(
+    cfg: &TrainConfig,
+    devices: &[AB::Device],
+    opts: &RunOptions,
+    dist: &DistributedOptions,
+) -> Result<TrainSummary> {
+    let peers = Peer::group(devices.len(), dist.timeout, dist.fault);
+    tracing::info!(peers = peers.len(), "data-parallel training");
+    let mut results: Vec<Result<TrainSummary>> = std::thread::scope(|s| {
+        let handles: Vec<_> = peers
+            .iter()
+            .zip(devices)
+            .map(|(peer, device)| {
+                let mut o = opts.clone();
+                o.progress &= peer.is_leader();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("peer-{}", peer.rank()))
+                    .spawn_scoped(s, move || run_peer::<AB>(cfg, device, &o, peer));
+                if let Err(e) = &spawned {
+                    peer.fail(format!("cannot start its thread: {e}"));
+                }
+                (peer, spawned)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(peer, h)| match h {
+                Ok(h) => h.join().unwrap_or_else(|p| Err(panicked(peer, p.as_ref()))),
+                Err(e) => Err(StudentError::io("<thread>", e)),
+            })
+            .collect()
+    });
+    let Some((rank, _)) = peers[0].first_failure() else {
+        return results.swap_remove(0);
+    };
+    burn_collective::reset_collective::<AB::InnerBackend>();
+    let source = match results.swap_remove(rank) {
+        Err(e) => e,
+        Ok(_) => StudentError::Collective { op: "train", rank, msg: "timed out waiting for the other peers".into() },
+    };
+    Err(StudentError::Peer { rank, source: Box::new(source) })
+}
+
+/// One peer's whole run: join the group, train, leave. Any failure (panics included) is
+/// recorded in the group so that the other peers stop.
+fn run_peer<AB: AutodiffBackend>(
+    cfg: &TrainConfig,
+    device: &AB::Device,
+    opts: &RunOptions,
+    peer: &Peer,
+) -> Result<TrainSummary> {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        peer.register::<AB::InnerBackend>(device)?;
+        let summary = train_peer::<AB>(cfg, device, opts, peer)?;
+        peer.finish::<AB::InnerBackend>()?;
+        Ok(summary)
+    }));
+    let r = r.unwrap_or_else(|p| Err(panicked(peer, p.as_ref())));
+    if let Err(e) = &r {
+        tracing::error!(rank = peer.rank(), "data-parallel peer failed: {e}");
+        peer.fail(e.to_string());
+    }
+    r
+}
+
+fn panicked(peer: &Peer, payload: &(dyn std::any::Any + Send)) -> StudentError {
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    StudentError::Collective { op: "train", rank: peer.rank(), msg: format!("panicked: {msg}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_cpu_and_cuda_lists() {
+        assert_eq!(parse_devices(&list(&["cpu", "cpu"])).unwrap(), vec![DeviceSpec::Cpu; 2]);
+        assert_eq!(
+            parse_devices(&list(&["cuda:0", "cuda:1"])).unwrap(),
+            vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]
+        );
+        assert!(parse_devices(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_entries_naming_them() {
+        assert!(parse_devices(&list(&["cpu", "gpu"])).unwrap_err().contains("entry 1 \"gpu\""));
+        assert!(parse_devices(&list(&["cuda:0", "cuda:0"])).unwrap_err().contains("twice"));
+        assert!(parse_devices(&list(&["cpu", "cuda:1"])).unwrap_err().contains("mixes"));
+        assert!(parse_devices(&list(&["cuda:x"])).is_err());
+    }
+}
