@@ -40,7 +40,10 @@ pub struct Shape {
 
 /// `(name, vocab, hidden, intermediate, layers, heads, kv_heads, tied, qkv_bias)` of the
 /// students the shipped recipes train, from their hub `config.json`s (head_dim = hidden/heads).
-const KNOWN: &[(&str, u64, u64, u64, u64, u64, u64, bool, bool)] = &[
+/// One row of [`KNOWN`].
+type KnownShape = (&'static str, u64, u64, u64, u64, u64, u64, bool, bool);
+
+const KNOWN: &[KnownShape] = &[
     ("Qwen2.5-Math-7B", 152_064, 3584, 18_944, 28, 28, 4, false, true),
     ("Qwen2.5-7B", 152_064, 3584, 18_944, 28, 28, 4, false, true),
     ("DeepSeek-R1-Distill-Qwen-7B", 152_064, 3584, 18_944, 28, 28, 4, false, true),
