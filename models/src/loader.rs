@@ -75,32 +75,25 @@ pub fn load_model_with<B: Backend>(
 fn warn_non_finite<B: Backend>(model: &Model<B>, dir: &Path) {
     /// Module path as HF names (enum wrappers skipped, as in `save::named_parameters`).
     struct Scan {
-        path: Vec<String>,
-        skip: Vec<bool>,
+        path: crate::save::HfPath,
         bad: Vec<String>,
     }
     impl<B: Backend> burn::module::ModuleVisitor<B> for Scan {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            let skip = container_type.starts_with("Enum:");
-            self.skip.push(skip);
-            if !skip {
-                self.path.push(name.to_string());
-            }
+            self.path.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            if !self.skip.pop().unwrap_or(false) {
-                self.path.pop();
-            }
+            self.path.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
             let t = param.val();
             let any = |b: Tensor<B, D, Bool>| b.any().int().into_scalar().elem::<i64>() != 0;
             if any(t.clone().is_nan()) || any(t.is_inf()) {
-                self.bad.push(self.path.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join("."));
+                self.bad.push(self.path.name());
             }
         }
     }
-    let mut scan = Scan { path: Vec::new(), skip: Vec::new(), bad: Vec::new() };
+    let mut scan = Scan { path: Default::default(), bad: Vec::new() };
     burn::module::Module::visit(model, &mut scan);
     if !scan.bad.is_empty() {
         let shown: Vec<&str> = scan.bad.iter().take(8).map(String::as_str).collect();

@@ -32,11 +32,41 @@ impl Default for SaveOptions {
     }
 }
 
+/// The module path a [`ModuleVisitor`] is at, as an HF name: enum variant wrappers (the
+/// [`crate::Model`] variants) are skipped, so `model.layers.0.mlp.up_proj.weight` comes out.
+#[derive(Default)]
+pub(crate) struct HfPath {
+    path: Vec<String>,
+    skip: Vec<bool>,
+}
+
+impl HfPath {
+    /// Call from `ModuleVisitor::enter_module`.
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        let skip = container_type.starts_with("Enum:");
+        self.skip.push(skip);
+        if !skip {
+            self.path.push(name.to_string());
+        }
+    }
+
+    /// Call from `ModuleVisitor::exit_module`.
+    pub(crate) fn exit(&mut self) {
+        if !self.skip.pop().unwrap_or(false) {
+            self.path.pop();
+        }
+    }
+
+    /// The dotted name of the parameter being visited.
+    pub(crate) fn name(&self) -> String {
+        self.path.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(".")
+    }
+}
+
 /// Collects every float parameter with its dotted path, skipping enum variant names so paths
 /// are the HF names.
 struct Collect<B: Backend> {
-    path: Vec<String>,
-    skip: Vec<bool>,
+    path: HfPath,
     out: Vec<Entry<B>>,
 }
 
@@ -47,21 +77,15 @@ type Entry<B> = (String, Vec<usize>, DType, TensorFetch, std::marker::PhantomDat
 
 impl<B: Backend> ModuleVisitor<B> for Collect<B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        let skip = container_type.starts_with("Enum:");
-        self.skip.push(skip);
-        if !skip {
-            self.path.push(name.to_string());
-        }
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        if !self.skip.pop().unwrap_or(false) {
-            self.path.pop();
-        }
+        self.path.exit();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let name = self.path.join(".");
+        let name = self.path.name();
         let dtype = t.dtype();
         self.out.push((name, shape, dtype, Box::new(move || t.clone().into_data()), std::marker::PhantomData));
     }
@@ -73,7 +97,7 @@ pub fn named_parameters<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, Ten
 }
 
 fn collect<B: Backend, M: Module<B>>(model: &M) -> Vec<Entry<B>> {
-    let mut c = Collect { path: Vec::new(), skip: Vec::new(), out: Vec::new() };
+    let mut c = Collect { path: HfPath::default(), out: Vec::new() };
     model.visit(&mut c);
     c.out
 }

@@ -93,22 +93,9 @@ pub fn write_shard<R: ShardRecord>(path: &Path, rows: &[R]) -> Result<(), Record
 
 /// Reads every row of one record file.
 pub fn read_shard<R: ShardRecord>(path: &Path) -> Result<Vec<R>, RecordsError> {
-    let file = fs::File::open(path).map_err(|e| RecordsError::io(path, e))?;
-    let parquet = |source| RecordsError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet)?
-        .build()
-        .map_err(parquet)?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| RecordsError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        R::decode(path, &batch, &mut rows)?;
+    for batch in read_shard_batches(path)? {
+        rows.extend(batch?);
     }
     Ok(rows)
 }
