@@ -482,48 +482,27 @@ impl TrainConfig {
         origin: &str,
         base: Option<&Path>,
     ) -> Result<Self> {
-        let cfg_err = |msg: String| StudentError::Config {
-            path: origin.to_string(),
-            msg,
-        };
-        let table: toml::Table = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
-        let mut value = toml::Value::Table(table);
-        datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| {
-            StudentError::Config {
-                path: "--set".into(),
-                msg,
-            }
-        })?;
-        let mut cfg: TrainConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| cfg_err(e.to_string()))?;
+        let mut cfg: TrainConfig = parse_with_overrides(text, overrides, origin)?;
         if let Some(base) = base {
             cfg.resolve_paths(base);
         }
-        cfg.validate().map_err(cfg_err)?;
+        cfg.validate().map_err(|msg| config_error(origin, msg))?;
         Ok(cfg)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.exists() && base.join(&*p).exists() {
-                *p = base.join(&*p);
-            }
-        };
         for p in [
             self.model.path.as_mut(),
             self.model.config.as_mut(),
             self.model.tokenizer.as_mut(),
             Some(&mut self.data.train),
             self.data.eval.as_mut(),
+            self.distill.as_mut().map(|d| &mut d.teacher),
         ]
         .into_iter()
         .flatten()
         {
-            fix(p);
-        }
-        if let Some(d) = self.distill.as_mut() {
-            fix(&mut d.teacher);
+            resolve_relative(p, base);
         }
     }
 
@@ -640,5 +619,27 @@ dir = "out"
         assert!(e.to_string().contains("optim.lr"));
         let e = TrainConfig::from_toml_str(MIN, &["model.init=\"random\"".into()], "x", None).unwrap_err();
         assert!(e.to_string().contains("model.arch"));
+    }
+}
+
+fn config_error(origin: &str, msg: String) -> StudentError {
+    StudentError::Config { path: origin.to_string(), msg }
+}
+
+/// Parses a TOML config text and applies `--set key=value` overrides before typing it, so an
+/// override is checked like a key in the file (`origin` names the text in errors). Shared by
+/// every student config (SFT/KD and GRPO).
+pub(crate) fn parse_with_overrides<T: serde::de::DeserializeOwned>(text: &str, overrides: &[String], origin: &str) -> Result<T> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| config_error(origin, e.to_string()))?;
+    let mut value = toml::Value::Table(table);
+    datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| config_error("--set", msg))?;
+    value.try_into().map_err(|e: toml::de::Error| config_error(origin, e.to_string()))
+}
+
+/// A path written relative to the config file's directory: taken from there when it does not
+/// exist as written but does there.
+pub(crate) fn resolve_relative(p: &mut PathBuf, base: &Path) {
+    if p.is_relative() && !p.exists() && base.join(&*p).exists() {
+        *p = base.join(&*p);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ModelSection, OptimSection, OutputSection, ScheduleSection, TrainDtype};
+use crate::config::{parse_with_overrides, resolve_relative, ModelSection, OptimSection, OutputSection, ScheduleSection, TrainDtype};
 use crate::error::{Result, StudentError};
 
 /// The whole GRPO run description.
@@ -257,30 +257,15 @@ impl GrpoConfig {
 
     /// As [`GrpoConfig::load`], from text (`origin` names it in errors).
     pub fn from_toml_str(text: &str, overrides: &[String], origin: &str, base: Option<&Path>) -> Result<Self> {
-        let cfg_err = |msg: String| StudentError::Config {
-            path: origin.to_string(),
-            msg,
-        };
-        let table: toml::Table = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
-        let mut value = toml::Value::Table(table);
-        datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| StudentError::Config {
-            path: "--set".into(),
-            msg,
-        })?;
-        let mut cfg: GrpoConfig = value.try_into().map_err(|e: toml::de::Error| cfg_err(e.to_string()))?;
+        let mut cfg: GrpoConfig = parse_with_overrides(text, overrides, origin)?;
         if let Some(base) = base {
             cfg.resolve_paths(base);
         }
-        cfg.validate().map_err(cfg_err)?;
+        cfg.validate().map_err(|msg| StudentError::Config { path: origin.to_string(), msg })?;
         Ok(cfg)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.exists() && base.join(&*p).exists() {
-                *p = base.join(&*p);
-            }
-        };
         for p in [
             self.model.path.as_mut(),
             self.model.config.as_mut(),
@@ -292,7 +277,7 @@ impl GrpoConfig {
         .into_iter()
         .flatten()
         {
-            fix(p);
+            resolve_relative(p, base);
         }
     }
 
