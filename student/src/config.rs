@@ -571,6 +571,28 @@ impl TrainConfig {
     }
 }
 
+fn config_error(origin: &str, msg: String) -> StudentError {
+    StudentError::Config { path: origin.to_string(), msg }
+}
+
+/// Parses a TOML config text and applies `--set key=value` overrides before typing it, so an
+/// override is checked like a key in the file (`origin` names the text in errors). Shared by
+/// every student config (SFT/KD and GRPO).
+pub(crate) fn parse_with_overrides<T: serde::de::DeserializeOwned>(text: &str, overrides: &[String], origin: &str) -> Result<T> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| config_error(origin, e.to_string()))?;
+    let mut value = toml::Value::Table(table);
+    datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| config_error("--set", msg))?;
+    value.try_into().map_err(|e: toml::de::Error| config_error(origin, e.to_string()))
+}
+
+/// A path written relative to the config file's directory: taken from there when it does not
+/// exist as written but does there.
+pub(crate) fn resolve_relative(p: &mut PathBuf, base: &Path) {
+    if p.is_relative() && !p.exists() && base.join(&*p).exists() {
+        *p = base.join(&*p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,27 +641,5 @@ dir = "out"
         assert!(e.to_string().contains("optim.lr"));
         let e = TrainConfig::from_toml_str(MIN, &["model.init=\"random\"".into()], "x", None).unwrap_err();
         assert!(e.to_string().contains("model.arch"));
-    }
-}
-
-fn config_error(origin: &str, msg: String) -> StudentError {
-    StudentError::Config { path: origin.to_string(), msg }
-}
-
-/// Parses a TOML config text and applies `--set key=value` overrides before typing it, so an
-/// override is checked like a key in the file (`origin` names the text in errors). Shared by
-/// every student config (SFT/KD and GRPO).
-pub(crate) fn parse_with_overrides<T: serde::de::DeserializeOwned>(text: &str, overrides: &[String], origin: &str) -> Result<T> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| config_error(origin, e.to_string()))?;
-    let mut value = toml::Value::Table(table);
-    datasets::overrides::apply_overrides(&mut value, overrides).map_err(|msg| config_error("--set", msg))?;
-    value.try_into().map_err(|e: toml::de::Error| config_error(origin, e.to_string()))
-}
-
-/// A path written relative to the config file's directory: taken from there when it does not
-/// exist as written but does there.
-pub(crate) fn resolve_relative(p: &mut PathBuf, base: &Path) {
-    if p.is_relative() && !p.exists() && base.join(&*p).exists() {
-        *p = base.join(&*p);
     }
 }
