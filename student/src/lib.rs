@@ -21,6 +21,7 @@ pub mod distributed;
 pub mod error;
 pub mod fsutil;
 pub mod fused_ce;
+pub mod fused_head;
 pub mod grpo;
 pub mod lora;
 pub mod loss;

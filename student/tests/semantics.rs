@@ -185,3 +185,35 @@ fn logit_distillation_from_an_identical_teacher_is_zero_kd() {
     let err = student::train::<burn::backend::Autodiff<burn::backend::Flex>>(&cfg, &Default::default(), &opts).unwrap_err();
     assert!(err.to_string().contains("share a tokenizer"), "{err}");
 }
+
+/// Logit distillation through the one-chunk-at-a-time head (the default, which keeps no
+/// `[S, vocab]` logits alive) trains exactly like autodiff through every chunk.
+#[test]
+fn fused_kd_head_equals_autodiff_kd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = tmp.path().join("t.jsonl");
+    write_tokens(&train, &sft_rows("qwen2"));
+    let student_dir = with_tokenizer(&tmp.path().join("s"), "qwen2", "qwen2.5");
+    let teacher_dir = with_tokenizer(&tmp.path().join("t"), "qwen2", "qwen2.5");
+    let run_kd = |fused: bool| {
+        let out = tmp.path().join(format!("kd-{fused}"));
+        let extra = format!("[distill]\nteacher = \"{}\"\nkind = \"jsd\"\nbeta = 0.3\ntemperature = 1.5\nweight = 0.7\n", teacher_dir.display());
+        let base = tiny_config(&student_dir, &train, &out, &extra);
+        let text = toml::to_string(&base).unwrap();
+        let sets = vec!["train.max_steps=3".to_string(), "train.loss_chunk=5".to_string(), "optim.lr=1e-2".to_string(), format!("train.fused_ce={fused}")];
+        let cfg = student::TrainConfig::from_toml_str(&text, &sets, "test", None).unwrap();
+        let r = run(&cfg, false);
+        assert_eq!(r.fused_ce, fused);
+        (student::read_metrics(&out).unwrap(), r.final_dir)
+    };
+    let (mf, df) = run_kd(true);
+    let (ma, da) = run_kd(false);
+    assert_eq!(mf.len(), 3);
+    assert!(mf[2].kd_loss.unwrap() > 1e-6, "the student has moved away from the teacher by step 3");
+    for (f, a) in mf.iter().zip(&ma) {
+        close(f.loss, a.loss, 1e-5, "loss");
+        close(f.kd_loss.unwrap(), a.kd_loss.unwrap(), 1e-5, "kd part");
+        close(f.grad_norm, a.grad_norm, 1e-5, "grad_norm");
+    }
+    params_close(&df, &da, &TRACKED, 1e-5);
+}

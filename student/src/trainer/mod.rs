@@ -245,11 +245,13 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
 /// written projection gradient, bounded logits memory) when `train.fused_ce` and the model's
 /// logits are a plain projection. Also says whether the fused path is used.
 fn sft_objective<AB: AutodiffBackend>(cfg: &TrainConfig, policy: &Policy<AB>, tok_dir: Option<&Path>, device: &AB::Device) -> Result<(SftObjectiveBox<AB>, bool)> {
-    if let Some(d) = &cfg.distill {
-        let kd = KdObjective::<AB::InnerBackend>::load(d, tok_dir, device, policy.compute_dtype, cfg.train.loss_chunk)?;
-        return Ok((Box::new(kd), false));
-    }
     let fused = if cfg.train.fused_ce { LmProjection::probe(&policy.view()) } else { None };
+    if let Some(d) = &cfg.distill {
+        let kd = KdObjective::<AB::InnerBackend>::load(d, tok_dir, device, policy.compute_dtype, cfg.train.loss_chunk)?
+            .with_fused_head(fused, policy.lora.is_none());
+        let is_fused = kd.is_fused();
+        return Ok((Box::new(kd), is_fused));
+    }
     if fused.is_none() && cfg.train.fused_ce {
         tracing::warn!("model.logits is not a plain projection; using autodiff cross-entropy (more memory)");
     }
