@@ -67,6 +67,9 @@ pub struct ProtocolInfo {
     pub system_prompt: Option<String>,
     /// Run seed from which per-sample seeds derive.
     pub seed: u64,
+    /// Thinking budget (s1 budget forcing), when one was set; absent in older summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<inference::budget::ThinkingBudget>,
 }
 
 /// Options of the statistics (not of generation): the `[stats]` section of the eval config.
@@ -422,7 +425,7 @@ pub fn pct(x: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn rec(pid: &str, i: u32, answer: Option<&str>, correct: bool, tokens: u32) -> EvalRecord {
@@ -449,6 +452,9 @@ mod tests {
             response: String::new(),
             reasoning: None,
             model: "m".into(),
+            thinking_tokens: None,
+            forced_waits: None,
+            forced_closes: None,
         }
     }
 
@@ -519,6 +525,7 @@ mod tests {
                 prompt_template: "{problem}".into(),
                 system_prompt: None,
                 seed: 0,
+                thinking: None,
             },
             benchmarks: [("math500".to_string(), b)].into_iter().collect(),
         };
