@@ -363,6 +363,17 @@ impl RunSummary {
             p.seed,
             p.system_prompt.as_deref().map(|x| format!("`{}`", x.escape_debug())).unwrap_or("none".into())
         );
+        if let Some(b) = &p.thinking {
+            let n = |x: Option<u32>| x.map_or_else(|| "none".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "- thinking budget: max {} · min {} (wait token `{}`, at most {} waits)",
+                n(b.max_thinking_tokens),
+                n(b.min_thinking_tokens),
+                b.wait_token.escape_debug(),
+                b.max_waits
+            );
+        }
         let _ = writeln!(s, "- prompt: `{}`\n", p.prompt_template.escape_debug());
         let _ = writeln!(
             s,

@@ -148,7 +148,8 @@ pub async fn force_budget<G: SegmentGenerator + ?Sized>(
             stats.forced_closes += 1;
             break;
         }
-        let seg = g.generate(left.map_or(room, |l| l.min(room)), true).await?;
+        let asked = left.map_or(room, |l| l.min(room));
+        let seg = g.generate(asked, true).await?;
         used += seg.tokens;
         stats.thinking_tokens += seg.tokens;
         match seg.end {
@@ -166,8 +167,9 @@ pub async fn force_budget<G: SegmentGenerator + ?Sized>(
                 break;
             }
             SegmentEnd::Stop => return done(stats, used, FinishReason::Stop),
-            // Either the thinking maximum (next turn forces the close) or max_tokens.
-            SegmentEnd::Length if left.is_some() => continue,
+            // The thinking maximum: the next turn forces the close. A segment cut short of what
+            // was asked hit the context limit instead: nothing more fits.
+            SegmentEnd::Length if left.is_some() && seg.tokens == asked => continue,
             SegmentEnd::Length => return done(stats, used, FinishReason::Length),
         }
     }
@@ -275,6 +277,24 @@ pub(crate) mod tests {
         let (g, out) = run("ab|cdefgh|z$", &budget(Some(5), Some(4)), 100);
         assert_eq!(g.text, "abWcd</think>\n\nefgh</think>z");
         assert_eq!(out.stats, ThinkingStats { thinking_tokens: 5, forced_waits: 1, forced_closes: 1 });
+    }
+
+    /// A generator whose context is full: every segment ends at once with `Length`.
+    struct Full;
+
+    impl SegmentGenerator for Full {
+        fn generate(&mut self, _: u32, _: bool) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
+            Box::pin(async { Ok(Segment { tokens: 0, end: SegmentEnd::Length }) })
+        }
+        fn append(&mut self, _: &str) -> Result<u32, SegmentFailure> {
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_full_context_ends_the_sample_instead_of_looping() {
+        let out = futures::executor::block_on(force_budget(&mut Full, &budget(Some(5), None), 100)).unwrap();
+        assert_eq!((out.finish_reason, out.completion_tokens, out.stats.forced_closes), (FinishReason::Length, 0, 0));
     }
 
     #[test]
