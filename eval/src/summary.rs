@@ -523,6 +523,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn protocols_without_a_budget_read_and_write_as_before() {
+        // run.json / summary.json written before thinking budgets existed.
+        let old = r#"{"temperature":0.6,"top_p":0.95,"max_tokens":64,"prompt_template":"{problem}","system_prompt":null,"seed":0}"#;
+        let p: ProtocolInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(p.thinking, None);
+        assert_eq!(serde_json::to_string(&p).unwrap(), old, "no new key for budget-less runs");
+        let with = ProtocolInfo {
+            thinking: Some(inference::budget::ThinkingBudget { max_thinking_tokens: Some(512), ..Default::default() }),
+            ..p.clone()
+        };
+        assert_ne!(with, p, "a budget run never resumes into a plain run's directory");
+    }
+
+    #[test]
     fn markdown_lists_every_benchmark() {
         let recs = vec![rec("p0", 0, Some("1"), true, 10), rec("p2", 0, Some("2"), false, 10)];
         let b = summarize_benchmark(&recs, &SummaryOptions::default());
