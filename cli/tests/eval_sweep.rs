@@ -44,12 +44,17 @@ fn sweep_writes_the_curve_for_two_budgets_and_resumes() {
             .args(["--thinking-budgets", "6,3"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let stdout = run();
     let out = tmp.path().join("sweep");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let curve = &report["thinking_budget_curve"];
     assert_eq!(curve["budgets"], serde_json::json!([3, 6]));
     let points = curve["benchmarks"]["tiny"].as_array().unwrap();
@@ -62,22 +67,32 @@ fn sweep_writes_the_curve_for_two_budgets_and_resumes() {
         // The random fixture never closes its thinking: every sample is closed at the budget.
         assert_eq!(p["mean_thinking_tokens"], f64::from(budget), "{p}");
         assert_eq!(p["forced_close_rate"], 1.0, "{p}");
-        let records = read_eval_record_dir(&out.join(format!("budget-{budget}/records/tiny"))).unwrap();
+        let records =
+            read_eval_record_dir(&out.join(format!("budget-{budget}/records/tiny"))).unwrap();
         assert_eq!(records.len(), 2);
         for r in &records {
-            assert_eq!((r.thinking_tokens, r.forced_waits, r.forced_closes), (Some(budget), Some(0), Some(1)));
+            assert_eq!(
+                (r.thinking_tokens, r.forced_waits, r.forced_closes),
+                (Some(budget), Some(0), Some(1))
+            );
             assert!(r.response.contains("</think>\n\n"), "{:?}", r.response);
         }
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("## tiny") && md.contains("| 3 |") && md.contains("| 6 |"), "{md}");
+    assert!(
+        md.contains("## tiny") && md.contains("| 3 |") && md.contains("| 6 |"),
+        "{md}"
+    );
     assert_eq!(stdout, md);
     let svg = std::fs::read_to_string(out.join("thinking_budget.svg")).unwrap();
     assert_eq!(svg.matches("<circle").count(), 2);
     // A rerun resumes every budget (nothing left to sample) and writes the same curve.
     let before = std::fs::read_to_string(out.join("report.json")).unwrap();
     run();
-    assert_eq!(std::fs::read_to_string(out.join("report.json")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.json")).unwrap(),
+        before
+    );
 }
 
 #[test]
@@ -92,6 +107,9 @@ fn bad_budget_lists_are_refused_before_any_run() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lots") && err.contains("--thinking-budgets"), "{err}");
+    assert!(
+        err.contains("lots") && err.contains("--thinking-budgets"),
+        "{err}"
+    );
     assert!(!tmp.path().join("sweep/budget-512").exists());
 }

@@ -15,10 +15,15 @@ const LEFT: f64 = 60.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Renders the curve as an SVG document.
@@ -27,7 +32,9 @@ pub fn render(curve: &BudgetCurve) -> String {
         .budgets
         .iter()
         .map(|&b| f64::from(b.max(1)).log2())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| (l.min(x), h.max(x)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+            (l.min(x), h.max(x))
+        });
     let span = if hi > lo { hi - lo } else { 1.0 };
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
@@ -83,8 +90,15 @@ pub fn render(curve: &BudgetCurve) -> String {
     );
     for (i, (name, points)) in curve.benchmarks.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", x_of(p.budget), y_of(p.pass_at_1))).collect();
-        let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, path.join(" "));
+        let path: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x_of(p.budget), y_of(p.pass_at_1)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
         for p in points {
             let (x, y) = (x_of(p.budget), y_of(p.pass_at_1));
             let (y_lo, y_hi) = (y_of(p.pass_at_1_ci95[0]), y_of(p.pass_at_1_ci95[1]));
@@ -139,9 +153,12 @@ mod tests {
         let curve = BudgetCurve {
             model: "m<1>".into(),
             budgets: vec![512, 1024, 4096],
-            benchmarks: [("aime".to_string(), vec![point(512, 0.2), point(1024, 0.4), point(4096, 0.5)])]
-                .into_iter()
-                .collect(),
+            benchmarks: [(
+                "aime".to_string(),
+                vec![point(512, 0.2), point(1024, 0.4), point(4096, 0.5)],
+            )]
+            .into_iter()
+            .collect(),
         };
         let svg = render(&curve);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -154,7 +171,10 @@ mod tests {
             .skip(1)
             .map(|t| t.split('"').next().unwrap().parse().unwrap())
             .collect();
-        assert!(((xs[1] - xs[0]) / (xs[2] - xs[0]) - 1.0 / 3.0).abs() < 2e-3, "{xs:?}");
+        assert!(
+            ((xs[1] - xs[0]) / (xs[2] - xs[0]) - 1.0 / 3.0).abs() < 2e-3,
+            "{xs:?}"
+        );
         assert!(xs[0] < xs[1] && xs[1] < xs[2]);
     }
 }

@@ -86,7 +86,9 @@ pub fn parse_budgets(text: &str) -> Result<Vec<u32>, EvalError> {
     out.sort_unstable();
     out.dedup();
     if out.is_empty() {
-        return Err(EvalError::Invalid("--thinking-budgets is empty (expected e.g. 512,1024,2048)".into()));
+        return Err(EvalError::Invalid(
+            "--thinking-budgets is empty (expected e.g. 512,1024,2048)".into(),
+        ));
     }
     Ok(out)
 }
@@ -97,13 +99,21 @@ pub fn budget_run_config(base: &EvalConfig, budget: u32) -> Result<EvalConfig, E
     let mut cfg = base.clone();
     cfg.out_dir = base.out_dir.join(format!("budget-{budget}"));
     cfg.protocol.max_thinking_tokens = Some(budget);
-    cfg.validate_config().map_err(|e| EvalError::Invalid(format!("thinking budget {budget}: {e}")))?;
+    cfg.validate_config()
+        .map_err(|e| EvalError::Invalid(format!("thinking budget {budget}: {e}")))?;
     Ok(cfg)
 }
 
 /// Runs (or resumes) every budget on the loaded model, then writes the report.
-pub async fn run_sweep(base: &EvalConfig, budgets: &[u32], model: &LoadedModel) -> Result<SweepReport, EvalError> {
-    let cfgs = budgets.iter().map(|&b| budget_run_config(base, b)).collect::<Result<Vec<_>, _>>()?;
+pub async fn run_sweep(
+    base: &EvalConfig,
+    budgets: &[u32],
+    model: &LoadedModel,
+) -> Result<SweepReport, EvalError> {
+    let cfgs = budgets
+        .iter()
+        .map(|&b| budget_run_config(base, b))
+        .collect::<Result<Vec<_>, _>>()?;
     for cfg in &cfgs {
         tracing::info!(budget = cfg.protocol.max_thinking_tokens, out = %cfg.out_dir.display(), "thinking budget run");
         crate::run_eval(cfg, model.backend(cfg)?).await?;
@@ -121,30 +131,41 @@ pub fn write_sweep_report(base: &EvalConfig, budgets: &[u32]) -> Result<SweepRep
         for (name, b) in &summary.benchmarks {
             let records = read_eval_record_dir(&records_dir(&cfg.out_dir, name))?;
             let (thinking, closes, waits) = budget_means(&records);
-            benchmarks.entry(name.clone()).or_default().push(BudgetPoint {
-                budget,
-                pass_at_1: b.pass_at_1,
-                pass_at_1_ci95: b.pass_at_1_ci95,
-                pass_at_1_se: b.pass_at_1_se,
-                n_problems: b.n_problems,
-                n_samples: b.n_samples,
-                mean_thinking_tokens: thinking,
-                forced_close_rate: closes,
-                mean_forced_waits: waits,
-                mean_response_tokens: b.mean_response_tokens,
-                run_dir: cfg.out_dir.display().to_string(),
-            });
+            benchmarks
+                .entry(name.clone())
+                .or_default()
+                .push(BudgetPoint {
+                    budget,
+                    pass_at_1: b.pass_at_1,
+                    pass_at_1_ci95: b.pass_at_1_ci95,
+                    pass_at_1_se: b.pass_at_1_se,
+                    n_problems: b.n_problems,
+                    n_samples: b.n_samples,
+                    mean_thinking_tokens: thinking,
+                    forced_close_rate: closes,
+                    mean_forced_waits: waits,
+                    mean_response_tokens: b.mean_response_tokens,
+                    run_dir: cfg.out_dir.display().to_string(),
+                });
         }
     }
-    let curve = BudgetCurve { model: base.model.display_name(), budgets: budgets.to_vec(), benchmarks };
-    let report = SweepReport { thinking_budget_curve: curve, plots: vec![CHART_FILE.into()] };
+    let curve = BudgetCurve {
+        model: base.model.display_name(),
+        budgets: budgets.to_vec(),
+        benchmarks,
+    };
+    let report = SweepReport {
+        thinking_budget_curve: curve,
+        plots: vec![CHART_FILE.into()],
+    };
     save_report(&base.out_dir, &report)?;
     Ok(report)
 }
 
 fn save_report(out: &Path, report: &SweepReport) -> Result<(), EvalError> {
     std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
-    let json = serde_json::to_string_pretty(report).map_err(|e| EvalError::serialize("sweep report", e))?;
+    let json = serde_json::to_string_pretty(report)
+        .map_err(|e| EvalError::serialize("sweep report", e))?;
     let chart = crate::budget_chart::render(&report.thinking_budget_curve);
     datasets::atomic::write_atomic(&out.join(CHART_FILE), chart.as_bytes())?;
     datasets::atomic::write_atomic(&out.join("report.json"), json.as_bytes())?;
@@ -163,7 +184,11 @@ fn budget_means(records: &[EvalRecord]) -> (Option<f64>, Option<f64>, Option<f64
         let v: Vec<f64> = ok.iter().filter_map(|r| f(r)).map(f64::from).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    (mean(&|r| r.thinking_tokens), mean(&|r| r.forced_closes), mean(&|r| r.forced_waits))
+    (
+        mean(&|r| r.thinking_tokens),
+        mean(&|r| r.forced_closes),
+        mean(&|r| r.forced_waits),
+    )
 }
 
 /// `report.md` of a sweep: one table per benchmark.
@@ -205,21 +230,34 @@ mod tests {
 
     #[test]
     fn budgets_parse_sorted_and_reject_junk() {
-        assert_eq!(parse_budgets("1024, 512,512,2048").unwrap(), [512, 1024, 2048]);
-        assert!(parse_budgets("512,x").unwrap_err().to_string().contains("`x`"));
+        assert_eq!(
+            parse_budgets("1024, 512,512,2048").unwrap(),
+            [512, 1024, 2048]
+        );
+        assert!(parse_budgets("512,x")
+            .unwrap_err()
+            .to_string()
+            .contains("`x`"));
         assert!(parse_budgets("0").is_err());
         assert!(parse_budgets(" , ").is_err());
     }
 
     #[test]
     fn budget_runs_get_their_own_dirs_and_budgets() {
-        let base = EvalConfig::new("runs/s", "ckpt", vec![crate::config::BenchmarkConfig::file("t", "t.jsonl", 1)]);
+        let base = EvalConfig::new(
+            "runs/s",
+            "ckpt",
+            vec![crate::config::BenchmarkConfig::file("t", "t.jsonl", 1)],
+        );
         let c = budget_run_config(&base, 512).unwrap();
         assert_eq!(c.out_dir, Path::new("runs/s/budget-512"));
         assert_eq!(c.protocol.max_thinking_tokens, Some(512));
         let mut bad = base.clone();
         bad.protocol.min_thinking_tokens = Some(1000);
-        assert!(budget_run_config(&bad, 512).unwrap_err().to_string().contains("thinking budget 512"));
+        assert!(budget_run_config(&bad, 512)
+            .unwrap_err()
+            .to_string()
+            .contains("thinking budget 512"));
     }
 
     #[test]

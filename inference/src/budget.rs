@@ -105,7 +105,11 @@ pub enum SegmentFailure {
 pub trait SegmentGenerator: Send {
     /// Continues the sequence by at most `max_new` tokens. With `stop_at_close`, ends as soon
     /// as the model emits the close marker ([`SegmentEnd::Close`]).
-    fn generate(&mut self, max_new: u32, stop_at_close: bool) -> BoxFuture<'_, Result<Segment, SegmentFailure>>;
+    fn generate(
+        &mut self,
+        max_new: u32,
+        stop_at_close: bool,
+    ) -> BoxFuture<'_, Result<Segment, SegmentFailure>>;
 
     /// Appends forced text (the wait token, the close marker and separator) to the sequence and
     /// returns how many tokens it added.
@@ -133,11 +137,19 @@ pub async fn force_budget<G: SegmentGenerator + ?Sized>(
 ) -> Result<Forced, SegmentFailure> {
     let mut stats = ThinkingStats::default();
     let mut used = 0u32;
-    let done = |stats, used, finish_reason| Ok(Forced { stats, completion_tokens: used, finish_reason });
+    let done = |stats, used, finish_reason| {
+        Ok(Forced {
+            stats,
+            completion_tokens: used,
+            finish_reason,
+        })
+    };
     let close_forced = format!("{}{}", budget.close, budget.separator);
     loop {
         let room = max_tokens.saturating_sub(used);
-        let left = budget.max_thinking_tokens.map(|n| n.saturating_sub(stats.thinking_tokens));
+        let left = budget
+            .max_thinking_tokens
+            .map(|n| n.saturating_sub(stats.thinking_tokens));
         if room == 0 {
             return done(stats, used, FinishReason::Length);
         }
@@ -154,7 +166,9 @@ pub async fn force_budget<G: SegmentGenerator + ?Sized>(
         stats.thinking_tokens += seg.tokens;
         match seg.end {
             SegmentEnd::Close => {
-                let early = budget.min_thinking_tokens.is_some_and(|m| stats.thinking_tokens < m);
+                let early = budget
+                    .min_thinking_tokens
+                    .is_some_and(|m| stats.thinking_tokens < m);
                 if early && stats.forced_waits < budget.max_waits {
                     let n = g.append(&budget.wait_token)?;
                     used += n;
@@ -179,7 +193,11 @@ pub async fn force_budget<G: SegmentGenerator + ?Sized>(
     }
     let seg = g.generate(room, false).await?;
     used += seg.tokens;
-    let finish = if seg.end == SegmentEnd::Length { FinishReason::Length } else { FinishReason::Stop };
+    let finish = if seg.end == SegmentEnd::Length {
+        FinishReason::Length
+    } else {
+        FinishReason::Stop
+    };
     done(stats, used, finish)
 }
 
@@ -199,29 +217,54 @@ pub(crate) mod tests {
 
     impl Scripted {
         pub(crate) fn new(script: &str) -> Self {
-            Scripted { script: script.chars().collect(), pos: 0, text: String::new(), calls: Vec::new() }
+            Scripted {
+                script: script.chars().collect(),
+                pos: 0,
+                text: String::new(),
+                calls: Vec::new(),
+            }
         }
     }
 
     impl SegmentGenerator for Scripted {
-        fn generate(&mut self, max_new: u32, stop_at_close: bool) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
+        fn generate(
+            &mut self,
+            max_new: u32,
+            stop_at_close: bool,
+        ) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
             self.calls.push((max_new, stop_at_close));
             Box::pin(async move {
                 let mut tokens = 0;
                 while tokens < max_new {
                     let Some(&c) = self.script.get(self.pos) else {
-                        return Ok(Segment { tokens, end: SegmentEnd::Stop });
+                        return Ok(Segment {
+                            tokens,
+                            end: SegmentEnd::Stop,
+                        });
                     };
                     self.pos += 1;
                     match c {
-                        '|' if stop_at_close => return Ok(Segment { tokens, end: SegmentEnd::Close }),
+                        '|' if stop_at_close => {
+                            return Ok(Segment {
+                                tokens,
+                                end: SegmentEnd::Close,
+                            })
+                        }
                         '|' => self.text.push_str("</think>"),
-                        '$' => return Ok(Segment { tokens: tokens + 1, end: SegmentEnd::Stop }),
+                        '$' => {
+                            return Ok(Segment {
+                                tokens: tokens + 1,
+                                end: SegmentEnd::Stop,
+                            })
+                        }
                         c => self.text.push(c),
                     }
                     tokens += 1;
                 }
-                Ok(Segment { tokens, end: SegmentEnd::Length })
+                Ok(Segment {
+                    tokens,
+                    end: SegmentEnd::Length,
+                })
             })
         }
 
@@ -238,14 +281,27 @@ pub(crate) mod tests {
     }
 
     fn budget(max: Option<u32>, min: Option<u32>) -> ThinkingBudget {
-        ThinkingBudget { max_thinking_tokens: max, min_thinking_tokens: min, wait_token: "W".into(), max_waits: 2, ..Default::default() }
+        ThinkingBudget {
+            max_thinking_tokens: max,
+            min_thinking_tokens: min,
+            wait_token: "W".into(),
+            max_waits: 2,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn forced_close_lands_exactly_at_the_maximum() {
         let (g, out) = run("abcdefghij|xy$", &budget(Some(4), None), 100);
         assert_eq!(g.text, "abcd</think>\n\nefghij</think>xy");
-        assert_eq!(out.stats, ThinkingStats { thinking_tokens: 4, forced_waits: 0, forced_closes: 1 });
+        assert_eq!(
+            out.stats,
+            ThinkingStats {
+                thinking_tokens: 4,
+                forced_waits: 0,
+                forced_closes: 1
+            }
+        );
         // 4 thinking + 10 forced chars + 9 answer tokens (6 letters, the close, x, y) + EOS.
         assert_eq!(out.completion_tokens, 4 + 10 + 10);
         assert_eq!(out.finish_reason, FinishReason::Stop);
@@ -256,7 +312,14 @@ pub(crate) mod tests {
     fn a_close_before_the_maximum_is_the_models_own() {
         let (g, out) = run("ab|cd$", &budget(Some(10), None), 100);
         assert_eq!(g.text, "ab</think>cd");
-        assert_eq!(out.stats, ThinkingStats { thinking_tokens: 2, forced_waits: 0, forced_closes: 0 });
+        assert_eq!(
+            out.stats,
+            ThinkingStats {
+                thinking_tokens: 2,
+                forced_waits: 0,
+                forced_closes: 0
+            }
+        );
         assert_eq!(out.finish_reason, FinishReason::Stop);
     }
 
@@ -265,7 +328,14 @@ pub(crate) mod tests {
         // Closes after 2, 3 and 4 tokens with a minimum of 10: two waits, then the close stands.
         let (g, out) = run("ab|c|d|ans$", &budget(None, Some(10)), 100);
         assert_eq!(g.text, "abWcWd</think>ans");
-        assert_eq!(out.stats, ThinkingStats { thinking_tokens: 6, forced_waits: 2, forced_closes: 0 });
+        assert_eq!(
+            out.stats,
+            ThinkingStats {
+                thinking_tokens: 6,
+                forced_waits: 2,
+                forced_closes: 0
+            }
+        );
         // Past the minimum, a close is accepted without a wait.
         let (g, out) = run("abc|d|x$", &budget(None, Some(4)), 100);
         assert_eq!(g.text, "abcWd</think>x");
@@ -276,7 +346,14 @@ pub(crate) mod tests {
     fn waits_count_towards_the_maximum() {
         let (g, out) = run("ab|cdefgh|z$", &budget(Some(5), Some(4)), 100);
         assert_eq!(g.text, "abWcd</think>\n\nefgh</think>z");
-        assert_eq!(out.stats, ThinkingStats { thinking_tokens: 5, forced_waits: 1, forced_closes: 1 });
+        assert_eq!(
+            out.stats,
+            ThinkingStats {
+                thinking_tokens: 5,
+                forced_waits: 1,
+                forced_closes: 1
+            }
+        );
     }
 
     /// A generator whose context is full: every segment ends at once with `Length`.
@@ -284,7 +361,12 @@ pub(crate) mod tests {
 
     impl SegmentGenerator for Full {
         fn generate(&mut self, _: u32, _: bool) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
-            Box::pin(async { Ok(Segment { tokens: 0, end: SegmentEnd::Length }) })
+            Box::pin(async {
+                Ok(Segment {
+                    tokens: 0,
+                    end: SegmentEnd::Length,
+                })
+            })
         }
         fn append(&mut self, _: &str) -> Result<u32, SegmentFailure> {
             Ok(1)
@@ -293,22 +375,39 @@ pub(crate) mod tests {
 
     #[test]
     fn a_full_context_ends_the_sample_instead_of_looping() {
-        let out = futures::executor::block_on(force_budget(&mut Full, &budget(Some(5), None), 100)).unwrap();
-        assert_eq!((out.finish_reason, out.completion_tokens, out.stats.forced_closes), (FinishReason::Length, 0, 0));
+        let out = futures::executor::block_on(force_budget(&mut Full, &budget(Some(5), None), 100))
+            .unwrap();
+        assert_eq!(
+            (
+                out.finish_reason,
+                out.completion_tokens,
+                out.stats.forced_closes
+            ),
+            (FinishReason::Length, 0, 0)
+        );
     }
 
     #[test]
     fn max_tokens_bounds_everything() {
         // max_tokens ends thinking before the thinking maximum: no forced close.
         let (g, out) = run("abcdefgh|x$", &budget(Some(100), None), 5);
-        assert_eq!((g.text.as_str(), out.finish_reason), ("abcde", FinishReason::Length));
+        assert_eq!(
+            (g.text.as_str(), out.finish_reason),
+            ("abcde", FinishReason::Length)
+        );
         assert_eq!(out.stats.forced_closes, 0);
         // The forced close uses the last of the room: no answer tokens left.
         let (g, out) = run("abcdefgh|x$", &budget(Some(3), None), 13);
-        assert_eq!((g.text.as_str(), out.finish_reason), ("abc</think>\n\n", FinishReason::Length));
+        assert_eq!(
+            (g.text.as_str(), out.finish_reason),
+            ("abc</think>\n\n", FinishReason::Length)
+        );
         assert_eq!(out.completion_tokens, 13);
         // EOS while thinking ends the sample.
         let (_, out) = run("ab$", &budget(Some(3), Some(3)), 10);
-        assert_eq!((out.finish_reason, out.stats.thinking_tokens), (FinishReason::Stop, 3));
+        assert_eq!(
+            (out.finish_reason, out.stats.thinking_tokens),
+            (FinishReason::Stop, 3)
+        );
     }
 }

@@ -17,7 +17,9 @@ use models::generate::GenerationRequest;
 use models::sampling::SamplingParams;
 
 use crate::backend::{split_reasoning, Backend, BackendError, ChatRequest, Completion};
-use crate::budget::{force_budget, Forced, Segment, SegmentEnd, SegmentFailure, SegmentGenerator, ThinkingBudget};
+use crate::budget::{
+    force_budget, Forced, Segment, SegmentEnd, SegmentFailure, SegmentGenerator, ThinkingBudget,
+};
 use crate::engine_worker::{EngineEvent, EngineFailure};
 use crate::native::{GenParams, NativeModel};
 use crate::text::TextStream;
@@ -51,11 +53,18 @@ fn engine_failure(f: EngineFailure) -> SegmentFailure {
 }
 
 impl NativeSession<'_> {
-    async fn segment(&mut self, max_new: u32, stop_at_close: bool) -> Result<Segment, SegmentFailure> {
+    async fn segment(
+        &mut self,
+        max_new: u32,
+        stop_at_close: bool,
+    ) -> Result<Segment, SegmentFailure> {
         let mut ids = self.prompt.clone();
         ids.extend_from_slice(&self.generated);
         // Segment 0 uses the sample's seed, so an unforced sample equals a plain generation.
-        let seed = self.params.seed.wrapping_add(self.segments.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let seed = self
+            .params
+            .seed
+            .wrapping_add(self.segments.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.segments += 1;
         let sampling = SamplingParams {
             max_new_tokens: max_new as usize,
@@ -70,7 +79,11 @@ impl NativeSession<'_> {
             let close = self.close_ids.to_vec();
             request = request.with_stop_check(move |new| new.ends_with(&close));
         }
-        let mut rx = self.model.engine().submit(request).map_err(engine_failure)?;
+        let mut rx = self
+            .model
+            .engine()
+            .submit(request)
+            .map_err(engine_failure)?;
         let out = loop {
             match rx.recv().await {
                 Some(EngineEvent::Tokens(_)) => {}
@@ -84,7 +97,10 @@ impl NativeSession<'_> {
         if stop_at_close && new.ends_with(self.close_ids) {
             new.truncate(new.len() - self.close_ids.len());
             self.generated.extend_from_slice(&new);
-            return Ok(Segment { tokens: new.len() as u32, end: SegmentEnd::Close });
+            return Ok(Segment {
+                tokens: new.len() as u32,
+                end: SegmentEnd::Close,
+            });
         }
         let end = match out.finish_reason {
             models::FinishReason::Stop => {
@@ -100,13 +116,20 @@ impl NativeSession<'_> {
 }
 
 impl SegmentGenerator for NativeSession<'_> {
-    fn generate(&mut self, max_new: u32, stop_at_close: bool) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
+    fn generate(
+        &mut self,
+        max_new: u32,
+        stop_at_close: bool,
+    ) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
         Box::pin(self.segment(max_new, stop_at_close))
     }
 
     fn append(&mut self, text: &str) -> Result<u32, SegmentFailure> {
         let tok = self.model.tokenizer();
-        let encode = |t: &str| tok.encode(t, false).map_err(|e| SegmentFailure::Permanent(crate::error_chain(&e)));
+        let encode = |t: &str| {
+            tok.encode(t, false)
+                .map_err(|e| SegmentFailure::Permanent(crate::error_chain(&e)))
+        };
         // The close marker goes in as its own ids (what the model emits), the rest as text.
         let ids = match text.strip_prefix(self.close) {
             Some(rest) => {
@@ -148,9 +171,16 @@ impl NativeBudgetBackend {
     pub fn new(model: NativeModel, budget: ThinkingBudget) -> Result<Self, InferenceError> {
         let close_ids = marker_ids(model.tokenizer(), &budget.close)?;
         if close_ids.is_empty() {
-            return Err(InferenceError::Config(format!("the close marker {:?} encodes to no tokens", budget.close)));
+            return Err(InferenceError::Config(format!(
+                "the close marker {:?} encodes to no tokens",
+                budget.close
+            )));
         }
-        Ok(NativeBudgetBackend { model, budget, close_ids })
+        Ok(NativeBudgetBackend {
+            model,
+            budget,
+            close_ids,
+        })
     }
 
     /// The model.
@@ -159,7 +189,11 @@ impl NativeBudgetBackend {
     }
 
     /// Generates from `prompt_ids` under the budget (`params.max_tokens` bounds everything).
-    pub async fn generate(&self, prompt_ids: Vec<u32>, params: &GenParams) -> Result<BudgetOutput, SegmentFailure> {
+    pub async fn generate(
+        &self,
+        prompt_ids: Vec<u32>,
+        params: &GenParams,
+    ) -> Result<BudgetOutput, SegmentFailure> {
         let mut session = NativeSession {
             model: &self.model,
             prompt: prompt_ids,
@@ -191,7 +225,12 @@ impl NativeBudgetBackend {
         let started = Instant::now();
         let ids = match self.model.prompt_ids(&req.prompt) {
             Ok(ids) => ids,
-            Err(e) => return Ok(Completion::failed(format!("prompt: {}", crate::error_chain(&e)), 0)),
+            Err(e) => {
+                return Ok(Completion::failed(
+                    format!("prompt: {}", crate::error_chain(&e)),
+                    0,
+                ))
+            }
         };
         let prompt_tokens = ids.len() as u32;
         let params = GenParams {
@@ -235,6 +274,9 @@ impl Backend for NativeBudgetBackend {
 }
 
 /// Shared handle form for callers that keep backends as trait objects.
-pub fn native_budget_backend(model: NativeModel, budget: ThinkingBudget) -> Result<Arc<dyn Backend>, InferenceError> {
+pub fn native_budget_backend(
+    model: NativeModel,
+    budget: ThinkingBudget,
+) -> Result<Arc<dyn Backend>, InferenceError> {
     Ok(Arc::new(NativeBudgetBackend::new(model, budget)?))
 }

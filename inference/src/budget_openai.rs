@@ -24,8 +24,12 @@ use std::time::Instant;
 use datasets::TextTokenizer;
 use futures::future::BoxFuture;
 
-use crate::backend::{split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt};
-use crate::budget::{force_budget, Segment, SegmentEnd, SegmentFailure, SegmentGenerator, ThinkingBudget};
+use crate::backend::{
+    split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt,
+};
+use crate::budget::{
+    force_budget, Segment, SegmentEnd, SegmentFailure, SegmentGenerator, ThinkingBudget,
+};
 use crate::budget_native::marker_ids;
 use crate::InferenceError;
 
@@ -43,19 +47,33 @@ struct HttpSession<'a> {
 
 impl HttpSession<'_> {
     fn count(&self, text: &str) -> Result<u32, SegmentFailure> {
-        let ids = self.tokenizer.encode(text, false).map_err(|e| SegmentFailure::Permanent(crate::error_chain(&e)))?;
+        let ids = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| SegmentFailure::Permanent(crate::error_chain(&e)))?;
         Ok(ids.len() as u32)
     }
 
-    async fn segment(&mut self, max_new: u32, stop_at_close: bool) -> Result<Segment, SegmentFailure> {
+    async fn segment(
+        &mut self,
+        max_new: u32,
+        stop_at_close: bool,
+    ) -> Result<Segment, SegmentFailure> {
         let mut ids = self.prompt.clone();
         if !self.text.is_empty() {
             let so_far = self.tokenizer.encode(&self.text, false);
             ids.extend(so_far.map_err(|e| SegmentFailure::Permanent(crate::error_chain(&e)))?);
         }
-        let seed = self.request.seed.map(|s| s.wrapping_add(self.segments.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let seed = self
+            .request
+            .seed
+            .map(|s| s.wrapping_add(self.segments.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         self.segments += 1;
-        let stop = if stop_at_close { vec![self.close.to_string()] } else { self.request.stop.clone() };
+        let stop = if stop_at_close {
+            vec![self.close.to_string()]
+        } else {
+            self.request.stop.clone()
+        };
         let segment = ChatRequest {
             prompt: Prompt::Tokens(ids),
             max_tokens: max_new,
@@ -86,7 +104,11 @@ impl HttpSession<'_> {
 }
 
 impl SegmentGenerator for HttpSession<'_> {
-    fn generate(&mut self, max_new: u32, stop_at_close: bool) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
+    fn generate(
+        &mut self,
+        max_new: u32,
+        stop_at_close: bool,
+    ) -> BoxFuture<'_, Result<Segment, SegmentFailure>> {
         Box::pin(self.segment(max_new, stop_at_close))
     }
 
@@ -108,16 +130,30 @@ pub struct OpenAiBudgetBackend {
 impl OpenAiBudgetBackend {
     /// Wraps `inner` (normally an [`crate::OpenAiBackend`]); `tokenizer` is the served model's
     /// (its chat template renders the prompts).
-    pub fn new(inner: Arc<dyn Backend>, tokenizer: Arc<TextTokenizer>, budget: ThinkingBudget) -> Result<Self, InferenceError> {
+    pub fn new(
+        inner: Arc<dyn Backend>,
+        tokenizer: Arc<TextTokenizer>,
+        budget: ThinkingBudget,
+    ) -> Result<Self, InferenceError> {
         let close_tokens = marker_ids(&tokenizer, &budget.close)?.len() as u32;
-        Ok(OpenAiBudgetBackend { inner, tokenizer, budget, close_tokens })
+        Ok(OpenAiBudgetBackend {
+            inner,
+            tokenizer,
+            budget,
+            close_tokens,
+        })
     }
 
     async fn complete_inner(&self, req: ChatRequest) -> Result<Completion, BackendError> {
         let started = Instant::now();
         let prompt = match crate::text::prompt_ids(&self.tokenizer, &req.prompt) {
             Ok(ids) => ids,
-            Err(e) => return Ok(Completion::failed(format!("prompt: {}", crate::error_chain(&e)), 0)),
+            Err(e) => {
+                return Ok(Completion::failed(
+                    format!("prompt: {}", crate::error_chain(&e)),
+                    0,
+                ))
+            }
         };
         let prompt_tokens = prompt.len() as u32;
         let mut session = HttpSession {

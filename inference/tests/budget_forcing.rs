@@ -18,15 +18,33 @@ const CLOSE_ID: u32 = 260;
 const MAX_TOKENS: u32 = 40;
 
 fn tiny_model(dir: &Path) -> NativeModel {
-    let fixture: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
+    let fixture: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
     inference::byte_tokenizer::write_tiny_checkpoint(&fixture, dir).unwrap();
-    let engine = models::EngineConfig { max_batch: 4, max_seq_len: 256, ..Default::default() };
-    NativeModel::load::<burn::backend::Flex>(dir, burn::backend::flex::FlexDevice, burn::tensor::DType::F32, engine, Some("tiny".into()))
-        .unwrap()
+    let engine = models::EngineConfig {
+        max_batch: 4,
+        max_seq_len: 256,
+        ..Default::default()
+    };
+    NativeModel::load::<burn::backend::Flex>(
+        dir,
+        burn::backend::flex::FlexDevice,
+        burn::tensor::DType::F32,
+        engine,
+        Some("tiny".into()),
+    )
+    .unwrap()
 }
 
 fn greedy() -> GenParams {
-    GenParams { max_tokens: MAX_TOKENS as usize, temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, stop: Vec::new() }
+    GenParams {
+        max_tokens: MAX_TOKENS as usize,
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 0,
+        stop: Vec::new(),
+    }
 }
 
 fn request() -> ChatRequest {
@@ -42,13 +60,20 @@ fn request() -> ChatRequest {
 
 async fn forced(model: &NativeModel, budget: ThinkingBudget) -> BudgetOutput {
     let ids = model.prompt_ids(&request().prompt).unwrap();
-    NativeBudgetBackend::new(model.clone(), budget).unwrap().generate(ids, &greedy()).await.unwrap()
+    NativeBudgetBackend::new(model.clone(), budget)
+        .unwrap()
+        .generate(ids, &greedy())
+        .await
+        .unwrap()
 }
 
 /// The greedy sequence without any budget (an inactive budget generates plainly).
 async fn plain(model: &NativeModel) -> BudgetOutput {
     let out = forced(model, ThinkingBudget::default()).await;
-    assert_eq!(out.forced.stats.forced_closes + out.forced.stats.forced_waits, 0);
+    assert_eq!(
+        out.forced.stats.forced_closes + out.forced.stats.forced_waits,
+        0
+    );
     out
 }
 
@@ -79,16 +104,38 @@ fn native_forced_close_lands_exactly_at_the_thinking_maximum() {
     rt.block_on(async {
         let plain = plain(&model).await;
         let n = 8usize;
-        assert!(plain.ids.len() > n && !plain.ids[..n].contains(&CLOSE_ID), "fixture precondition: {:?}", plain.ids);
-        let budget = ThinkingBudget { max_thinking_tokens: Some(n as u32), ..Default::default() };
+        assert!(
+            plain.ids.len() > n && !plain.ids[..n].contains(&CLOSE_ID),
+            "fixture precondition: {:?}",
+            plain.ids
+        );
+        let budget = ThinkingBudget {
+            max_thinking_tokens: Some(n as u32),
+            ..Default::default()
+        };
         let out = forced(&model, budget).await;
-        assert_eq!(out.forced.stats, ThinkingStats { thinking_tokens: n as u32, forced_waits: 0, forced_closes: 1 });
-        assert_eq!(out.ids[..n], plain.ids[..n], "thinking is the unforced sequence up to the budget");
+        assert_eq!(
+            out.forced.stats,
+            ThinkingStats {
+                thinking_tokens: n as u32,
+                forced_waits: 0,
+                forced_closes: 1
+            }
+        );
+        assert_eq!(
+            out.ids[..n],
+            plain.ids[..n],
+            "thinking is the unforced sequence up to the budget"
+        );
         let sep = model.tokenizer().encode("\n\n", false).unwrap();
         assert_eq!(out.ids[n], CLOSE_ID, "{:?}", out.ids);
         assert_eq!(out.ids[n + 1..n + 1 + sep.len()], sep[..]);
         let thinking = model.tokenizer().decode(&plain.ids[..n], true).unwrap();
-        assert!(out.text.starts_with(&format!("{thinking}</think>\n\n")), "{:?}", out.text);
+        assert!(
+            out.text.starts_with(&format!("{thinking}</think>\n\n")),
+            "{:?}",
+            out.text
+        );
         let eos = usize::from(out.forced.finish_reason == inference::FinishReason::Stop);
         assert_eq!(out.forced.completion_tokens as usize, out.ids.len() + eos);
         assert!(out.forced.completion_tokens <= MAX_TOKENS);
@@ -106,7 +153,11 @@ fn native_min_budget_turns_an_early_close_into_the_wait_token() {
         let (budget, k) = early_marker_budget(&plain.ids);
         let out = forced(&model, budget).await;
         assert_eq!(out.ids[..k], plain.ids[..k]);
-        assert_eq!(out.ids[k], b'W' as u32, "the early close became the wait token: {:?}", out.ids);
+        assert_eq!(
+            out.ids[k], b'W' as u32,
+            "the early close became the wait token: {:?}",
+            out.ids
+        );
         assert_eq!(out.forced.stats.forced_waits, 1);
         assert_eq!(out.forced.stats.forced_closes, 0);
         assert!(out.forced.stats.thinking_tokens > k as u32);
@@ -122,10 +173,17 @@ async fn serve(model: NativeModel) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(inference::server::serve(listener, router(model, None, ServerLimits::default()), async {
-        let _ = rx.await;
-    }));
-    Server { base: format!("http://{addr}/v1"), _stop: tx }
+    tokio::spawn(inference::server::serve(
+        listener,
+        router(model, None, ServerLimits::default()),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Server {
+        base: format!("http://{addr}/v1"),
+        _stop: tx,
+    }
 }
 
 #[test]
@@ -135,69 +193,150 @@ fn openai_continuations_against_distill_serve_close_at_the_same_token() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let server = serve(model.clone()).await;
-        let cfg = OpenAiConfig { base_urls: vec![server.base.clone()], model: "tiny".into(), max_retries: 0, ..Default::default() };
+        let cfg = OpenAiConfig {
+            base_urls: vec![server.base.clone()],
+            model: "tiny".into(),
+            max_retries: 0,
+            ..Default::default()
+        };
         let client: Arc<dyn Backend> = Arc::new(OpenAiBackend::new(cfg).unwrap());
         let tokenizer = Arc::new(datasets::TextTokenizer::from_dir(dir.path()).unwrap());
-        let budget = ThinkingBudget { max_thinking_tokens: Some(8), ..Default::default() };
-        let native = NativeBudgetBackend::new(model.clone(), budget.clone()).unwrap().complete(request()).await.unwrap();
-        let http = OpenAiBudgetBackend::new(client, tokenizer, budget).unwrap().complete(request()).await.unwrap();
-        assert_eq!((native.error.as_deref(), http.error.as_deref()), (None, None));
-        let stats = ThinkingStats { thinking_tokens: 8, forced_waits: 0, forced_closes: 1 };
+        let budget = ThinkingBudget {
+            max_thinking_tokens: Some(8),
+            ..Default::default()
+        };
+        let native = NativeBudgetBackend::new(model.clone(), budget.clone())
+            .unwrap()
+            .complete(request())
+            .await
+            .unwrap();
+        let http = OpenAiBudgetBackend::new(client, tokenizer, budget)
+            .unwrap()
+            .complete(request())
+            .await
+            .unwrap();
+        assert_eq!(
+            (native.error.as_deref(), http.error.as_deref()),
+            (None, None)
+        );
+        let stats = ThinkingStats {
+            thinking_tokens: 8,
+            forced_waits: 0,
+            forced_closes: 1,
+        };
         assert_eq!((native.thinking, http.thinking), (Some(stats), Some(stats)));
         // The first segment is the same greedy sequence; the answers may differ because the
         // fixture emits ids outside the byte tokenizer, which text continuations cannot carry.
         assert_eq!(http.reasoning, native.reasoning);
         assert_eq!(http.prompt_tokens, native.prompt_tokens);
         let head = native.completion.split("</think>").next().unwrap();
-        assert!(http.completion.starts_with(&format!("{head}</think>\n\n")), "{:?}", http.completion);
+        assert!(
+            http.completion.starts_with(&format!("{head}</think>\n\n")),
+            "{:?}",
+            http.completion
+        );
         assert!(http.completion_tokens <= MAX_TOKENS && http.completion_tokens >= 8 + 3);
     });
 }
 
 /// A scripted `/v1/completions` server: answers requests in order from `replies` (text,
 /// finish_reason, completion_tokens) and records every request body.
-async fn stub(replies: Vec<(&'static str, &'static str, u32)>) -> (Server, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+async fn stub(
+    replies: Vec<(&'static str, &'static str, u32)>,
+) -> (Server, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     use axum::{extract::State, routing::post, Json, Router};
-    type Shared = (Arc<std::sync::Mutex<Vec<serde_json::Value>>>, Arc<Vec<(&'static str, &'static str, u32)>>);
-    async fn complete(State((seen, replies)): State<Shared>, Json(body): Json<serde_json::Value>) -> Json<serde_json::Value> {
+    type Shared = (
+        Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+        Arc<Vec<(&'static str, &'static str, u32)>>,
+    );
+    async fn complete(
+        State((seen, replies)): State<Shared>,
+        Json(body): Json<serde_json::Value>,
+    ) -> Json<serde_json::Value> {
         let mut seen = seen.lock().unwrap();
         let (text, finish, tokens) = replies[seen.len()];
         seen.push(body);
-        Json(serde_json::json!({"choices": [{"index": 0, "text": text, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": tokens, "total_tokens": tokens + 1}}))
+        Json(
+            serde_json::json!({"choices": [{"index": 0, "text": text, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": tokens, "total_tokens": tokens + 1}}),
+        )
     }
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let app = Router::new().route("/v1/completions", post(complete)).with_state((seen.clone(), Arc::new(replies)));
+    let app = Router::new()
+        .route("/v1/completions", post(complete))
+        .with_state((seen.clone(), Arc::new(replies)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await.unwrap();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
     });
-    (Server { base: format!("http://{addr}/v1"), _stop: tx }, seen)
+    (
+        Server {
+            base: format!("http://{addr}/v1"),
+            _stop: tx,
+        },
+        seen,
+    )
 }
 
 #[test]
 fn openai_min_budget_sends_continuations_with_the_wait_token() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
+    let fixture: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
     inference::byte_tokenizer::write_tiny_checkpoint(&fixture, dir.path()).unwrap();
     let tok = Arc::new(datasets::TextTokenizer::from_dir(dir.path()).unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Thinking closes after "ab" (3 tokens with the marker), again after "cd", then answers.
-        let (server, seen) = stub(vec![("ab", "stop", 3), ("cd", "stop", 3), ("\\boxed{2}", "stop", 5)]).await;
-        let cfg = OpenAiConfig { base_urls: vec![server.base.clone()], model: "m".into(), max_retries: 0, ..Default::default() };
+        let (server, seen) = stub(vec![
+            ("ab", "stop", 3),
+            ("cd", "stop", 3),
+            ("\\boxed{2}", "stop", 5),
+        ])
+        .await;
+        let cfg = OpenAiConfig {
+            base_urls: vec![server.base.clone()],
+            model: "m".into(),
+            max_retries: 0,
+            ..Default::default()
+        };
         let client: Arc<dyn Backend> = Arc::new(OpenAiBackend::new(cfg).unwrap());
-        let budget = ThinkingBudget { min_thinking_tokens: Some(10), max_waits: 1, ..Default::default() };
-        let c = OpenAiBudgetBackend::new(client, tok.clone(), budget).unwrap().complete(request()).await.unwrap();
+        let budget = ThinkingBudget {
+            min_thinking_tokens: Some(10),
+            max_waits: 1,
+            ..Default::default()
+        };
+        let c = OpenAiBudgetBackend::new(client, tok.clone(), budget)
+            .unwrap()
+            .complete(request())
+            .await
+            .unwrap();
         assert_eq!(c.error, None);
         assert_eq!(c.completion, "abWaitcd</think>\\boxed{2}");
-        assert_eq!((c.reasoning.as_str(), c.content.as_str()), ("abWaitcd", "\\boxed{2}"));
+        assert_eq!(
+            (c.reasoning.as_str(), c.content.as_str()),
+            ("abWaitcd", "\\boxed{2}")
+        );
         // 2 + "Wait" (4 byte tokens) + 2 thinking tokens; one wait; the model's own close.
-        assert_eq!(c.thinking, Some(ThinkingStats { thinking_tokens: 8, forced_waits: 1, forced_closes: 0 }));
+        assert_eq!(
+            c.thinking,
+            Some(ThinkingStats {
+                thinking_tokens: 8,
+                forced_waits: 1,
+                forced_closes: 0
+            })
+        );
         assert_eq!(c.completion_tokens, 8 + 1 + 5);
-        let prompt = tok.encode_chat(&[datasets::ChatMessage::user("What is 1+1?")], true).unwrap();
+        let prompt = tok
+            .encode_chat(&[datasets::ChatMessage::user("What is 1+1?")], true)
+            .unwrap();
         let ids = |text: &str| {
             let mut ids = prompt.clone();
             ids.extend(tok.encode(text, false).unwrap());
@@ -214,6 +353,10 @@ fn openai_min_budget_sends_continuations_with_the_wait_token() {
         }
         assert_eq!(seen[0]["stop"], serde_json::json!(["</think>"]));
         assert_eq!(seen[1]["stop"], serde_json::json!(["</think>"]));
-        assert!(seen[2].get("stop").is_none(), "the answer runs to EOS: {}", seen[2]);
+        assert!(
+            seen[2].get("stop").is_none(),
+            "the answer runs to EOS: {}",
+            seen[2]
+        );
     });
 }
