@@ -8,7 +8,6 @@
 //! continuation re-prefills the sequence (the engine keeps no prefix cache), at most
 //! `max_waits + 2` times per sample.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use datasets::{DatasetError, TextTokenizer};
@@ -271,12 +270,4 @@ impl Backend for NativeBudgetBackend {
     fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, BackendError>> {
         Box::pin(self.complete_inner(request))
     }
-}
-
-/// Shared handle form for callers that keep backends as trait objects.
-pub fn native_budget_backend(
-    model: NativeModel,
-    budget: ThinkingBudget,
-) -> Result<Arc<dyn Backend>, InferenceError> {
-    Ok(Arc::new(NativeBudgetBackend::new(model, budget)?))
 }
