@@ -1,5 +1,6 @@
 //! `distill eval` subcommands: `run` (sample, grade and summarise a model on benchmarks with
-//! the R1 protocol) and `compare` (side-by-side report of several runs).
+//! the R1 protocol), `sweep` (one run per thinking budget and the accuracy-vs-budget curve) and
+//! `compare` (side-by-side report of several runs).
 
 use std::path::PathBuf;
 
@@ -22,8 +23,29 @@ enum EvalCommand {
     /// Score a model on AIME 2024/2025, MATH-500 or any problem file with the R1 protocol
     /// (k samples per problem, pass@1 ± CI, cons@k, pass@k). Resumable: rerun to continue.
     Run(RunArgs),
+    /// Run the eval once per thinking budget (s1 budget forcing: `protocol.max_thinking_tokens`
+    /// = each budget, into OUT/budget-<N>/, resumable) and write the accuracy-vs-budget curve:
+    /// OUT/report.json (`thinking_budget_curve`), OUT/report.md and OUT/thinking_budget.svg.
+    Sweep(SweepArgs),
     /// Compare run directories: report.md, report.json and SVG plots in --out.
     Compare(CompareArgs),
+}
+
+/// `distill eval sweep --config FILE --thinking-budgets 512,1024,… [--set key=value …]`.
+#[derive(clap::Args, Debug)]
+struct SweepArgs {
+    /// Eval config (TOML); its `out_dir` receives one run directory per budget and the report.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Thinking budgets in tokens, comma-separated (e.g. 512,1024,2048,4096).
+    #[arg(long, value_name = "N,N,…")]
+    thinking_budgets: String,
+    /// Override a config key (repeatable), as for `eval run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device of the native backend.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
 }
 
 /// `distill eval run --config FILE [--set key=value …]`.
@@ -63,6 +85,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
         EvalCommand::Grade(a) => crate::eval_grade::run(a),
         EvalCommand::Run(a) => run_eval(a),
+        EvalCommand::Sweep(a) => sweep(a),
         EvalCommand::Compare(a) => compare(a),
     }
 }
@@ -90,6 +113,32 @@ fn run_eval(a: RunArgs) -> anyhow::Result<()> {
     };
     print!("{}", summary.to_markdown());
     eprintln!("\nwrote {}", cfg.out_dir.join("summary.json").display());
+    Ok(())
+}
+
+fn load_model<B: burn::prelude::Backend>(
+    device: B::Device,
+    cfg: &eval::EvalConfig,
+) -> Result<eval::backends::LoadedModel, eval::EvalError> {
+    eval::backends::LoadedModel::load::<B>(device, cfg)
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<()> {
+    let budgets = eval::sweep::parse_budgets(&a.thinking_budgets)?;
+    let cfg = eval::EvalConfig::load(&a.config, &a.set)?;
+    check_run_config(&a.config, &a.set, &cfg)?;
+    // Every budget's config must be valid before the first run starts.
+    for &b in &budgets {
+        eval::sweep::budget_run_config(&cfg, b)?;
+    }
+    let _lock = datasets::lock::OutputLock::acquire(&cfg.out_dir, "distill eval sweep")?;
+    let model = crate::with_backend!(a.device, load_model(&cfg))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt
+        .block_on(eval::sweep::run_sweep(&cfg, &budgets, &model))
+        .with_context(|| format!("eval sweep {} (rerun the same command to resume)", a.config.display()))?;
+    print!("{}", eval::sweep::render_markdown(&report));
+    eprintln!("\nwrote {}", cfg.out_dir.join("report.json").display());
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::records::columns::{column, opt_str, opt_strings, strings};
@@ -41,7 +41,21 @@ pub struct EvalRecord {
     pub reasoning: Option<String>,
     /// Model label of the run.
     pub model: String,
+    /// Thinking tokens (before `</think>`, forced waits included) when the run had a thinking
+    /// budget (s1 budget forcing); null otherwise and in files written before budgets existed.
+    #[serde(default)]
+    pub thinking_tokens: Option<u32>,
+    /// Early `</think>`s replaced by the wait token (budget runs only).
+    #[serde(default)]
+    pub forced_waits: Option<u32>,
+    /// `</think>`s forced at the thinking maximum, 0 or 1 (budget runs only).
+    #[serde(default)]
+    pub forced_closes: Option<u32>,
 }
+
+/// The nullable budget-forcing columns, in schema order; files written before they existed
+/// lack them and read as nulls.
+const BUDGET_COLUMNS: [&str; 3] = ["thinking_tokens", "forced_waits", "forced_closes"];
 
 impl Deref for EvalRecord {
     type Target = SampleRecord;
@@ -83,6 +97,9 @@ pub fn eval_record_schema() -> SchemaRef {
         shared("latency_ms"),
         shared("error"),
         s("model", false),
+        Field::new(BUDGET_COLUMNS[0], DataType::UInt32, true),
+        Field::new(BUDGET_COLUMNS[1], DataType::UInt32, true),
+        Field::new(BUDGET_COLUMNS[2], DataType::UInt32, true),
     ]))
 }
 
@@ -105,6 +122,9 @@ impl ShardRecord for EvalRecord {
             "reasoning" => opt_strings(it().map(|r| r.reasoning.as_deref())),
             "correct" => Arc::new(it().map(|r| Some(r.correct())).collect::<BooleanArray>()),
             "model" => strings(it().map(|r| r.model.as_str())),
+            "thinking_tokens" => Arc::new(it().map(|r| r.thinking_tokens).collect::<UInt32Array>()),
+            "forced_waits" => Arc::new(it().map(|r| r.forced_waits).collect::<UInt32Array>()),
+            "forced_closes" => Arc::new(it().map(|r| r.forced_closes).collect::<UInt32Array>()),
             _ => return None,
         })
     }
@@ -114,6 +134,14 @@ impl ShardRecord for EvalRecord {
         let s = |n| column::<StringArray>(path, batch, n);
         let (benchmark, subject, level) = (s("benchmark")?, s("subject")?, s("level")?);
         let (response, reasoning, model) = (s("response")?, s("reasoning")?, s("model")?);
+        let mut budget = Vec::with_capacity(BUDGET_COLUMNS.len());
+        for name in BUDGET_COLUMNS {
+            budget.push(match batch.column_by_name(name) {
+                Some(_) => Some(column::<UInt32Array>(path, batch, name)?),
+                None => None,
+            });
+        }
+        let cell = |c: usize, i: usize| budget[c].and_then(|a: &UInt32Array| (!a.is_null(i)).then(|| a.value(i)));
         for i in 0..batch.num_rows() {
             out.push(EvalRecord {
                 sample: shared.row(i)?,
@@ -123,6 +151,9 @@ impl ShardRecord for EvalRecord {
                 response: response.value(i).to_string(),
                 reasoning: opt_str(reasoning, i),
                 model: model.value(i).to_string(),
+                thinking_tokens: cell(0, i),
+                forced_waits: cell(1, i),
+                forced_closes: cell(2, i),
             });
         }
         Ok(())
@@ -181,6 +212,9 @@ mod tests {
             response: format!("<think>\nhm {i}\n</think>\n\n\\boxed{{{i}}}"),
             reasoning: Some("hm".into()),
             model: "m".into(),
+            thinking_tokens: i.is_multiple_of(2).then_some(100 + i),
+            forced_waits: i.is_multiple_of(2).then_some(i),
+            forced_closes: i.is_multiple_of(2).then_some(1),
         }
     }
 
@@ -278,10 +312,18 @@ mod tests {
         assert_eq!(finish, [FinishReason::Stop, FinishReason::Error, FinishReason::Length]);
         assert_eq!(recs.iter().map(|r| r.correct()).collect::<Vec<_>>(), [true, false, false]);
         assert_eq!(recs[1].error.as_deref(), Some("HTTP 400"));
-        // The new writer produces the same schema and the same stored strings.
+        assert!(recs.iter().all(|r| r.thinking_tokens.is_none() && r.forced_waits.is_none() && r.forced_closes.is_none()));
+        // The new writer produces the same columns and stored strings, plus the nullable
+        // budget columns at the end (null here).
         let again = dir.path().join("part-00001.parquet");
         write_eval_records(&again, &recs).unwrap();
-        assert_eq!(eval_record_schema(), schema);
-        assert_eq!(shards::to_batch(&recs).unwrap().columns(), batch.columns());
+        let new_schema = eval_record_schema();
+        assert_eq!(&new_schema.fields()[..schema.fields().len()], &schema.fields()[..]);
+        assert_eq!(new_schema.fields().len(), schema.fields().len() + BUDGET_COLUMNS.len());
+        let new_batch = shards::to_batch(&recs).unwrap();
+        assert_eq!(&new_batch.columns()[..batch.num_columns()], batch.columns());
+        assert!(new_batch.columns()[batch.num_columns()..].iter().all(|c| c.null_count() == 3));
+        // Old and new shards side by side (a resumed run) read together.
+        assert_eq!(read_eval_record_dir(dir.path()).unwrap().len(), 6);
     }
 }

@@ -69,6 +69,11 @@ pub struct ModelConfig {
     pub openai: inference::OpenAiConfig,
     /// Native engine sizing.
     pub native: NativeSettings,
+    /// OpenAI backend with a thinking budget: a directory holding the served model's
+    /// `tokenizer.json` and `tokenizer_config.json` (with its chat template). Budget forcing
+    /// continues the prompt rendered here through `/v1/completions` (see
+    /// [`inference::budget_openai`]). Default none; the native backend reads the checkpoint's.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -81,6 +86,7 @@ impl Default for ModelConfig {
             concurrency: 64,
             openai: inference::OpenAiConfig::default(),
             native: NativeSettings::default(),
+            tokenizer: None,
         }
     }
 }
@@ -113,6 +119,17 @@ pub struct ProtocolConfig {
     pub system_prompt: Option<String>,
     /// Run seed; per-sample seeds derive from it and the sample identity. Default 0.
     pub seed: u64,
+    /// s1 budget forcing: stop thinking at this many tokens — `</think>` and `"\n\n"` are
+    /// appended and the model answers within the rest of `max_tokens`. Default none.
+    pub max_thinking_tokens: Option<u32>,
+    /// s1 budget forcing: a `</think>` before this many thinking tokens is replaced by
+    /// `wait_token`, at most `max_waits` times. Default none.
+    pub min_thinking_tokens: Option<u32>,
+    /// Text appended in place of a suppressed `</think>`. Default `"Wait"` (s1).
+    pub wait_token: String,
+    /// Most suppressions per sample, so a model that keeps closing early still answers.
+    /// Default 4.
+    pub max_waits: u32,
 }
 
 impl Default for ProtocolConfig {
@@ -124,7 +141,42 @@ impl Default for ProtocolConfig {
             prompt_template: R1_PROMPT_TEMPLATE.into(),
             system_prompt: None,
             seed: 0,
+            max_thinking_tokens: None,
+            min_thinking_tokens: None,
+            wait_token: "Wait".into(),
+            max_waits: 4,
         }
+    }
+}
+
+impl ProtocolConfig {
+    /// The thinking budget of this protocol, `None` when neither a maximum nor a minimum is set.
+    pub fn thinking_budget(&self) -> Option<inference::budget::ThinkingBudget> {
+        let b = inference::budget::ThinkingBudget {
+            max_thinking_tokens: self.max_thinking_tokens,
+            min_thinking_tokens: self.min_thinking_tokens,
+            wait_token: self.wait_token.clone(),
+            max_waits: self.max_waits,
+            ..Default::default()
+        };
+        b.is_active().then_some(b)
+    }
+
+    fn validate_budget(&self) -> Result<(), String> {
+        if self.max_thinking_tokens == Some(0) {
+            return Err("`protocol.max_thinking_tokens` must be ≥ 1".into());
+        }
+        if let (Some(min), Some(max)) = (self.min_thinking_tokens, self.max_thinking_tokens) {
+            if min > max {
+                return Err(format!(
+                    "`protocol.min_thinking_tokens` = {min} is above `protocol.max_thinking_tokens` = {max}"
+                ));
+            }
+        }
+        if self.min_thinking_tokens.is_some() && (self.wait_token.is_empty() || self.max_waits == 0) {
+            return Err("`protocol.min_thinking_tokens` needs a non-empty `protocol.wait_token` and `protocol.max_waits` ≥ 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -285,6 +337,18 @@ impl EvalConfig {
         if self.protocol.max_tokens == 0 {
             return bad("`protocol.max_tokens` must be positive".into());
         }
+        if let Err(m) = self.protocol.validate_budget() {
+            return bad(m);
+        }
+        if self.protocol.thinking_budget().is_some()
+            && self.model.backend == BackendKind::Openai
+            && self.model.tokenizer.is_none()
+        {
+            return bad("a thinking budget on the openai backend needs `model.tokenizer` (a directory with the served \
+                 model's tokenizer.json and tokenizer_config.json): continuation requests send the prompt rendered \
+                 with its chat template to /v1/completions"
+                .into());
+        }
         if !self.protocol.prompt_template.contains("{problem}") {
             return bad("`protocol.prompt_template` must contain `{problem}`".into());
         }
@@ -390,6 +454,28 @@ mod tests {
         assert_eq!(BenchmarkConfig::shipped("aime2025").samples(), 64);
         c.protocol.max_tokens = 0;
         assert!(c.validate_config().unwrap_err().to_string().contains("max_tokens"));
+    }
+
+    #[test]
+    fn thinking_budget_keys_validate() {
+        let c = EvalConfig::from_toml(MIN, &[], "t.toml").unwrap();
+        assert_eq!(c.protocol.thinking_budget(), None);
+        let sets = ["protocol.max_thinking_tokens=512".to_string(), "protocol.min_thinking_tokens=128".into()];
+        let c = EvalConfig::from_toml(MIN, &sets, "t.toml").unwrap();
+        let b = c.protocol.thinking_budget().unwrap();
+        assert_eq!((b.max_thinking_tokens, b.min_thinking_tokens, b.wait_token.as_str()), (Some(512), Some(128), "Wait"));
+        let bad = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            EvalConfig::from_toml(MIN, &sets, "t.toml").unwrap_err().to_string()
+        };
+        assert!(bad(&["protocol.max_thinking_tokens=0"]).contains("max_thinking_tokens"));
+        let e = bad(&["protocol.max_thinking_tokens=10", "protocol.min_thinking_tokens=20"]);
+        assert!(e.contains("min_thinking_tokens") && e.contains("20"), "{e}");
+        assert!(bad(&["protocol.min_thinking_tokens=5", "protocol.max_waits=0"]).contains("max_waits"));
+        let openai = ["model.backend=openai", "protocol.max_thinking_tokens=64"];
+        assert!(bad(&openai).contains("model.tokenizer"));
+        let sets: Vec<String> = openai.iter().map(|s| s.to_string()).chain(["model.tokenizer=tok".to_string()]).collect();
+        EvalConfig::from_toml(MIN, &sets, "t.toml").unwrap();
     }
 
     #[test]

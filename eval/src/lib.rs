@@ -11,15 +11,19 @@
 //! - [`metrics`]: pass@1 ± SE with bootstrap CI, unbiased pass@k, cons@k, length statistics.
 //! - [`summary`]: `summary.json` / `summary.md` per run.
 //! - [`compare`]: side-by-side reports across runs (`report.md`, `report.json`, SVG plots).
+//! - [`sweep`] and [`budget_chart`]: one run per thinking budget (s1 budget forcing) and the
+//!   accuracy-vs-budget curve.
 
 pub mod backends;
 pub mod benchmarks;
+pub mod budget_chart;
 pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod runner;
 pub mod summary;
 pub mod svg;
+pub mod sweep;
 
 pub use compare::{compare_runs, CompareOptions};
 pub use config::EvalConfig;

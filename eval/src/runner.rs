@@ -50,6 +50,7 @@ fn identity(cfg: &EvalConfig) -> RunIdentity {
             prompt_template: cfg.protocol.prompt_template.clone(),
             system_prompt: cfg.protocol.system_prompt.clone(),
             seed: cfg.protocol.seed,
+            thinking: cfg.protocol.thinking_budget(),
         },
     }
 }
@@ -299,6 +300,9 @@ fn grade_record(
         response: graded_text,
         reasoning: (!c.reasoning.is_empty()).then_some(c.reasoning),
         model: model.to_string(),
+        thinking_tokens: c.thinking.map(|t| t.thinking_tokens),
+        forced_waits: c.thinking.map(|t| t.forced_waits),
+        forced_closes: c.thinking.map(|t| t.forced_closes),
     }
 }
 

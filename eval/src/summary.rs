@@ -67,6 +67,9 @@ pub struct ProtocolInfo {
     pub system_prompt: Option<String>,
     /// Run seed from which per-sample seeds derive.
     pub seed: u64,
+    /// Thinking budget (s1 budget forcing), when one was set; absent in older summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<inference::budget::ThinkingBudget>,
 }
 
 /// Options of the statistics (not of generation): the `[stats]` section of the eval config.
@@ -360,6 +363,17 @@ impl RunSummary {
             p.seed,
             p.system_prompt.as_deref().map(|x| format!("`{}`", x.escape_debug())).unwrap_or("none".into())
         );
+        if let Some(b) = &p.thinking {
+            let n = |x: Option<u32>| x.map_or_else(|| "none".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "- thinking budget: max {} · min {} (wait token `{}`, at most {} waits)",
+                n(b.max_thinking_tokens),
+                n(b.min_thinking_tokens),
+                b.wait_token.escape_debug(),
+                b.max_waits
+            );
+        }
         let _ = writeln!(s, "- prompt: `{}`\n", p.prompt_template.escape_debug());
         let _ = writeln!(
             s,
@@ -422,7 +436,7 @@ pub fn pct(x: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn rec(pid: &str, i: u32, answer: Option<&str>, correct: bool, tokens: u32) -> EvalRecord {
@@ -449,6 +463,9 @@ mod tests {
             response: String::new(),
             reasoning: None,
             model: "m".into(),
+            thinking_tokens: None,
+            forced_waits: None,
+            forced_closes: None,
         }
     }
 
@@ -506,6 +523,20 @@ mod tests {
     }
 
     #[test]
+    fn protocols_without_a_budget_read_and_write_as_before() {
+        // run.json / summary.json written before thinking budgets existed.
+        let old = r#"{"temperature":0.6,"top_p":0.95,"max_tokens":64,"prompt_template":"{problem}","system_prompt":null,"seed":0}"#;
+        let p: ProtocolInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(p.thinking, None);
+        assert_eq!(serde_json::to_string(&p).unwrap(), old, "no new key for budget-less runs");
+        let with = ProtocolInfo {
+            thinking: Some(inference::budget::ThinkingBudget { max_thinking_tokens: Some(512), ..Default::default() }),
+            ..p.clone()
+        };
+        assert_ne!(with, p, "a budget run never resumes into a plain run's directory");
+    }
+
+    #[test]
     fn markdown_lists_every_benchmark() {
         let recs = vec![rec("p0", 0, Some("1"), true, 10), rec("p2", 0, Some("2"), false, 10)];
         let b = summarize_benchmark(&recs, &SummaryOptions::default());
@@ -519,6 +550,7 @@ mod tests {
                 prompt_template: "{problem}".into(),
                 system_prompt: None,
                 seed: 0,
+                thinking: None,
             },
             benchmarks: [("math500".to_string(), b)].into_iter().collect(),
         };

@@ -32,6 +32,9 @@ fn rec(pid: &str, i: u32, correct: bool, tokens: u32) -> EvalRecord {
         response: String::new(),
         reasoning: None,
         model: "m".into(),
+        thinking_tokens: None,
+        forced_waits: None,
+        forced_closes: None,
     }
 }
 
@@ -54,6 +57,7 @@ fn run(dir: &Path, name: &str, role: Role, solved: &[u32]) -> PathBuf {
             prompt_template: "{problem}".into(),
             system_prompt: None,
             seed: 0,
+            thinking: None,
         },
         benchmarks: BTreeMap::from([("toy".to_string(), b)]),
     };

@@ -71,6 +71,7 @@ impl Backend for Scripted {
                 completion_tokens: 10 + (seed % 50) as u32,
                 latency_ms: 1,
                 error: None,
+                thinking: None,
             })
         })
     }

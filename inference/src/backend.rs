@@ -116,6 +116,9 @@ pub struct Completion {
     pub latency_ms: u64,
     /// Permanent failure message (HTTP 4xx other than 429, invalid response); `None` on success.
     pub error: Option<String>,
+    /// What thinking-budget forcing did ([`crate::budget`]); `None` when no budget was set.
+    #[serde(default)]
+    pub thinking: Option<crate::budget::ThinkingStats>,
 }
 
 impl Completion {
@@ -130,6 +133,7 @@ impl Completion {
             completion_tokens: 0,
             latency_ms,
             error: Some(message.into()),
+            thinking: None,
         }
     }
 }

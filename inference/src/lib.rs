@@ -9,11 +9,16 @@
 //!   handling, incremental detokenisation and stop strings, in linear time.
 //! - [`native`]: a checkpoint run in-process ([`native::NativeModel`]) behind [`Backend`].
 //! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine.
+//! - [`budget`], [`budget_native`], [`budget_openai`]: thinking budgets (s1's budget forcing)
+//!   on the in-process engine (token ids) and over HTTP (continuation requests).
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
 //! - [`instant_server`] and [`byte_tokenizer`]: a zero-cost responder and a byte-level
 //!   tokenizer for tests and benchmarks of the serving path.
 
 pub mod backend;
+pub mod budget;
+pub mod budget_native;
+pub mod budget_openai;
 pub mod byte_tokenizer;
 pub mod drive;
 pub mod engine_worker;

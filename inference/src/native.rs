@@ -150,6 +150,11 @@ impl NativeModel {
         &self.tokenizer
     }
 
+    /// Every id that ends generation (generation_config and tokenizer EOS).
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
     /// The engine handle (sizing information).
     pub fn engine(&self) -> &EngineHandle {
         &self.engine
@@ -316,6 +321,7 @@ impl NativeBackend {
                     completion_tokens: out.completion_tokens,
                     latency_ms: started.elapsed().as_millis() as u64,
                     error: None,
+                    thinking: None,
                 })
             }
             Err(GenerateError::Engine(EngineFailure::Stopped)) => Err(BackendError::Shutdown),

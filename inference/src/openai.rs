@@ -443,6 +443,7 @@ fn assemble(
         completion_tokens: usage.1,
         latency_ms: 0,
         error: None,
+        thinking: None,
     }
 }
 

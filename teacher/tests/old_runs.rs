@@ -44,6 +44,7 @@ impl Backend for Recorder {
                 completion_tokens: 2,
                 latency_ms: 0,
                 error: None,
+                thinking: None,
             })
         })
     }
