@@ -400,6 +400,21 @@ fn plan(
     })
 }
 
+/// Prompts → ids on the blocking pool: templating and tokenizing a multi-megabyte prompt takes
+/// seconds, which must not stall a runtime worker (and every connection it serves).
+async fn tokenize(model: &NativeModel, prompts: Vec<Prompt>) -> Result<Vec<Vec<u32>>, String> {
+    let model = model.clone();
+    let work = move || {
+        prompts
+            .iter()
+            .map(|p| model.prompt_ids(p).map_err(|e| crate::error_chain(&e)))
+            .collect()
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("the tokenizer task failed: {e}")))
+}
+
 /// Refuses a `/v1/completions` request with more prompts than [`ServerLimits::max_prompts`]
 /// before any of them is tokenized.
 fn check_prompt_count(limits: &ServerLimits, prompt: &PromptInput) -> Result<(), ApiError> {
@@ -470,8 +485,8 @@ async fn chat_completions(
             Err(r) => return r.into_response(),
         }
     }
-    let ids = match state.model.prompt_ids(&Prompt::Messages(msgs)) {
-        Ok(ids) => ids,
+    let ids = match tokenize(&state.model, vec![Prompt::Messages(msgs)]).await {
+        Ok(mut ids) => ids.pop().unwrap_or_default(),
         Err(e) => {
             return bad_request(
                 format!("cannot apply the chat template: {e}"),
@@ -498,15 +513,10 @@ async fn completions(
     if let Err(e) = check_prompt_count(&state.limits, &body.prompt) {
         return e.into_response();
     }
-    let encode = |text: &str| {
-        state
-            .model
-            .prompt_ids(&Prompt::Text(text.to_string()))
-            .map_err(|e| crate::error_chain(&e))
-    };
-    let prompts: Result<Vec<Vec<u32>>, String> = match body.prompt {
-        PromptInput::Text(s) => encode(&s).map(|ids| vec![ids]),
-        PromptInput::Texts(a) => a.iter().map(|s| encode(s)).collect(),
+    let texts = |a: Vec<String>| a.into_iter().map(Prompt::Text).collect();
+    let prompts = match body.prompt {
+        PromptInput::Text(s) => tokenize(&state.model, vec![Prompt::Text(s)]).await,
+        PromptInput::Texts(a) => tokenize(&state.model, texts(a)).await,
         PromptInput::Ids(ids) => Ok(vec![ids]),
         PromptInput::IdLists(lists) => Ok(lists),
     };
