@@ -122,7 +122,11 @@ async fn big_requests_share_the_engine_and_stop_when_dropped() {
     );
     // At most the step under way when the client left (8 slots); the ~250 queued choices
     // never start.
-    assert!(tokens - at_hangup <= 16, "{} tokens after the disconnect", tokens - at_hangup);
+    assert!(
+        tokens - at_hangup <= 16,
+        "{} tokens after the disconnect",
+        tokens - at_hangup
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         stats().2,

@@ -65,12 +65,22 @@ async fn memory_is_returned_after_a_huge_request() {
     // The body is up and being tokenized (several seconds) when the next request comes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let t = std::time::Instant::now();
-    let r = client.get(format!("{}/models", server.base)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/models", server.base))
+        .send()
+        .await
+        .unwrap();
     let models_latency = t.elapsed();
     assert_eq!(r.status().as_u16(), 200);
-    assert!(!huge.is_finished(), "the huge request was still being processed");
+    assert!(
+        !huge.is_finished(),
+        "the huge request was still being processed"
+    );
     eprintln!("/v1/models during the huge request: {models_latency:?}");
-    assert!(models_latency < Duration::from_secs(1), "{models_latency:?}");
+    assert!(
+        models_latency < Duration::from_secs(1),
+        "{models_latency:?}"
+    );
     let (status, v) = huge.await.unwrap();
     assert_eq!(status, 400, "{v}");
     let peak_ish = rss_mib().unwrap();
