@@ -9,7 +9,8 @@
 //!   handling, incremental detokenisation and stop strings, in linear time.
 //! - [`native`]: a checkpoint run in-process ([`native::NativeModel`]) behind [`Backend`].
 //! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine;
-//!   [`serve_guard`] (auth, content type, body size and deadline), [`auth`] and
+//!   [`serve_guard`] (auth, content type, body size and deadline), [`serve_limits`]
+//!   (prompts and tokens per request), [`auth`] and
 //!   [`http_serve`] (connection loop with header/idle timeouts) around it, and
 //!   [`scheduler`] (fair slot admission across requests) inside the engine thread.
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
@@ -27,6 +28,7 @@ pub mod native;
 pub mod openai;
 pub mod scheduler;
 pub mod serve_guard;
+pub mod serve_limits;
 pub mod server;
 pub mod text;
 pub mod wire;

@@ -27,6 +27,7 @@ use crate::backend::{FinishReason, Message, Prompt};
 pub use crate::http_serve::{serve_with, ConnOptions};
 use crate::native::{collect_text, GenParams, NativeModel, TextEvent};
 use crate::serve_guard::GuardConfig;
+use crate::serve_limits::{check_prompt_count, check_request_work, tokenize};
 use crate::wire::{
     AssistantMessage, ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest,
     CompletionResponse, ErrorBody, MessageContent, ModelCard, ModelList, PromptInput,
@@ -398,66 +399,6 @@ fn plan(
         stream: c.stream.unwrap_or(false),
         include_usage,
     })
-}
-
-/// Prompts → ids on the blocking pool: templating and tokenizing a multi-megabyte prompt takes
-/// seconds, which must not stall a runtime worker (and every connection it serves).
-async fn tokenize(model: &NativeModel, prompts: Vec<Prompt>) -> Result<Vec<Vec<u32>>, String> {
-    let model = model.clone();
-    let work = move || {
-        prompts
-            .iter()
-            .map(|p| model.prompt_ids(p).map_err(|e| crate::error_chain(&e)))
-            .collect()
-    };
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(format!("the tokenizer task failed: {e}")))
-}
-
-/// Refuses a `/v1/completions` request with more prompts than [`ServerLimits::max_prompts`]
-/// before any of them is tokenized.
-fn check_prompt_count(limits: &ServerLimits, prompt: &PromptInput) -> Result<(), ApiError> {
-    let count = match prompt {
-        PromptInput::Text(_) | PromptInput::Ids(_) => 1,
-        PromptInput::Texts(a) => a.len(),
-        PromptInput::IdLists(a) => a.len(),
-    };
-    if count > limits.max_prompts {
-        return Err(bad_request(
-            format!(
-                "this request has {count} prompts; this server takes at most {} per request",
-                limits.max_prompts
-            ),
-            Some("prompt"),
-        ));
-    }
-    Ok(())
-}
-
-/// Bounds the tokens one request can make the engine generate (prompts × n × max_tokens), so
-/// one client cannot queue hours of work.
-fn check_request_work(
-    limits: &ServerLimits,
-    prompts: usize,
-    n: u32,
-    max_tokens: usize,
-) -> Result<(), ApiError> {
-    let work = (prompts as u64)
-        .saturating_mul(u64::from(n))
-        .saturating_mul(max_tokens as u64);
-    if work > limits.max_request_tokens {
-        return Err(bad_request(
-            format!(
-                "this request may generate {work} tokens ({prompts} prompts × n {n} × max_tokens \
-                 {max_tokens}); this server's per-request limit is {}: lower max_tokens or n, or \
-                 split the request",
-                limits.max_request_tokens
-            ),
-            Some("max_tokens"),
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq)]
