@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use inference::native::NativeModel;
-use inference::server::{router, serve, ServerLimits};
+use inference::server::{router, serve_with, ConnOptions, ServerLimits};
 
 use crate::backend::DeviceKind;
 
@@ -18,7 +18,8 @@ pub struct ServeArgs {
     /// Port to bind.
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    /// Environment variable holding the API key; when set, requests need `Authorization: Bearer KEY`.
+    /// Environment variable holding the API key; requests then need `Authorization: Bearer KEY`.
+    /// An unset or empty variable is an error (the server would otherwise start open).
     #[arg(long = "api-key-env", value_name = "VAR")]
     api_key_env: Option<String>,
     /// Name clients use as `model` (default: the directory name).
@@ -36,6 +37,20 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long = "max-body-bytes", default_value_t = 8 << 20)]
     max_body_bytes: usize,
+    /// Most prompts in one `/v1/completions` request.
+    #[arg(long = "max-prompts-per-request", default_value_t = 64)]
+    max_prompts_per_request: usize,
+    /// Most tokens one request may ask for: prompts × n × max_tokens.
+    #[arg(long = "max-request-tokens", default_value_t = 1 << 20)]
+    max_request_tokens: u64,
+    /// Seconds a client may take to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long = "header-timeout-secs", default_value_t = 30.0)]
+    header_timeout_secs: f64,
+    /// Seconds a client may take to send a request body (a stalled body gets 408 and the
+    /// connection is closed).
+    #[arg(long = "body-timeout-secs", default_value_t = 60.0)]
+    body_timeout_secs: f64,
     /// Device to run on.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
@@ -62,18 +77,33 @@ fn load<B: burn::prelude::Backend>(
 /// Runs the server until interrupted.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let api_key = match &args.api_key_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("--api-key-env names `{var}`, which is not set"))?,
-        ),
+        Some(var) => Some(inference::auth::api_key_from_env(var)?),
         None => None,
     };
+    let secs = |flag: &str, v: f64| {
+        if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!(
+                "{flag} must be between 0 and 86400 seconds, got {v}"
+            ))
+        }
+    };
+    let header_timeout = secs("--header-timeout-secs", args.header_timeout_secs)?;
+    let body_timeout = secs("--body-timeout-secs", args.body_timeout_secs)?;
+    anyhow::ensure!(
+        args.max_prompts_per_request > 0 && args.max_request_tokens > 0,
+        "--max-prompts-per-request and --max-request-tokens must be at least 1"
+    );
     let model = crate::with_backend!(args.device, load(&args))
         .with_context(|| format!("loading {}", args.model.display()))?;
     let name = model.name().to_string();
     let limits = ServerLimits {
         max_body_bytes: args.max_body_bytes,
         max_tokens: args.max_tokens_limit,
+        max_prompts: args.max_prompts_per_request,
+        max_request_tokens: args.max_request_tokens,
+        body_timeout,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +118,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(model = %name, auth = api_key.is_some(), "serving on http://{local}/v1");
         eprintln!("distill serve: `{name}` on http://{local}/v1");
         let app = router(model, api_key, limits);
-        serve(listener, app, async {
+        let conn = ConnOptions { header_timeout };
+        serve_with(listener, app, conn, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

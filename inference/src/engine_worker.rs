@@ -2,11 +2,15 @@
 //! callers (the native backend, `distill serve`) submit requests to it over a channel.
 //!
 //! Requests that arrive while others are decoding join the next step, so concurrent callers
-//! share forward passes. Each request streams its tokens back on its own channel; when a caller
-//! goes away (client disconnect, stop string matched, sampler cancelled) its channel closes and
-//! the request is cancelled in the engine, freeing its cache slot at once.
+//! share forward passes. Requests wait in a fair queue ([`crate::scheduler`]) and fill free cache
+//! slots round-robin over their groups (one group per HTTP request), so a request of many
+//! prompts cannot hold every slot while others wait. Each request streams its tokens back on its
+//! own channel; when a caller goes away (client disconnect, stop string matched, sampler
+//! cancelled) its channel closes and the request is dropped — from the queue before it ever
+//! runs, or from the engine, freeing its cache slot — before the next step.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,6 +20,8 @@ use models::generate::{GenerationOutput, GenerationRequest};
 use models::lm::CausalLm;
 use models::{Engine, EngineConfig, ModelError};
 use tokio::sync::mpsc;
+
+use crate::scheduler::{group_cap, FairQueue};
 
 /// What the engine sends back for one request.
 #[derive(Debug, Clone)]
@@ -45,9 +51,26 @@ pub enum EngineFailure {
 
 enum Command {
     Submit {
+        group: u64,
         request: GenerationRequest,
         events: mpsc::UnboundedSender<EngineEvent>,
     },
+}
+
+/// Live counters of the engine thread, for metrics and for tests that check a cancelled
+/// request really stopped using the engine.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Forward steps run (each decodes every running sequence and prefills admitted ones).
+    pub steps: AtomicU64,
+    /// Tokens generated, over all requests.
+    pub tokens: AtomicU64,
+    /// Generations dropped because their caller went away (queued or running).
+    pub cancelled: AtomicU64,
+    /// Generations holding a cache slot now.
+    pub running: AtomicUsize,
+    /// Generations waiting for a slot now.
+    pub queued: AtomicUsize,
 }
 
 /// Sizing and identity of a running engine, for validation on the async side.
@@ -66,6 +89,8 @@ pub struct EngineInfo {
 pub struct EngineHandle {
     tx: std_mpsc::Sender<Command>,
     info: EngineInfo,
+    stats: Arc<EngineStats>,
+    next_group: Arc<AtomicU64>,
 }
 
 impl EngineHandle {
@@ -82,6 +107,8 @@ impl EngineHandle {
     {
         let (tx, rx) = std_mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<EngineInfo, ModelError>>();
+        let stats = Arc::new(EngineStats::default());
+        let worker_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("distill-engine".into())
             .spawn(move || {
@@ -102,13 +129,19 @@ impl EngineHandle {
                 if ready_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                run_loop(engine, rx);
+                Worker::new(engine, worker_stats).run(rx);
             })
             .map_err(|e| ModelError::InvalidInput(format!("cannot start engine thread: {e}")))?;
         let info = ready_rx.recv().map_err(|_| {
             ModelError::InvalidInput("engine thread exited during start-up".into())
         })??;
-        Ok((EngineHandle { tx, info }, thread))
+        let handle = EngineHandle {
+            tx,
+            info,
+            stats,
+            next_group: Arc::new(AtomicU64::new(1)),
+        };
+        Ok((handle, thread))
     }
 
     /// The engine's sizing.
@@ -116,67 +149,201 @@ impl EngineHandle {
         &self.info
     }
 
-    /// Queues a request; tokens arrive on the returned channel. Dropping the receiver cancels it.
+    /// Live counters of the engine thread.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// A fresh scheduling group: generations submitted under one group (the choices of one
+    /// HTTP request) share a turn in the round-robin admission, see [`crate::scheduler`].
+    pub fn new_group(&self) -> u64 {
+        self.next_group.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a request as its own group; tokens arrive on the returned channel. Dropping the
+    /// receiver cancels it, queued or running.
     pub fn submit(
         &self,
         request: GenerationRequest,
     ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineFailure> {
+        self.submit_in(self.new_group(), request)
+    }
+
+    /// Queues a request in `group` (see [`EngineHandle::new_group`]).
+    pub fn submit_in(
+        &self,
+        group: u64,
+        request: GenerationRequest,
+    ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineFailure> {
         let (events, rx) = mpsc::unbounded_channel();
         self.tx
-            .send(Command::Submit { request, events })
+            .send(Command::Submit {
+                group,
+                request,
+                events,
+            })
             .map_err(|_| EngineFailure::Stopped)?;
         Ok(rx)
     }
 }
 
-fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::Receiver<Command>) {
-    let mut routes: HashMap<u64, mpsc::UnboundedSender<EngineEvent>> = HashMap::new();
-    loop {
-        if !engine.has_work() {
-            // Idle: block until a request arrives (or every handle is dropped).
-            match rx.recv() {
-                Ok(cmd) => accept(&mut engine, cmd, &mut routes),
-                Err(_) => return,
+/// A generation waiting in the fair queue.
+struct Pending {
+    request: GenerationRequest,
+    events: mpsc::UnboundedSender<EngineEvent>,
+}
+
+/// A generation admitted into the engine.
+struct Route {
+    group: u64,
+    events: mpsc::UnboundedSender<EngineEvent>,
+}
+
+/// The engine thread's state: the engine, who receives each admitted generation's events,
+/// and the generations waiting for a slot.
+struct Worker<B: Backend, M: CausalLm<B>> {
+    engine: Engine<B, M>,
+    routes: HashMap<u64, Route>,
+    queue: FairQueue<Pending>,
+    group_cap: usize,
+    stats: Arc<EngineStats>,
+}
+
+impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
+    fn new(engine: Engine<B, M>, stats: Arc<EngineStats>) -> Self {
+        let group_cap = group_cap(engine.config().max_batch);
+        Worker {
+            engine,
+            routes: HashMap::new(),
+            queue: FairQueue::default(),
+            group_cap,
+            stats,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        !self.engine.has_work() && self.queue.is_empty()
+    }
+
+    fn run(mut self, rx: std_mpsc::Receiver<Command>) {
+        let mut open = true;
+        loop {
+            if self.idle() {
+                if !open {
+                    return;
+                }
+                // Idle: block until a request arrives (or every handle is dropped).
+                match rx.recv() {
+                    Ok(cmd) => self.accept(cmd),
+                    Err(_) => return,
+                }
+            }
+            // Everything that arrived meanwhile joins this step.
+            while open {
+                match rx.try_recv() {
+                    Ok(cmd) => self.accept(cmd),
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.publish();
+            if self.engine.has_work() {
+                self.step();
+                self.publish();
             }
         }
-        // Everything that arrived meanwhile joins this step.
-        loop {
-            match rx.try_recv() {
-                Ok(cmd) => accept(&mut engine, cmd, &mut routes),
-                Err(std_mpsc::TryRecvError::Empty) => break,
-                Err(std_mpsc::TryRecvError::Disconnected) => {
-                    if !engine.has_work() {
-                        return;
-                    }
-                    break;
+    }
+
+    fn accept(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit {
+                group,
+                request,
+                events,
+            } => self.queue.push(group, Pending { request, events }),
+        }
+    }
+
+    /// Callers that went away (client disconnect, stop string matched) free their slots and
+    /// leave the queue before the next forward pass.
+    fn drop_cancelled(&mut self) {
+        let gone: Vec<u64> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.events.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut cancelled = gone.len();
+        for id in gone {
+            self.engine.cancel(id);
+            self.finish_route(id);
+        }
+        let before = self.queue.len();
+        self.queue.retain(|p| !p.events.is_closed());
+        cancelled += before - self.queue.len();
+        if cancelled > 0 {
+            self.stats
+                .cancelled
+                .fetch_add(cancelled as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Fills the engine's free slots from the queue, one group's turn at a time.
+    fn admit(&mut self) {
+        let max_batch = self.engine.config().max_batch;
+        while self.engine.num_running() + self.engine.num_waiting() < max_batch {
+            let Some((group, p)) = self.queue.pop(self.group_cap) else {
+                break;
+            };
+            match self.engine.add_request(p.request) {
+                Ok(id) => {
+                    self.routes.insert(
+                        id,
+                        Route {
+                            group,
+                            events: p.events,
+                        },
+                    );
+                }
+                Err(e) => {
+                    self.queue.done(group);
+                    let _ = p
+                        .events
+                        .send(EngineEvent::Failed(EngineFailure::Rejected(Arc::new(e))));
                 }
             }
         }
-        // Callers that went away free their slots before the next forward pass.
-        let gone: Vec<u64> = routes
-            .iter()
-            .filter(|(_, tx)| tx.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            engine.cancel(id);
-            routes.remove(&id);
+    }
+
+    fn finish_route(&mut self, id: u64) -> Option<Route> {
+        let route = self.routes.remove(&id)?;
+        self.queue.done(route.group);
+        if self.routes.is_empty() {
+            // A burst of requests must not keep its bookkeeping memory for the process' life.
+            self.routes.shrink_to(64);
         }
-        if !engine.has_work() {
-            continue;
-        }
-        match engine.step() {
+        Some(route)
+    }
+
+    fn step(&mut self) {
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        match self.engine.step() {
             Ok(events) => {
                 for ev in events {
-                    let Some(tx) = routes.get(&ev.id) else {
+                    self.stats
+                        .tokens
+                        .fetch_add(ev.new_tokens.len() as u64, Ordering::Relaxed);
+                    let Some(route) = self.routes.get(&ev.id) else {
                         continue;
                     };
                     if !ev.new_tokens.is_empty() {
-                        let _ = tx.send(EngineEvent::Tokens(ev.new_tokens));
+                        let _ = route.events.send(EngineEvent::Tokens(ev.new_tokens));
                     }
                     if let Some(out) = ev.finished {
-                        let _ = tx.send(EngineEvent::Finished(out));
-                        routes.remove(&ev.id);
+                        let _ = route.events.send(EngineEvent::Finished(out));
+                        self.finish_route(ev.id);
                     }
                 }
             }
@@ -184,28 +351,25 @@ fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::
                 // A failed step leaves the batch in an unknown state: fail everything in it.
                 tracing::error!(error = %e, "engine step failed");
                 let e = Arc::new(e);
-                for (id, tx) in routes.drain() {
-                    let _ = tx.send(EngineEvent::Failed(EngineFailure::Step(e.clone())));
-                    engine.cancel(id);
+                let ids: Vec<u64> = self.routes.keys().copied().collect();
+                for id in ids {
+                    self.engine.cancel(id);
+                    if let Some(route) = self.finish_route(id) {
+                        let failure = EngineFailure::Step(e.clone());
+                        let _ = route.events.send(EngineEvent::Failed(failure));
+                    }
                 }
             }
         }
     }
-}
 
-fn accept<B: Backend, M: CausalLm<B>>(
-    engine: &mut Engine<B, M>,
-    cmd: Command,
-    routes: &mut HashMap<u64, mpsc::UnboundedSender<EngineEvent>>,
-) {
-    match cmd {
-        Command::Submit { request, events } => match engine.add_request(request) {
-            Ok(id) => {
-                routes.insert(id, events);
-            }
-            Err(e) => {
-                let _ = events.send(EngineEvent::Failed(EngineFailure::Rejected(Arc::new(e))));
-            }
-        },
+    fn publish(&self) {
+        let s = &self.stats;
+        s.running
+            .store(self.engine.num_running(), Ordering::Relaxed);
+        s.queued.store(
+            self.queue.len() + self.engine.num_waiting(),
+            Ordering::Relaxed,
+        );
     }
 }

@@ -8,13 +8,18 @@
 //! - [`text`]: the one text generator — prompt → ids, then token stream → text with EOS
 //!   handling, incremental detokenisation and stop strings, in linear time.
 //! - [`native`]: a checkpoint run in-process ([`native::NativeModel`]) behind [`Backend`].
-//! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine.
+//! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine;
+//!   [`serve_guard`] (auth, content type, body size and deadline), [`serve_limits`]
+//!   (prompts and tokens per request), [`auth`] and
+//!   [`http_serve`] (connection loop with header/idle timeouts) around it, and
+//!   [`scheduler`] (fair slot admission across requests) inside the engine thread.
 //! - [`budget`], [`budget_native`], [`budget_openai`]: thinking budgets (s1's budget forcing)
 //!   on the in-process engine (token ids) and over HTTP (continuation requests).
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
 //! - [`instant_server`] and [`byte_tokenizer`]: a zero-cost responder and a byte-level
 //!   tokenizer for tests and benchmarks of the serving path.
 
+pub mod auth;
 pub mod backend;
 pub mod budget;
 pub mod budget_native;
@@ -22,9 +27,13 @@ pub mod budget_openai;
 pub mod byte_tokenizer;
 pub mod drive;
 pub mod engine_worker;
+pub mod http_serve;
 pub mod instant_server;
 pub mod native;
 pub mod openai;
+pub mod scheduler;
+pub mod serve_guard;
+pub mod serve_limits;
 pub mod server;
 pub mod text;
 pub mod wire;

@@ -172,6 +172,17 @@ impl NativeModel {
         prompt_ids: Vec<u32>,
         params: &GenParams,
     ) -> mpsc::UnboundedReceiver<TextEvent> {
+        self.generate_stream_in(self.engine.new_group(), prompt_ids, params)
+    }
+
+    /// [`NativeModel::generate_stream`] in scheduling `group` (see
+    /// [`EngineHandle::new_group`]): the choices of one HTTP request share one turn.
+    pub fn generate_stream_in(
+        &self,
+        group: u64,
+        prompt_ids: Vec<u32>,
+        params: &GenParams,
+    ) -> mpsc::UnboundedReceiver<TextEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let prompt_tokens = prompt_ids.len() as u32;
         let sampling = SamplingParams {
@@ -184,7 +195,7 @@ impl NativeModel {
         };
         let mut engine_rx = match self
             .engine
-            .submit(GenerationRequest::new(prompt_ids, sampling))
+            .submit_in(group, GenerationRequest::new(prompt_ids, sampling))
         {
             Ok(r) => r,
             Err(e) => {
@@ -198,7 +209,14 @@ impl NativeModel {
         tokio::spawn(async move {
             let mut stream = TextStream::new(eos, &stops);
             let send = |ev: TextEvent| tx.send(ev).is_ok();
-            while let Some(ev) = engine_rx.recv().await {
+            loop {
+                // A caller that goes away cancels at once, even while the generation is still
+                // queued and no token would ever reveal the closed channel.
+                let ev = tokio::select! {
+                    ev = engine_rx.recv() => ev,
+                    _ = tx.closed() => return,
+                };
+                let Some(ev) = ev else { break };
                 match ev {
                     EngineEvent::Tokens(ids) => {
                         for id in ids {

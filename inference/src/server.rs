@@ -24,7 +24,10 @@ use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 
 use crate::backend::{FinishReason, Message, Prompt};
+pub use crate::http_serve::{serve_with, ConnOptions};
 use crate::native::{collect_text, GenParams, NativeModel, TextEvent};
+use crate::serve_guard::GuardConfig;
+use crate::serve_limits::{check_prompt_count, check_request_work, tokenize};
 use crate::wire::{
     AssistantMessage, ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest,
     CompletionResponse, ErrorBody, MessageContent, ModelCard, ModelList, PromptInput,
@@ -40,6 +43,13 @@ pub struct ServerLimits {
     pub max_tokens: u32,
     /// Largest `n` (choices per prompt). Default 16.
     pub max_n: u32,
+    /// Most prompts in one `/v1/completions` request. Default 64.
+    pub max_prompts: usize,
+    /// Most tokens one request may ask the engine to generate: prompts × `n` × `max_tokens`.
+    /// Default 2^20.
+    pub max_request_tokens: u64,
+    /// Time allowed to receive a whole request body. Default 60 s.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ServerLimits {
@@ -48,6 +58,9 @@ impl Default for ServerLimits {
             max_body_bytes: 8 << 20,
             max_tokens: 32768,
             max_n: 16,
+            max_prompts: 64,
+            max_request_tokens: 1 << 20,
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -59,9 +72,18 @@ struct ServerState {
     next_id: AtomicU64,
 }
 
-/// The router with every endpoint; `api_key` enables the bearer-token check.
+/// The router with every endpoint; `api_key` enables the bearer-token check (an empty key
+/// admits nobody: see [`crate::auth`]). Every request passes [`crate::serve_guard::guard`].
 pub fn router(model: NativeModel, api_key: Option<String>, limits: ServerLimits) -> Router {
     let body_limit = limits.max_body_bytes;
+    if api_key.as_deref().is_some_and(str::is_empty) {
+        tracing::error!("the API key is empty: every request will be refused");
+    }
+    let guard = Arc::new(GuardConfig {
+        api_key: api_key.clone(),
+        max_body_bytes: limits.max_body_bytes,
+        body_timeout: limits.body_timeout,
+    });
     let state = Arc::new(ServerState {
         model,
         api_key,
@@ -82,18 +104,21 @@ pub fn router(model: NativeModel, api_key: Option<String>, limits: ServerLimits)
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::serve_guard::guard,
+        ))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves (then finishes open responses).
+/// Serves `router` on `listener` until `shutdown` resolves (then finishes open responses),
+/// with the default [`ConnOptions`] (see [`serve_with`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, ConnOptions::default(), shutdown).await
 }
 
 /// An OpenAI-style error: rendered as `{"error": {"message", "type", "param", "code"}}` with
@@ -148,23 +173,10 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The key check again inside handlers (the guard middleware checks first), so a handler is
+/// safe even if mounted without the guard.
 fn check_auth(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = &state.api_key else {
-        return Ok(());
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant-time comparison: the key must not leak through response timing.
-    let ok = given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if ok {
+    if crate::auth::authorized(state.api_key.as_deref(), headers) {
         Ok(())
     } else {
         Err(api_error(
@@ -358,6 +370,7 @@ fn plan(
         Some(m) => m as usize,
         None => room.min(limits.max_tokens as usize),
     };
+    check_request_work(limits, prompts.len(), n, max_tokens)?;
     if room == 0 || longest + max_tokens > info.max_seq_len {
         return Err(bad_request(
             format!(
@@ -413,8 +426,8 @@ async fn chat_completions(
             Err(r) => return r.into_response(),
         }
     }
-    let ids = match state.model.prompt_ids(&Prompt::Messages(msgs)) {
-        Ok(ids) => ids,
+    let ids = match tokenize(&state.model, vec![Prompt::Messages(msgs)]).await {
+        Ok(mut ids) => ids.pop().unwrap_or_default(),
         Err(e) => {
             return bad_request(
                 format!("cannot apply the chat template: {e}"),
@@ -438,15 +451,13 @@ async fn completions(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let encode = |text: &str| {
-        state
-            .model
-            .prompt_ids(&Prompt::Text(text.to_string()))
-            .map_err(|e| crate::error_chain(&e))
-    };
-    let prompts: Result<Vec<Vec<u32>>, String> = match body.prompt {
-        PromptInput::Text(s) => encode(&s).map(|ids| vec![ids]),
-        PromptInput::Texts(a) => a.iter().map(|s| encode(s)).collect(),
+    if let Err(e) = check_prompt_count(&state.limits, &body.prompt) {
+        return e.into_response();
+    }
+    let texts = |a: Vec<String>| a.into_iter().map(Prompt::Text).collect();
+    let prompts = match body.prompt {
+        PromptInput::Text(s) => tokenize(&state.model, vec![Prompt::Text(s)]).await,
+        PromptInput::Texts(a) => tokenize(&state.model, texts(a)).await,
         PromptInput::Ids(ids) => Ok(vec![ids]),
         PromptInput::IdLists(lists) => Ok(lists),
     };
@@ -474,6 +485,8 @@ fn start_choices(
 ) -> Vec<tokio::sync::mpsc::UnboundedReceiver<TextEvent>> {
     let total = p.prompts.len() * p.n as usize;
     let seeds = choice_seeds(p.seed, total);
+    // One scheduling group per request: its choices take turns with other requests'.
+    let group = state.model.engine().new_group();
     let mut out = Vec::with_capacity(total);
     for (pi, prompt) in p.prompts.iter().enumerate() {
         for i in 0..p.n as usize {
@@ -481,7 +494,11 @@ fn start_choices(
                 seed: seeds[pi * p.n as usize + i],
                 ..p.params.clone()
             };
-            out.push(state.model.generate_stream(prompt.clone(), &params));
+            out.push(
+                state
+                    .model
+                    .generate_stream_in(group, prompt.clone(), &params),
+            );
         }
     }
     out

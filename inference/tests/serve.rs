@@ -249,6 +249,7 @@ async fn bad_requests_get_openai_errors() {
         max_body_bytes: 2048,
         max_tokens: 64,
         max_n: 4,
+        ..Default::default()
     };
     let server = start(tiny_model(ckpt.path()), None, limits).await;
     let chat = format!("{}/chat/completions", server.base);
