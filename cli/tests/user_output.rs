@@ -336,3 +336,59 @@ fn training_logs_progress_lines_when_stderr_is_not_a_terminal() {
     assert_eq!(progress.len(), 1, "{err}");
     assert!(progress[0].contains("step 4/4 (100%)"), "{err}");
 }
+
+/// Eval with stderr piped: `eval BENCH done/total (…%), rate, accuracy, ETA` lines per
+/// `--progress-every` samples; the records directory holds only Parquet shards.
+#[test]
+fn eval_logs_progress_lines_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    inference::byte_tokenizer::write_tiny_checkpoint(&fixture("qwen2"), &ckpt).unwrap();
+    let problems = dir.path().join("p.jsonl");
+    std::fs::write(
+        &problems,
+        "{\"id\":\"a\",\"problem\":\"1+1?\",\"answer\":\"2\"}\n{\"id\":\"b\",\"problem\":\"2+2?\",\"answer\":\"4\"}\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("eval.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "out_dir = {:?}\n[model]\ncheckpoint = {:?}\nconcurrency = 1\n[protocol]\nmax_tokens = 4\n\
+             [[benchmarks]]\nname = \"tiny\"\npath = {:?}\nsamples = 2\n[stats]\nbootstrap_resamples = 10\n",
+            dir.path().join("run"),
+            ckpt,
+            problems
+        ),
+    )
+    .unwrap();
+    let out = run_ok(
+        distill()
+            .args(["eval", "run", "--progress-every", "1", "--config"])
+            .arg(&cfg),
+    );
+    let err = text(&out.stderr);
+    let progress: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("eval tiny ") && l.contains("ETA"))
+        .collect();
+    assert_eq!(progress.len(), 4, "one line per sample:\n{err}");
+    for (i, l) in progress.iter().enumerate() {
+        assert!(
+            l.contains(&format!("eval tiny {}/4", i + 1))
+                && l.contains("samples/s")
+                && l.contains("acc "),
+            "{l}"
+        );
+    }
+    let records: Vec<String> = std::fs::read_dir(dir.path().join("run/records/tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
+        .collect();
+    assert!(
+        !records.is_empty() && records.iter().all(|n| n.ends_with(".parquet")),
+        "{records:?}"
+    );
+}
