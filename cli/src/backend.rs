@@ -11,6 +11,17 @@ pub enum DeviceKind {
     Cuda,
 }
 
+impl std::fmt::Display for DeviceKind {
+    /// The `--device` spelling (`cpu`, `cuda`), for output a person reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => "cuda",
+        })
+    }
+}
+
 /// The CPU backend every build has.
 pub type Cpu = burn::backend::Flex;
 /// The GPU backend of `--features cuda` builds.

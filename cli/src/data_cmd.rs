@@ -29,7 +29,7 @@ struct FilterArgs {
     /// Trace directory (Parquet shards from `distill teacher sample`) or one trace file.
     #[arg(long)]
     traces: PathBuf,
-    /// Output directory (messages.parquet/.jsonl, openr1.parquet, filter_report.json, manifest.json).
+    /// Output directory (messages.parquet/.jsonl, openr1.parquet, filter_report.json, _manifest.json).
     #[arg(long)]
     out: PathBuf,
     /// TOML filter config (see configs/data/filter.toml); defaults apply to absent keys.

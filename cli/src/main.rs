@@ -26,6 +26,11 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     #[arg(long, global = true, default_value = "info")]
     log: String,
+    /// When no progress bar is drawn (stderr is not a terminal, or `--no-progress`), log the
+    /// progress of training, sampling and eval every this long (`30s`) or every this many
+    /// steps/samples (`100`).
+    #[arg(long, global = true, default_value = "30s", value_name = "30s|N")]
+    progress_every: datasets::progress::ProgressEvery,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,7 +62,10 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    datasets::progress::set_progress_every(cli.progress_every);
     let result = match cli.command {
         Command::Model(a) => model_cmd::run(a),
         Command::Teacher(a) => teacher_cmd::run(a),

@@ -66,10 +66,12 @@ struct ForwardArgs {
     /// Checkpoint directory.
     #[arg(long)]
     model: PathBuf,
-    /// One sequence of comma-separated ids; repeat for a batch (equal lengths).
+    /// One sequence of comma-separated ids; repeat for a batch. Rows may differ in length:
+    /// they are right-padded to the longest and the padding is masked out of attention.
     #[arg(long = "tokens", required = true)]
     tokens: Vec<String>,
-    /// Output safetensors file; holds tensor `logits`, f32 `[batch, seq, vocab]`.
+    /// Output safetensors file: `logits`, f32 `[batch, longest, vocab]` (zero past a row's
+    /// length), and `lengths`, i64 `[batch]` (each row's token count).
     #[arg(long)]
     out: PathBuf,
     /// Device to run on.
@@ -160,6 +162,8 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
         }
     }
     let dtype = cfg.torch_dtype.clone().unwrap_or_else(|| stored.keys().next().cloned().unwrap_or_default());
+    let generation = models::GenerationConfig::from_dir(&a.model, &cfg)?;
+    let eos = merged_eos(&cfg.eos_token_ids, &generation.eos_token_ids);
     // DeepSeek-V3: total vs active parameters per token and memory at bf16 / FP8.
     let moe = match cfg.architecture {
         models::Architecture::DeepseekV3 => Some(models::deepseek::deepseek_param_report(
@@ -182,6 +186,7 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
             "num_key_value_heads": cfg.num_key_value_heads,
             "head_dim": cfg.head_dim,
             "tie_word_embeddings": cfg.tie_word_embeddings,
+            "eos_token_ids": eos,
             "shards": files.files().len(),
         });
         if let Some(r) = &moe {
@@ -207,11 +212,57 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
         "shape            hidden {} · layers {} · heads {} (kv {}) · head_dim {} · intermediate {}",
         cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
     );
-    println!("rope             theta {} scaling {:?}", cfg.rope_theta, cfg.rope_scaling);
-    println!("tied embeddings  {}", cfg.tie_word_embeddings);
-    println!("eos ids          {:?}", cfg.eos_token_ids);
+    println!("rope             {}", rope_text(cfg.rope_theta, cfg.rope_scaling.as_ref()));
+    println!("tied embeddings  {}", if cfg.tie_word_embeddings { "yes" } else { "no" });
+    println!("eos ids          {}", eos_text(&eos, &cfg.eos_token_ids, &generation.eos_token_ids));
     println!("weight files     {}", files.files().len());
     Ok(())
+}
+
+/// The ids generation stops at: config.json's, then generation_config.json's (what
+/// transformers and vLLM stop on), each once.
+fn merged_eos(config: &[u32], generation: &[u32]) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for &id in config.iter().chain(generation) {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn id_list(ids: &[u32]) -> String {
+    if ids.is_empty() {
+        return "none".into();
+    }
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// `151643, 151645 (config.json: 151643; generation_config.json: 151645, 151643)`; the
+/// sources are only spelled out when they differ.
+fn eos_text(merged: &[u32], config: &[u32], generation: &[u32]) -> String {
+    if config == generation || generation.is_empty() {
+        return id_list(merged);
+    }
+    format!("{} (config.json: {}; generation_config.json: {})", id_list(merged), id_list(config), id_list(generation))
+}
+
+/// RoPE base and scaling in words, e.g. `theta 500000, llama3 scaling ×32 (…)`.
+fn rope_text(theta: f64, scaling: Option<&models::RopeScaling>) -> String {
+    use models::RopeScaling as R;
+    let how = match scaling {
+        None => return format!("theta {theta}, no scaling"),
+        Some(R::Linear { factor }) => format!("linear scaling ×{factor}"),
+        Some(R::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => format!(
+            "llama3 scaling ×{factor} (low_freq_factor {low_freq_factor}, high_freq_factor {high_freq_factor}, \
+             original context {original_max_position_embeddings})"
+        ),
+        Some(R::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, mscale, mscale_all_dim }) => format!(
+            "yarn scaling ×{factor} (original context {original_max_position_embeddings}, beta_fast {beta_fast}, \
+             beta_slow {beta_slow}, mscale {mscale}, mscale_all_dim {mscale_all_dim})"
+        ),
+    };
+    format!("theta {theta}, {how}")
 }
 
 fn forward<B: Backend>(device: B::Device, a: ForwardArgs) -> anyhow::Result<()> {
@@ -225,11 +276,30 @@ fn forward<B: Backend>(device: B::Device, a: ForwardArgs) -> anyhow::Result<()> 
     if let Some(bad) = rows.iter().flatten().find(|&&t| t as usize >= vocab) {
         bail!("token id {bad} is outside the vocabulary ({vocab})");
     }
-    let input = ForwardInput::<B>::from_rows(&rows, &device).context("--tokens")?;
+    let pad = loaded.config.pad_token_id.or(loaded.generation.pad_token_id).filter(|&p| (p as usize) < vocab).unwrap_or(0);
+    let (input, lengths) = ForwardInput::<B>::right_padded(&rows, pad, &device).context("--tokens")?;
     let logits = loaded.model.forward(input).cast(FloatDType::F32).into_data();
-    models::write_safetensors(&a.out, &[("logits".to_string(), logits.clone())])?;
-    eprintln!("wrote logits {:?} to {}", logits.shape.to_vec(), a.out.display());
+    let logits = zero_padding(logits, &lengths)?;
+    let shape = logits.shape.to_vec();
+    let lengths_data = TensorData::new(lengths.iter().map(|&l| l as i64).collect::<Vec<_>>(), [lengths.len()]);
+    models::write_safetensors(&a.out, &[("logits".to_string(), logits), ("lengths".to_string(), lengths_data)])?;
+    let dims = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(" × ");
+    eprintln!("wrote logits [{dims}] and lengths to {}", a.out.display());
     Ok(())
+}
+
+/// Zeroes the logits of padded positions (`[B, T, V]`, row `b` real up to `lengths[b]`), so
+/// the file holds no meaningless numbers a reader might take for results.
+fn zero_padding(logits: TensorData, lengths: &[usize]) -> anyhow::Result<TensorData> {
+    let [b, t, v] = <[usize; 3]>::try_from(logits.shape.to_vec()).map_err(|s| anyhow::anyhow!("logits of rank {}", s.len()))?;
+    if lengths.iter().all(|&l| l == t) {
+        return Ok(logits);
+    }
+    let mut values: Vec<f32> = logits.into_vec::<f32>().map_err(|e| anyhow::anyhow!("logits: {e}"))?;
+    for (row, &len) in lengths.iter().enumerate().take(b) {
+        values[(row * t + len) * v..(row + 1) * t * v].fill(0.0);
+    }
+    Ok(TensorData::new(values, [b, t, v]))
 }
 
 fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Result<()> {

@@ -269,7 +269,7 @@ impl Quickstart {
         let report = rt.block_on(teacher::sampler::run_sampling(&cfg, backend, async {
             let _ = tokio::signal::ctrl_c().await;
         }))?;
-        eprintln!("   {report:?}");
+        eprintln!("   {report}");
         Ok(())
     }
 
@@ -381,9 +381,9 @@ fn print_summary(out: &Path, report: &eval::compare::CompareReport, timings: &[(
     for m in &report.models {
         for (bench, b) in &m.benchmarks {
             println!(
-                "| {} ({bench}) | {:?} | {:.3} | [{:.3}, {:.3}] | {:.3} | {} | {} | {:.1} |",
+                "| {} ({bench}) | {} | {:.3} | [{:.3}, {:.3}] | {:.3} | {} | {} | {:.1} |",
                 m.name,
-                m.role,
+                m.role.as_str(),
                 b.pass_at_1,
                 b.pass_at_1_ci95[0],
                 b.pass_at_1_ci95[1],

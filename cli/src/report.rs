@@ -8,12 +8,13 @@
 //!   No such file or directory (os error 2)
 //! ```
 //!
-//! Some error types (in `models`, `datasets`) already repeat their source inside their own
-//! message (`path: No such file…`) while also exposing it as `source()`; a cause whose text the
-//! line above already ends with is skipped, so nothing is printed twice.
+//! The workspace's error types name only their own level in `Display` and keep the cause as
+//! `source()`; for errors from elsewhere that repeat their source inside their own message
+//! (`path: No such file…`), a cause whose text the line above already ends with is skipped, so
+//! nothing is printed twice.
 
-/// The error chain as printed on stderr (without a trailing newline).
-pub fn render(err: &anyhow::Error) -> String {
+/// Each level of the chain's text once (empty ones and repeats of the level above skipped).
+fn causes(err: &anyhow::Error) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for cause in err.chain() {
         let text = cause.to_string();
@@ -25,6 +26,17 @@ pub fn render(err: &anyhow::Error) -> String {
         }
         lines.push(text);
     }
+    lines
+}
+
+/// The chain on one line (`a: b: c`), each cause once, for log lines.
+pub fn one_line(err: &anyhow::Error) -> String {
+    causes(err).join(": ")
+}
+
+/// The error chain as printed on stderr (without a trailing newline).
+pub fn render(err: &anyhow::Error) -> String {
+    let lines = causes(err);
     let mut out = format!("error: {}", lines.first().map_or("", String::as_str));
     if lines.len() > 1 {
         out.push_str("\n\nCaused by:");

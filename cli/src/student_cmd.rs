@@ -223,7 +223,10 @@ fn preflight(cfg: &student::TrainConfig, device: DeviceKind, gpu: Option<&str>, 
     let plan = match plan_config(cfg, target, 1) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!("memory plan unavailable: {e:#}");
+            // Why is for `distill student plan` (or the run itself, which reads the same files)
+            // to say: repeating the cause here would print it twice when the run then fails.
+            tracing::warn!("no memory plan before training (`distill student plan` shows why)");
+            tracing::debug!("memory plan: {}", crate::report::one_line(&e));
             return Ok(());
         }
     };

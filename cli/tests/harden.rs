@@ -125,7 +125,7 @@ fn second_filter_on_one_out_dir_fails_fast_naming_the_first() {
     );
     let status = first.wait().unwrap();
     assert!(status.success());
-    assert!(out.join("manifest.json").exists());
+    assert!(out.join("_manifest.json").exists());
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod jsonl;
 pub mod lock;
 pub mod overrides;
+pub mod progress;
 pub mod problems;
 pub mod records;
 pub mod stop;
@@ -35,8 +36,9 @@ use std::path::PathBuf;
 /// that caused it (the user fixes input files, not stack traces).
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. The message names the path only: the OS error is the
+    /// `source()`, printed once by whoever walks the chain.
+    #[error("{path}")]
     Io {
         /// The file involved.
         path: PathBuf,

@@ -64,7 +64,7 @@ pub enum LockError {
         holder: String,
     },
     /// Creating, opening or writing the lock file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,

@@ -260,7 +260,7 @@ pub fn read_trace_batches(
 }
 
 /// The completed shard files of a trace directory, sorted by name (hidden temp files and
-/// non-Parquet files such as `manifest.json` are skipped).
+/// non-Parquet files such as `_manifest.json` are skipped).
 pub fn list_trace_shards(dir: &Path) -> Result<Vec<PathBuf>, RecordsError> {
     shards::list_shards(dir)
 }

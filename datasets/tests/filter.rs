@@ -133,7 +133,7 @@ fn every_reason_is_counted_and_exports_hold_the_kept_rows() {
     // The report on disk equals the returned one; the manifest records inputs and config.
     let on_disk: FilterReport = serde_json::from_slice(&fs::read(out.join("filter_report.json")).unwrap()).unwrap();
     assert_eq!(on_disk, report);
-    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(out.join(datasets::filter::MANIFEST_FILE)).unwrap()).unwrap();
     assert_eq!(manifest["inputs"].as_array().unwrap().len(), 2);
     assert_eq!(manifest["counts"]["kept"], 5);
     assert_eq!(manifest["config"]["decontam"]["ngram"], 13);
@@ -221,7 +221,7 @@ fn bad_inputs_are_named() {
     cfg.decontam.files.push(dir.path().join("missing-test.jsonl"));
     let err = run_filter(&traces, &dir.path().join("o"), &cfg).unwrap_err().to_string();
     assert!(err.contains("missing-test.jsonl"), "{err}");
-    assert!(!dir.path().join("o/manifest.json").exists());
+    assert!(!dir.path().join("o").join(datasets::filter::MANIFEST_FILE).exists());
 }
 
 /// Throughput benchmark (not a test; run with `--ignored --nocapture`): 20,000 traces of ~1,500
@@ -266,10 +266,10 @@ fn empty_or_self_targeting_inputs_are_refused_without_touching_outputs() {
     let err = run_filter(&empty, &dir.path().join("o"), &FilterConfig::default()).unwrap_err().to_string();
     assert!(err.contains("no trace shards"), "{err}");
     let (traces, _) = setup(dir.path());
-    fs::write(traces.join("manifest.json"), "{}").unwrap();
+    fs::write(traces.join("_manifest.json"), "{}").unwrap();
     let err = run_filter(&traces, &traces, &FilterConfig::default()).unwrap_err().to_string();
     assert!(err.contains("must differ"), "{err}");
-    assert!(traces.join("manifest.json").exists(), "the sampler's manifest must survive");
+    assert!(traces.join("_manifest.json").exists(), "the sampler's manifest must survive");
 }
 
 /// Deterministic xorshift stream for generated data.

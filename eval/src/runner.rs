@@ -199,6 +199,9 @@ async fn run_benchmark(
     );
     bar.set_prefix(name.to_string());
     bar.set_position((total - jobs.len()) as u64);
+    // No bar to see (stderr is a file or pipe): a periodic log line instead.
+    let mut log = (!datasets::progress::stderr_is_terminal())
+        .then(|| datasets::progress::ProgressLog::new(total as u64, (total - jobs.len()) as u64));
 
     let mut writer = ShardWriter::<EvalRecord>::open(&dir, cfg.shard_size)?;
     let model = cfg.model.display_name();
@@ -219,12 +222,12 @@ async fn run_benchmark(
         n_correct += usize::from(record.correct());
         tokens += u64::from(record.completion_tokens);
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!(
-            "acc {:.3} · {:.0} tok/s",
-            n_correct as f64 / n_done as f64,
-            tokens as f64 / secs
-        ));
+        let msg = format!("acc {:.3} · {:.0} tok/s", n_correct as f64 / n_done as f64, tokens as f64 / secs);
         bar.inc(1);
+        if let Some(t) = log.as_mut().and_then(|l| l.update(bar.position())) {
+            tracing::info!("eval {name} {}, {:.2} samples/s, {msg}, ETA {}", t.position(), t.rate, t.eta_text());
+        }
+        bar.set_message(msg);
         writer.push(record)?;
         Ok::<(), EvalError>(())
     })

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 /// Errors from loading, saving and running models.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. The message names the path only: the OS error is the
+    /// `source()`, printed once by whoever walks the chain (`distill`'s `Caused by:`).
+    #[error("{path}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,

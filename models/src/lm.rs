@@ -69,6 +69,32 @@ impl<B: Backend> ForwardInput<B> {
         Ok(Self::causal(ids))
     }
 
+    /// Builds a `[B, T]` batch from rows of any lengths: right-padded with `pad_id` to the
+    /// longest and masked ([`AttentionLayout::CausalPadded`]), so every row's real positions
+    /// see exactly what its unpadded forward sees (right padding keeps positions `0..len`).
+    /// Equal lengths give the plain causal layout. Returns the input and each row's length.
+    pub fn right_padded(rows: &[Vec<u32>], pad_id: u32, device: &B::Device) -> Result<(Self, Vec<usize>), ModelError> {
+        if rows.is_empty() || rows.iter().any(Vec::is_empty) {
+            return Err(ModelError::InvalidInput("a batch needs at least one row and no empty rows".into()));
+        }
+        let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let t = lengths.iter().copied().max().unwrap_or(0);
+        let (mut flat, mut real) = (Vec::with_capacity(rows.len() * t), Vec::with_capacity(rows.len() * t));
+        for r in rows {
+            for j in 0..t {
+                flat.push(i64::from(r.get(j).copied().unwrap_or(pad_id)));
+                real.push(j < r.len());
+            }
+        }
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [rows.len(), t]), device);
+        let input = Self::causal(ids);
+        if lengths.iter().all(|&l| l == t) {
+            return Ok((input, lengths));
+        }
+        let key_mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(real, [rows.len(), t]), device);
+        Ok((input.with_layout(AttentionLayout::CausalPadded { key_mask }), lengths))
+    }
+
     /// Sets explicit position ids.
     pub fn with_positions(mut self, position_ids: Tensor<B, 2, Int>) -> Self {
         self.position_ids = Some(position_ids);

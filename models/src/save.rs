@@ -195,17 +195,45 @@ fn write_all<B: Backend>(
         write_json(&tmp.join("model.safetensors.index.json"), &index)?;
     }
     let mut cfg = config.to_json();
-    if let Some(d) = options.dtype.or_else(|| dtypes.first().copied()) {
-        let name = match d {
-            DType::BF16 => "bfloat16",
-            DType::F16 => "float16",
-            _ => "float32",
-        };
-        cfg.as_object_mut().expect("object").insert("torch_dtype".into(), name.into());
+    if let Some(d) = options.dtype.or_else(|| dominant_dtype(params, &dtypes)) {
+        set_config_dtype(&mut cfg, d);
     }
     write_json(&tmp.join("config.json"), &cfg)?;
     write_json(&tmp.join("generation_config.json"), &generation.to_json())?;
     Ok(())
+}
+
+/// The dtype holding the most parameter elements (what the checkpoint "is" when tensors mix).
+fn dominant_dtype<B: Backend>(params: &[Entry<B>], dtypes: &[DType]) -> Option<DType> {
+    let mut elems: Vec<(DType, usize)> = Vec::new();
+    for (p, &d) in params.iter().zip(dtypes) {
+        let n = p.1.iter().product::<usize>();
+        match elems.iter_mut().find(|(e, _)| *e == d) {
+            Some((_, c)) => *c += n,
+            None => elems.push((d, n)),
+        }
+    }
+    elems.into_iter().max_by_key(|&(_, n)| n).map(|(d, _)| d)
+}
+
+/// The transformers name of a float dtype (`torch.bfloat16` → `"bfloat16"`).
+fn hf_dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "float32",
+    }
+}
+
+/// Records the saved tensors' dtype in `config.json` under both spellings: transformers ≥ 5
+/// reads `dtype`, 4.x reads `torch_dtype`. A source config's stale value (a bf16 model saved
+/// in f32) would otherwise make transformers cast the loaded weights back to the old dtype.
+fn set_config_dtype(cfg: &mut serde_json::Value, d: DType) {
+    let o = cfg.as_object_mut().expect("config.json is an object");
+    for key in ["dtype", "torch_dtype"] {
+        o.insert(key.into(), hf_dtype_name(d).into());
+    }
 }
 
 fn write_shard<B: Backend>(

@@ -188,3 +188,43 @@ fn random_model_builds_the_configured_shape() {
     let stored: usize = files.names().iter().map(|n| files.raw(n).unwrap().shape.iter().product::<usize>()).sum();
     assert_eq!(stored, cfg.dense_param_count());
 }
+
+fn saved_config(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+}
+
+/// transformers 5 reads `dtype`, 4.x `torch_dtype`: both must name the dtype of the tensors
+/// actually written, whatever the source config said (a bf16 source saved in f32 used to keep
+/// `"dtype": "bfloat16"`, and transformers 5 then loaded the f32 weights as bf16).
+#[test]
+fn saved_config_names_the_saved_dtype_under_both_keys() {
+    for source_keys in [&["dtype", "torch_dtype"][..], &["dtype"][..], &["torch_dtype"][..]] {
+        let src = scratch(&format!("bf16-src-{}", source_keys.join("-")));
+        copy_dir(&fixture("qwen2"), &src);
+        let mut cfg = saved_config(&src);
+        let o = cfg.as_object_mut().unwrap();
+        o.remove("torch_dtype");
+        for k in source_keys {
+            o.insert(k.to_string(), "bfloat16".into());
+        }
+        fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+        let m = load_model::<B>(&src, &device(), DType::F32).unwrap();
+        assert_eq!(m.config.torch_dtype.as_deref(), Some("bfloat16"));
+        for (save, name, st) in [
+            (Some(DType::F32), "float32", "F32"),
+            (None, "float32", "F32"),
+            (Some(DType::BF16), "bfloat16", "BF16"),
+        ] {
+            let out = src.parent().unwrap().join(format!("saved-{}-{name}-{}", source_keys.len(), save.is_some()));
+            let opts = SaveOptions { dtype: save, overwrite: true, ..Default::default() };
+            save_model(&out, &m.model, &m.config, &m.generation, &opts).unwrap();
+            let written = saved_config(&out);
+            assert_eq!(written["dtype"], name, "{source_keys:?} saved as {save:?}: {written}");
+            assert_eq!(written["torch_dtype"], name, "{source_keys:?} saved as {save:?}: {written}");
+            let files = models::SafetensorsFiles::open(&out).unwrap();
+            assert_eq!(format!("{:?}", files.raw("lm_head.weight").unwrap().dtype), st);
+            let reloaded = models::ModelConfig::from_dir(&out).unwrap();
+            assert_eq!(reloaded.torch_dtype.as_deref(), Some(name));
+        }
+    }
+}

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 /// Everything that can stop a training or merge run.
 #[derive(Debug, thiserror::Error)]
 pub enum StudentError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The message names the path only: the OS error is
+    /// the `source()`, printed once by whoever walks the chain.
+    #[error("{path}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -92,7 +93,7 @@ pub enum StudentError {
         msg: String,
     },
     /// A data-parallel peer failed; the run stopped on every peer (see `distributed`).
-    #[error("data-parallel peer {rank} failed: {source}")]
+    #[error("data-parallel peer {rank} failed")]
     Peer {
         /// The rank of the peer whose failure stopped the run.
         rank: usize,
@@ -136,6 +137,22 @@ impl StudentError {
             context: context.into(),
             source,
         }
+    }
+
+    /// This error and its causes on one line (`a: b: c`), each once: for logs and for the
+    /// message other data-parallel peers stop with (the `Display` names this level only).
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(inner) = src {
+            let text = inner.to_string();
+            if !s.ends_with(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
+            src = inner.source();
+        }
+        s
     }
 }
 

@@ -148,7 +148,7 @@ fn failure_then_resume(panic: bool) {
         StudentError::Peer { rank: 1, .. } => {}
         other => panic!("expected peer 1's failure, got {other}"),
     }
-    let text = err.to_string();
+    let text = err.chain();
     assert!(text.contains(if panic { "injected panic" } else { "injected failure" }), "{text}");
     assert!(!tmp.path().join("dp/final").exists());
     assert!(tmp.path().join("dp/checkpoint-2").is_dir());

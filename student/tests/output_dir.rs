@@ -120,3 +120,48 @@ fn leftovers_of_interrupted_writes_are_removed_and_never_resumed() {
     assert_eq!(r.steps, 3);
     assert!(hidden_entries(&out).is_empty(), "leftovers removed: {:?}", hidden_entries(&out));
 }
+
+fn config_dtypes(dir: &Path) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    (v["dtype"].as_str().unwrap_or("<absent>").into(), v["torch_dtype"].as_str().unwrap_or("<absent>").into())
+}
+
+/// A bf16-configured source (transformers 5 writes `"dtype": "bfloat16"`) trained and saved
+/// with `output.save_dtype = "f32"`: every `checkpoint-<step>/` and `final/` holds f32 tensors,
+/// and its config.json must say so under both keys, or transformers loads them as bf16.
+#[test]
+fn f32_saves_of_a_bf16_source_say_float32_in_config_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("bf16-model");
+    std::fs::create_dir_all(&src).unwrap();
+    for e in std::fs::read_dir(fixture("qwen2")).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+        }
+    }
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["dtype"] = "bfloat16".into();
+    cfg["torch_dtype"] = "bfloat16".into();
+    std::fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+
+    let out = tmp.path().join("run");
+    let mut c = config(tmp.path(), &out, &["train.max_steps=2", "output.keep_last=2", "output.save_dtype=\"f32\""]);
+    c.model.path = Some(src.clone());
+    run(&c, opts(false, false, false)).unwrap();
+    let f32 = ("float32".to_string(), "float32".to_string());
+    assert_eq!(checkpoints(&out), vec![1]);
+    for dir in [out.join("checkpoint-1"), out.join("final")] {
+        assert_eq!(config_dtypes(&dir), f32, "{}", dir.display());
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert!(st.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::F32), "{}", dir.display());
+    }
+    // Without save_dtype, final/ follows the source's bf16, and says so.
+    let out = tmp.path().join("run-default");
+    let mut c = config(tmp.path(), &out, &["train.max_steps=1"]);
+    c.model.path = Some(src);
+    run(&c, opts(false, false, false)).unwrap();
+    let bf16 = ("bfloat16".to_string(), "bfloat16".to_string());
+    assert_eq!(config_dtypes(&out.join("final")), bf16);
+}

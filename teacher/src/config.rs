@@ -28,7 +28,7 @@ pub struct TeacherConfig {
     /// Column names of the problem set. Default `id`, `problem`, `answer`, `source`.
     #[serde(default)]
     pub columns: ProblemColumns,
-    /// Output directory of shards + `manifest.json`. Required.
+    /// Output directory of shards + `_manifest.json`. Required.
     pub out_dir: PathBuf,
     /// What to ask and how to sample.
     #[serde(default)]

@@ -5,12 +5,13 @@
 //!
 //! - [`config`]: the `distill teacher sample` configuration and `--set` overrides.
 //! - [`sampler`]: the resumable problems × k loop.
-//! - [`manifest`]: `manifest.json` of a trace directory.
+//! - [`manifest`]: `_manifest.json` of a trace directory.
 //! - [`progress`]: the progress bar / periodic log line.
 
 pub mod config;
 pub mod manifest;
 pub mod progress;
+mod report;
 pub mod sampler;
 
 pub use config::TeacherConfig;

@@ -1,6 +1,11 @@
-//! `manifest.json` of a trace directory: what was asked, of whom, from which input, and how
+//! `_manifest.json` of a trace directory: what was asked, of whom, from which input, and how
 //! far the run got. It is what makes a trace dataset auditable months later, and what a resume
 //! checks before appending to a directory.
+//!
+//! The leading `_` lets `pd.read_parquet("traces/")` / `pyarrow.dataset` read the directory:
+//! they skip `_`- and `.`-prefixed files but fail on any other non-Parquet file. Directories
+//! written before the rename hold `manifest.json`; it is still read, and replaced by
+//! `_manifest.json` on the next write.
 
 use std::path::Path;
 
@@ -13,7 +18,10 @@ use crate::config::TeacherConfig;
 use crate::TeacherError;
 
 /// File name of the manifest inside the output directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MANIFEST_FILE: &str = "_manifest.json";
+
+/// The manifest's name before it gained its `_` (read on resume, removed on the next write).
+pub const LEGACY_MANIFEST_FILE: &str = "manifest.json";
 
 /// Counts describing progress and quality of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -68,23 +76,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads `dir/manifest.json` if present.
+    /// Reads `dir/_manifest.json` (or the older `dir/manifest.json`) if present.
     pub fn read(dir: &Path) -> Result<Option<Manifest>, TeacherError> {
-        let path = dir.join(MANIFEST_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|source| TeacherError::Json { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(TeacherError::io(path, e)),
+        for name in [MANIFEST_FILE, LEGACY_MANIFEST_FILE] {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    return serde_json::from_str(&text)
+                        .map(Some)
+                        .map_err(|source| TeacherError::Json { path, source })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TeacherError::io(path, e)),
+            }
         }
+        Ok(None)
     }
 
-    /// Writes `dir/manifest.json` atomically.
+    /// Writes `dir/_manifest.json` atomically, then removes a `manifest.json` of an older
+    /// version so the directory holds one manifest and stays readable as a Parquet dataset.
     pub fn write(&self, dir: &Path) -> Result<(), TeacherError> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
         datasets::atomic::write_atomic(&dir.join(MANIFEST_FILE), &json)?;
-        Ok(())
+        let legacy = dir.join(LEGACY_MANIFEST_FILE);
+        match std::fs::remove_file(&legacy) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TeacherError::io(legacy, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses to mix samples of different settings in one directory: the sampling parameters,

@@ -2,12 +2,13 @@
 //!
 //! Rates count only this invocation's samples (a resumed run starts with the bar already
 //! advanced, and the rates must not credit the earlier run). When the bar is hidden (disabled,
-//! or stderr is not a terminal) a `tracing` line is logged every 30 s instead, so batch jobs
-//! still show progress in their logs.
+//! or stderr is not a terminal) a `tracing` line with done/total, rate and ETA is logged every
+//! [`datasets::progress::ProgressEvery`] instead, so batch jobs still show progress in their logs.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use datasets::progress::{stderr_is_terminal, ProgressLog};
 use datasets::traces::TraceRow;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -16,21 +17,20 @@ struct Stats {
     tokens: u64,
     graded: u64,
     correct: u64,
-    last_log: Instant,
+    log: ProgressLog,
 }
 
 /// Progress display of one run.
 pub struct Progress {
     bar: ProgressBar,
     start: Instant,
-    total: usize,
     stats: Mutex<Stats>,
 }
 
 impl Progress {
     /// A bar at `done` of `total`; drawn on stderr when `enabled` and stderr is a terminal.
     pub fn new(enabled: bool, total: usize, done: usize) -> Self {
-        let target = if enabled {
+        let target = if enabled && stderr_is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -47,13 +47,12 @@ impl Progress {
         Progress {
             bar,
             start: Instant::now(),
-            total,
             stats: Mutex::new(Stats {
                 samples: 0,
                 tokens: 0,
                 graded: 0,
                 correct: 0,
-                last_log: Instant::now(),
+                log: ProgressLog::new(total as u64, done as u64),
             }),
         }
     }
@@ -76,9 +75,8 @@ impl Progress {
         );
         self.bar.inc(1);
         if self.bar.is_hidden() {
-            if s.last_log.elapsed() >= Duration::from_secs(30) {
-                s.last_log = Instant::now();
-                tracing::info!(done = self.bar.position(), total = self.total, "{msg}");
+            if let Some(t) = s.log.update(self.bar.position()) {
+                tracing::info!("sampling {}, {msg}, ETA {}", t.position(), t.eta_text());
             }
         } else {
             self.bar.set_message(msg);

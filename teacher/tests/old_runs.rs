@@ -126,3 +126,55 @@ fn a_directory_with_old_64_bit_seeds_resumes_without_redoing_its_samples() {
         assert_eq!(sent, teacher::sampler::trace_seed(0, &r.problem_id, r.sample_index));
     }
 }
+
+/// Trace directories written before the sidecar gained its `_` (so that `pd.read_parquet` and
+/// `pyarrow.dataset` read the directory) hold `manifest.json`: a resume reads it (it keeps the
+/// run's creation time and is checked against the config), then leaves only `_manifest.json`.
+#[test]
+fn a_directory_with_the_old_manifest_name_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let problems = dir.path().join("p.jsonl");
+    write_problems(&problems, 8, None);
+    let out = dir.path().join("out");
+    let cfg_path = dir.path().join("c.toml");
+    let base = vec!["http://127.0.0.1:1/v1".to_string()];
+    std::fs::write(&cfg_path, config_toml(&problems, &out, &base, 2, "")).unwrap();
+    let cfg = TeacherConfig::load(&cfg_path, &[]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sample = || {
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        rt.block_on(teacher::run_sampling(&cfg, recorder, std::future::pending())).unwrap()
+    };
+    assert_eq!(sample().new_rows, 16);
+    assert!(out.join(teacher::manifest::MANIFEST_FILE).is_file());
+    assert!(!out.join("manifest.json").exists());
+
+    // Turn it into an old directory: half the samples, the manifest under its old name.
+    let mut rows = read_traces(&out).unwrap();
+    rows.retain(|r| ["p0", "p1", "p2", "p3"].contains(&r.problem_id.as_str()));
+    for shard in datasets::traces::list_trace_shards(&out).unwrap() {
+        std::fs::remove_file(shard).unwrap();
+    }
+    write_trace_shard(&out.join("part-00000.parquet"), &rows).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(teacher::manifest::MANIFEST_FILE)).unwrap()).unwrap();
+    m["created_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::remove_file(out.join(teacher::manifest::MANIFEST_FILE)).unwrap();
+    std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+
+    let report = sample();
+    assert!(report.is_complete(), "{:?}", report.counts);
+    assert_eq!(report.new_rows, 8, "only p4..p7 were sampled");
+    assert_eq!(read_traces(&out).unwrap().len(), 16);
+    let now = teacher::manifest::Manifest::read(&out).unwrap().unwrap();
+    assert_eq!(now.created_at, "2020-01-01T00:00:00Z", "the old manifest was read");
+    assert!(out.join(teacher::manifest::MANIFEST_FILE).is_file());
+    assert!(!out.join("manifest.json").exists(), "one manifest, under the new name");
+
+    // The old manifest is checked like the new one: other settings are refused.
+    std::fs::rename(out.join(teacher::manifest::MANIFEST_FILE), out.join("manifest.json")).unwrap();
+    let other = TeacherConfig::load(&cfg_path, &["sampling.temperature=0.9".into()]).unwrap();
+    let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+    let err = rt.block_on(teacher::run_sampling(&other, recorder, std::future::pending())).unwrap_err();
+    assert!(err.to_string().contains("different settings"), "{err}");
+}

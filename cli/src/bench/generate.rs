@@ -151,7 +151,7 @@ fn peer(a: &GenerateBenchArgs) -> Result<Figures, String> {
         .map_err(|e| format!("could not run {} {}: {e}", a.python, a.peer_script.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(last).map_err(|_| format!("peer printed no JSON (exit {:?})", out.status.code()))?;
+    let v: serde_json::Value = serde_json::from_str(last).map_err(|_| format!("peer printed no JSON ({})", out.status))?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         return Err(e.to_string());
     }
@@ -166,7 +166,7 @@ pub fn run(a: GenerateBenchArgs) -> anyhow::Result<()> {
     let peer = if a.no_peer { Err("skipped (--no-peer)".to_string()) } else { peer(&a) };
     let fmt = |x: Option<f64>| x.map(|v| format!("{v:>10.2}")).unwrap_or_else(|| format!("{:>10}", "n/a"));
     let p = peer.as_ref().ok();
-    println!("Qwen2.5-0.5B shape ({} layers), random weights, f32, {:?}", a.layers, a.device);
+    println!("Qwen2.5-0.5B shape ({} layers), random weights, f32, {}", a.layers, a.device);
     println!("{:<34}{:>10}{:>14}{:>8}", "metric", "distill", "transformers", "ratio");
     let row = |name: String, ours: f64, theirs: Option<f64>| {
         let ratio = theirs.filter(|t| *t > 0.0).map(|t| format!("{:>7.2}x", ours / t)).unwrap_or_else(|| format!("{:>8}", "-"));

@@ -177,7 +177,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
         ),
     };
     println!(
-        "distill bench serve: {what}, {} new tokens per request, {:?}",
+        "distill bench serve: {what}, {} new tokens per request, {}",
         args.max_tokens, args.device
     );
     println!("| clients | requests | tokens | wall s | tokens/s | vs 1 client |");

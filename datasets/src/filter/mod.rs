@@ -22,7 +22,7 @@
 //! that are exported, through a spill file on disk when the input is not already in sorted order.
 //!
 //! The run writes `messages.parquet` (+ `.jsonl`), `openr1.parquet`, `filter_report.json`,
-//! `dropped.jsonl` and `manifest.json` into a temp directory beside `--out` and renames it into
+//! `dropped.jsonl` and `_manifest.json` into a temp directory beside `--out` and renames it into
 //! place when complete, so a killed run never leaves a mix of old and new files; the output
 //! directory is locked ([`crate::lock`]) for the whole run.
 
@@ -47,7 +47,8 @@ use scan::Scan;
 
 /// Version of the filter output layout (report keys and exported columns).
 /// 2: `openr1.parquet` gained `problem_type`/`question_type`, message structs are ordered
-/// `{content, role}`, and readers require `manifest.json`.
+/// `{content, role}`, and readers require the manifest (now named `_manifest.json`; the
+/// `manifest.json` of earlier outputs is still accepted).
 pub const FILTER_SCHEMA_VERSION: u32 = 2;
 
 /// How response length is measured.
@@ -110,7 +111,7 @@ pub struct ExportConfig {
     pub dropped_log: bool,
     /// Problem file (JSONL/JSON/Parquet, read with the sampling run's column names) whose
     /// `solution`, `problem_type` and `question_type` columns fill `openr1.parquet`. Default: the
-    /// problem file recorded in the traces' `manifest.json`, when it can still be found.
+    /// problem file recorded in the traces' `_manifest.json`, when it can still be found.
     pub problems: Option<PathBuf>,
 }
 
@@ -376,7 +377,7 @@ fn output_names(cfg: &ExportConfig) -> Vec<String> {
 
 /// Runs the whole filter: reads `traces` (directory of shards or one file) twice, judges every
 /// row, and replaces `out_dir` with a complete new output (exports, `filter_report.json`,
-/// `dropped.jsonl`, `manifest.json`). Returns the report.
+/// `dropped.jsonl`, `_manifest.json`). Returns the report.
 pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<FilterReport, DatasetError> {
     cfg.validate()?;
     let inputs = input_files(traces)?;
@@ -431,14 +432,20 @@ pub fn run_filter(traces: &Path, out_dir: &Path, cfg: &FilterConfig) -> Result<F
     Ok(report)
 }
 
-/// Name of the file that marks a filter output directory complete; readers require it.
-pub const MANIFEST_FILE: &str = "manifest.json";
+/// Name of the file that marks a filter output directory complete; readers require it. The
+/// leading `_` makes pandas/pyarrow skip it when reading the directory's Parquet files.
+pub const MANIFEST_FILE: &str = "_manifest.json";
 
-/// Whether `dir` is a complete filter output: its `manifest.json` exists and is a filter
-/// manifest. Readers of a filter directory (`data tokenize`, student data loading) call this so
-/// that files left by an older, interrupted writer are never taken for a dataset.
+/// The manifest's name in outputs of older versions, still accepted by readers.
+pub const LEGACY_MANIFEST_FILE: &str = "manifest.json";
+
+/// Whether `dir` is a complete filter output: its `_manifest.json` (or, from older versions,
+/// `manifest.json`) exists and is a filter manifest. Readers of a filter directory (`data
+/// tokenize`, student data loading) call this so that files left by an older, interrupted
+/// writer are never taken for a dataset.
 pub fn check_complete_output(dir: &Path) -> Result<(), DatasetError> {
-    let path = dir.join(MANIFEST_FILE);
+    let legacy = dir.join(LEGACY_MANIFEST_FILE);
+    let path = if !dir.join(MANIFEST_FILE).exists() && legacy.exists() { legacy } else { dir.join(MANIFEST_FILE) };
     let text = std::fs::read_to_string(&path).map_err(|e| {
         DatasetError::file(
             dir,

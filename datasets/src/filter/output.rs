@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::scan::RowMeta;
 use super::{
     Decision, DropReason, DroppedRecord, ExportConfig, FilterConfig, OpenR1Generations,
-    MANIFEST_FILE,
+    LEGACY_MANIFEST_FILE, MANIFEST_FILE,
 };
 use crate::atomic::{is_temp_name, sync_parent_dir, AtomicFile};
 use crate::export::{
@@ -40,6 +40,7 @@ const OUTPUT_FILES: &[&str] = &[
     "dropped.jsonl",
     "filter_report.json",
     MANIFEST_FILE,
+    LEGACY_MANIFEST_FILE,
     LOCK_FILE,
 ];
 
@@ -541,7 +542,7 @@ pub(super) fn problem_extras(
 }
 
 /// The problem file and column names recorded in a trace directory's manifest
-/// (`manifest.json`, or `_manifest.json`), a relative path resolved against the working
+/// (`_manifest.json`, or the older `manifest.json`), a relative path resolved against the working
 /// directory first and the trace directory's parent second.
 fn recorded_problems(traces: &Path) -> Option<(PathBuf, ProblemColumns)> {
     let text = ["_manifest.json", "manifest.json"]

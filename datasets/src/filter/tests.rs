@@ -103,7 +103,7 @@ fn failed_rerun_leaves_the_previous_output_whole() {
     let report = run_filter(&traces, &out, &cfg).unwrap();
     assert_eq!(report.kept, 6);
     assert!(!out.join("openr1.parquet").exists());
-    assert!(out.join("manifest.json").exists());
+    assert!(out.join(super::MANIFEST_FILE).exists());
 }
 
 #[test]
@@ -143,11 +143,29 @@ fn readers_refuse_a_filter_dir_without_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let (traces, out) = setup(dir.path());
     run_filter(&traces, &out, &FilterConfig::default()).unwrap();
-    fs::remove_file(out.join("manifest.json")).unwrap();
+    fs::remove_file(out.join(super::MANIFEST_FILE)).unwrap();
     let err = crate::sft::load_training_rows(&out, crate::sft::TrainingFormat::Traces)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("manifest.json"), "{err}");
+    assert!(err.contains("_manifest.json"), "{err}");
+}
+
+/// Outputs of versions before the `_` prefix hold `manifest.json`: still a complete dataset
+/// for readers, and a rerun into such a directory replaces it (no "foreign file" refusal).
+#[test]
+fn outputs_with_the_old_manifest_name_are_read_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (traces, out) = setup(dir.path());
+    run_filter(&traces, &out, &FilterConfig::default()).unwrap();
+    assert!(!out.join(super::LEGACY_MANIFEST_FILE).exists());
+    fs::rename(out.join(super::MANIFEST_FILE), out.join(super::LEGACY_MANIFEST_FILE)).unwrap();
+    match crate::sft::load_training_rows(&out, crate::sft::TrainingFormat::Traces).unwrap() {
+        crate::sft::TrainingData::Conversations(rows) => assert!(!rows.is_empty()),
+        crate::sft::TrainingData::Tokens(_) => panic!("a filter output holds conversations"),
+    }
+    run_filter(&traces, &out, &FilterConfig::default()).unwrap();
+    assert!(out.join(super::MANIFEST_FILE).exists());
+    assert!(!out.join(super::LEGACY_MANIFEST_FILE).exists());
 }
 
 #[test]
@@ -178,5 +196,5 @@ fn held_lock_fails_fast_naming_the_holder() {
         err.contains("distill data filter (first)") && err.contains("in use"),
         "{err}"
     );
-    assert!(!out.join("manifest.json").exists());
+    assert!(!out.join(super::MANIFEST_FILE).exists());
 }

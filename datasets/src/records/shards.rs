@@ -127,7 +127,7 @@ pub fn read_shard_batches<R: ShardRecord>(
 }
 
 /// The completed shard files of a directory, sorted by name (hidden temp files and
-/// non-Parquet files such as `manifest.json` are skipped).
+/// non-Parquet files such as `_manifest.json` are skipped).
 pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>, RecordsError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| RecordsError::io(dir, e))? {

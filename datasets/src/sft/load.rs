@@ -11,7 +11,7 @@
 //! `format = "tokens"` reads `input_ids` and `labels` integer lists (label -100 = not trained).
 //!
 //! A path may be a file (`.parquet` or `.jsonl`) or a directory: a filter output directory is read
-//! through its `messages.parquet` (and only when its `manifest.json` says it is complete), any other directory as all its `*.parquet` files (or, if none,
+//! through its `messages.parquet` (and only when its `_manifest.json` says it is complete), any other directory as all its `*.parquet` files (or, if none,
 //! all `*.jsonl`), sorted by name, hidden/temp files skipped.
 
 use std::path::{Path, PathBuf};

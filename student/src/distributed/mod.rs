@@ -161,8 +161,9 @@ fn run_peer<AB: AutodiffBackend>(
     }));
     let r = r.unwrap_or_else(|p| Err(panicked(peer, p.as_ref())));
     if let Err(e) = &r {
-        tracing::error!(rank = peer.rank(), "data-parallel peer failed: {e}");
-        peer.fail(e.to_string());
+        let text = e.chain();
+        tracing::error!(rank = peer.rank(), "data-parallel peer failed: {text}");
+        peer.fail(text);
     }
     r
 }

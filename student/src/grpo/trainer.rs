@@ -26,7 +26,8 @@ use crate::schedule::LrSchedule;
 use crate::trainer::policy::Policy;
 use crate::trainer::save::Saver;
 use crate::trainer::setup::{self, Resume};
-use crate::trainer::{progress_bar, RunOptions};
+use crate::trainer::progress::StepProgress;
+use crate::trainer::RunOptions;
 
 /// File holding the rollout batch in a checkpoint (`rollouts-<batch index>.jsonl`).
 const ROLLOUTS_PREFIX: &str = "rollouts-";
@@ -121,7 +122,7 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
     let mut metrics = MetricsWriter::open(&out, tstate.step)?;
     let mut current = resume.dir().and_then(saved_batch);
     tracing::info!(total_steps, start_step = tstate.step, source = ?cfg.source(), "grpo training");
-    let bar = progress_bar(opts.progress, total_steps, tstate.step);
+    let mut bar = StepProgress::new(opts.progress, true, total_steps, tstate.step);
     let (mut last_loss, mut last_reward) = (None, None);
     while tstate.step < total_steps {
         let index = tstate.step / cfg.grpo.num_iterations as u64;
@@ -132,18 +133,13 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
         let m = GrpoStepMetrics { generate_s: t_gen, score_s: t_score, ..m };
         metrics.write(&m)?;
         (last_loss, last_reward) = (Some(m.loss), Some(m.reward_mean));
-        if let Some(b) = &bar {
-            b.set_position(m.step);
-            b.set_message(format!("loss {:.4} reward {:.3} lr {:.2e}", m.loss, m.reward_mean, m.lr));
-        }
+        bar.step(m.step, || format!("loss {:.4}, reward {:.3}, lr {:.2e}", m.loss, m.reward_mean, m.lr));
         if cfg.output.save_every > 0 && tstate.step % cfg.output.save_every == 0 && tstate.step < total_steps {
             let keep = |dir: &Path| batch.save(&dir.join(format!("{ROLLOUTS_PREFIX}{index}.jsonl")));
             saver.checkpoint(&policy, &tstate, cfg.output.keep_last, keep)?;
         }
     }
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    bar.finish();
     let final_dir = saver.final_model(&policy, &tstate, cfg.output.save_dtype)?;
     Ok(GrpoSummary {
         steps: tstate.step,
@@ -302,7 +298,7 @@ fn saved_batch(dir: &Path) -> Option<(u64, RolloutBatch)> {
         };
         match read_rollouts(&entry.path()) {
             Ok(r) => return Some((index, RolloutBatch::from_rollouts(r))),
-            Err(e) => tracing::warn!(error = %e, "ignoring the checkpoint's rollouts"),
+            Err(e) => tracing::warn!(error = %e.chain(), "ignoring the checkpoint's rollouts"),
         }
     }
     None

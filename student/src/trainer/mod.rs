@@ -8,6 +8,7 @@
 pub mod eval;
 pub mod outdir;
 pub mod policy;
+pub(crate) mod progress;
 pub mod records;
 pub mod save;
 pub mod setup;
@@ -33,6 +34,7 @@ use crate::objective::{LossSums, Objective};
 use crate::distributed::{sync_step, Peer};
 use crate::schedule::LrSchedule;
 use policy::Policy;
+use progress::StepProgress;
 use save::Saver;
 use setup::Resume;
 use sft_data::SftData;
@@ -49,7 +51,8 @@ pub struct RunOptions {
     /// Resume even when the config differs from the checkpoint's (beyond
     /// [`outdir::RESUME_EXEMPT_KEYS`]); a warning instead of an error.
     pub allow_config_change: bool,
-    /// Draw a progress bar on stderr.
+    /// Draw a progress bar on stderr (when it is a terminal; otherwise, or without it, the
+    /// leader logs a progress line every `datasets::progress::ProgressEvery`).
     pub progress: bool,
     /// Whether the backend computes bf16 natively; when false, `dtype = "bf16"` falls back to
     /// f32 with a warning (CPU).
@@ -152,7 +155,7 @@ pub(crate) fn train_peer<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::De
         total_steps,
         peer,
     };
-    let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress && peer.is_leader())?;
+    let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress)?;
     let final_dir = if peer.is_leader() {
         saver.final_model(&policy, &tstate, cfg.output.save_dtype)?
     } else {
@@ -197,7 +200,7 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
             start_step = tstate.step,
             "training"
         );
-        let bar = progress_bar(progress, self.total_steps, tstate.step);
+        let mut bar = StepProgress::new(progress, self.peer.is_leader(), self.total_steps, tstate.step);
         let (mut last_loss, mut last_eval) = (None, None);
         while tstate.step < self.total_steps {
             let Some((mbs, epoch)) = data.next_step(cfg, self.peer.world(), &mut stream, tstate.epoch) else {
@@ -210,10 +213,7 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
                 w.write(&m)?;
             }
             last_loss = Some(m.loss);
-            if let Some(b) = &bar {
-                b.set_position(m.step);
-                b.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
-            }
+            bar.step(m.step, || format!("loss {:.4}, lr {:.2e}, {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
             let (step, mid_run) = (tstate.step, tstate.step < self.total_steps && self.peer.is_leader());
             if !data.eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && mid_run {
                 last_eval = Some(self.eval(&policy, step)?);
@@ -222,9 +222,7 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
                 self.saver.checkpoint(&policy, tstate, cfg.output.keep_last, |_| Ok(()))?;
             }
         }
-        if let Some(b) = &bar {
-            b.finish();
-        }
+        bar.finish();
         if !data.eval_rows.is_empty() && self.peer.is_leader() {
             last_eval = Some(self.eval(&policy, tstate.step)?);
         }
@@ -353,19 +351,6 @@ fn sync_step_sums<AB: AutodiffBackend>(
 
 fn base_name(cfg: &TrainConfig) -> String {
     cfg.model.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-}
-
-/// A progress bar on stderr positioned at `start` of `total` steps, when enabled.
-pub(crate) fn progress_bar(enabled: bool, total: u64, start: u64) -> Option<indicatif::ProgressBar> {
-    if !enabled {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps ({eta}) {msg}") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_position(start);
-    Some(bar)
 }
 
 /// Reads the per-step metrics of a finished run (for tests and reports).

@@ -87,7 +87,8 @@ impl Saver<'_> {
         let final_dir = self.out.join("final");
         let dtype = match save_dtype {
             Some(TrainDtype::Bf16) => Some(DType::BF16),
-            Some(TrainDtype::F32) => None,
+            // Explicit: weights trained in bf16 (no f32 master copy) are widened on save.
+            Some(TrainDtype::F32) => Some(DType::F32),
             None if self.model_config.torch_dtype.as_deref() == Some("bfloat16") => Some(DType::BF16),
             None => None,
         };
