@@ -84,7 +84,7 @@ fn check_faulty_run(stream: bool) {
         assert_eq!(r.finish_reason, FinishReason::Stop);
         assert_eq!(
             r.reasoning,
-            format!("thinking about {}", r.seed & (i64::MAX as u64))
+            format!("thinking about {}", inference::openai::request_seed(r.seed))
         );
         assert_eq!(r.content, "The answer is \\boxed{42}.");
         assert!(r.completion.contains("</think>"), "{}", r.completion);
