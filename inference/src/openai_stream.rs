@@ -295,7 +295,7 @@ mod tests {
     fn streams_without_usage_count_their_text_events() {
         let delta = |t: &str| json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]});
         let end = json!({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]});
-        let Attempt::Done(c, src) = stream_of(&[delta(""), delta("a"), delta("b"), delta("c"), end], true)
+        let Attempt::Done(c, src) = stream_of(&[delta(""), delta("a"), delta("b"), delta("c"), end.clone()], true)
         else {
             panic!("finished stream")
         };
