@@ -145,10 +145,11 @@ fn dead_replica_is_routed_around() {
         faults: false,
         ..Default::default()
     });
-    // A port nobody listens on: connection refused is a transient fault.
+    // A replica that accepts connections and drops them: every request to it is a transient
+    // fault. (A port nobody listens on is refused at start instead: see third_party.rs.)
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}/v1", dead.local_addr().unwrap());
-    drop(dead);
+    std::thread::spawn(move || dead.incoming().for_each(drop));
     let dir = tempfile::tempdir().unwrap();
     let problems = dir.path().join("problems.jsonl");
     write_problems(&problems, 6, None);
