@@ -24,8 +24,9 @@ use std::collections::{HashMap, HashSet};
 use datasets::eval_records::{read_eval_record_dir, EvalRecord};
 use datasets::records::shards::{list_shards, read_shard};
 use datasets::records::supersede::{remove_superseded, LatestRows, SampleKey};
-use datasets::records::{ResumeIndex, SampleRecord, ShardWriter, Verdict};
-use inference::{Backend, ChatRequest, Message, Prompt, RunBounds};
+use datasets::records::{ResumeIndex, ShardWriter, Verdict};
+use inference::sample::{chat_messages, SampleId, SampleParams};
+use inference::{Backend, ChatRequest, Prompt, RunBounds};
 
 use crate::benchmarks::{self, EvalProblem};
 use crate::config::EvalConfig;
@@ -316,20 +317,19 @@ async fn run_benchmark(
     Ok(())
 }
 
-fn request_for(cfg: &EvalConfig, job: &Job) -> ChatRequest {
-    let mut messages = Vec::new();
-    if let Some(sys) = &cfg.protocol.system_prompt {
-        messages.push(Message::system(sys.clone()));
-    }
-    messages.push(Message::user(cfg.render_prompt(&job.problem.problem)));
-    ChatRequest {
-        prompt: Prompt::Messages(messages),
+fn params(cfg: &EvalConfig) -> SampleParams {
+    SampleParams {
         max_tokens: cfg.protocol.max_tokens,
         temperature: cfg.protocol.temperature,
         top_p: cfg.protocol.top_p,
-        seed: Some(job.seed),
         stop: Vec::new(),
     }
+}
+
+fn request_for(cfg: &EvalConfig, job: &Job) -> ChatRequest {
+    let p = &cfg.protocol;
+    let messages = chat_messages(p.system_prompt.as_deref(), &p.prompt_template, &job.problem.problem);
+    params(cfg).request(messages, job.seed)
 }
 
 fn grade_record(
@@ -355,23 +355,9 @@ fn grade_record(
         let g = grader::grade(&p.answer, &graded_text);
         (Verdict::from(g.verdict), g.extracted)
     };
+    let id = SampleId { problem_id: &p.id, sample_index: job.sample_index, seed: job.seed };
     EvalRecord {
-        sample: SampleRecord {
-            problem_id: p.id.clone(),
-            sample_index: job.sample_index,
-            reference_answer: p.answer.clone(),
-            extracted_answer: extracted,
-            verdict,
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            finish_reason: c.finish_reason,
-            seed: job.seed,
-            temperature: cfg.protocol.temperature,
-            top_p: cfg.protocol.top_p,
-            max_tokens: cfg.protocol.max_tokens,
-            latency_ms: c.latency_ms,
-            error: c.error,
-        },
+        sample: params(cfg).record(id, &p.answer, (verdict, extracted), &c),
         benchmark: benchmark.to_string(),
         subject: p.subject.clone(),
         level: p.level.clone(),

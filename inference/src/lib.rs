@@ -11,6 +11,8 @@
 //! - [`native`]: a checkpoint run in-process ([`native::NativeModel`]) behind [`Backend`].
 //! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine.
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
+//! - [`sample`]: problem → messages → request, completion → shared row columns, for both the
+//!   teacher sampler and the evaluator.
 //! - [`instant_server`] and [`byte_tokenizer`]: a zero-cost responder and a byte-level
 //!   tokenizer for tests and benchmarks of the serving path; [`stub_server`]: a scriptable
 //!   OpenAI-compatible server that reproduces third-party servers' quirks for client tests.
@@ -23,6 +25,7 @@ pub mod instant_server;
 pub mod native;
 pub mod openai;
 mod openai_stream;
+pub mod sample;
 pub mod server;
 pub mod server_info;
 pub mod stub_server;

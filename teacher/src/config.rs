@@ -151,6 +151,18 @@ fn d_max_seq_len() -> usize {
     8192
 }
 
+impl SamplingConfig {
+    /// The parameters every request sends and every row records.
+    pub fn params(&self) -> inference::sample::SampleParams {
+        inference::sample::SampleParams {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         toml::from_str("").expect("all fields have defaults")

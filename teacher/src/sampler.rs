@@ -21,12 +21,11 @@ use std::time::Instant;
 
 use datasets::records::provenance::{self, InputHash};
 use datasets::records::supersede::{remove_superseded, LatestRows, SampleKey};
-use datasets::records::{
-    sample_seed, FinishReason, ResumeIndex, RunStatus, SampleRecord, ShardWriter, Verdict,
-};
+use datasets::records::{sample_seed, FinishReason, ResumeIndex, RunStatus, ShardWriter, Verdict};
 use datasets::traces::{self, TraceMessage, TraceRow};
 use datasets::Problem;
-use inference::{drive, Backend, ChatRequest, Completion, Message, Prompt, RunBounds};
+use inference::sample::{chat_messages, SampleId, SampleParams};
+use inference::{drive, Backend, Completion, Message, RunBounds};
 
 use crate::config::{SamplingConfig, TeacherConfig};
 use crate::manifest::{Manifest, RunCounts};
@@ -41,14 +40,11 @@ pub fn trace_seed(base_seed: u64, problem_id: &str, sample_index: u32) -> u64 {
 /// The chat messages for one problem: optional system prompt, then the user message from the
 /// template (`{problem}` replaced).
 pub fn build_messages(sampling: &SamplingConfig, problem: &str) -> Vec<Message> {
-    let mut msgs = Vec::with_capacity(2);
-    if let Some(s) = &sampling.system_prompt {
-        msgs.push(Message::system(s.clone()));
-    }
-    msgs.push(Message::user(
-        sampling.prompt_template.replace("{problem}", problem),
-    ));
-    msgs
+    chat_messages(
+        sampling.system_prompt.as_deref(),
+        &sampling.prompt_template,
+        problem,
+    )
 }
 
 /// What a sampling invocation achieved.
@@ -85,30 +81,20 @@ struct Job {
     prompt: Vec<Message>,
 }
 
-fn make_row(job: &Job, c: Completion, teacher: &str, s: &SamplingConfig) -> TraceRow {
-    let (verdict, extracted) = if c.error.is_some() {
+fn make_row(job: &Job, c: Completion, teacher: &str, params: &SampleParams) -> TraceRow {
+    let graded = if c.error.is_some() {
         (Verdict::Error, None)
     } else {
         let g = grader::grade(&job.problem.answer, &c.content);
         (Verdict::from(g.verdict), g.extracted)
     };
+    let id = SampleId {
+        problem_id: &job.problem.id,
+        sample_index: job.sample_index,
+        seed: job.seed,
+    };
     TraceRow {
-        sample: SampleRecord {
-            problem_id: job.problem.id.clone(),
-            sample_index: job.sample_index,
-            reference_answer: job.problem.answer.clone(),
-            extracted_answer: extracted,
-            verdict,
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            finish_reason: c.finish_reason,
-            seed: job.seed,
-            temperature: s.temperature,
-            top_p: s.top_p,
-            max_tokens: s.max_tokens,
-            latency_ms: c.latency_ms,
-            error: c.error,
-        },
+        sample: params.record(id, &job.problem.answer, graded, &c),
         source: job.problem.source.clone(),
         problem: job.problem.problem.clone(),
         prompt: job
@@ -269,6 +255,7 @@ pub async fn run_sampling(
         updated_at: provenance::now_rfc3339(),
     };
 
+    let params = cfg.sampling.params();
     let mut jobs = Vec::new();
     for p in problems.into_iter().map(Arc::new) {
         let prompt = build_messages(&cfg.sampling, &p.problem);
@@ -277,14 +264,7 @@ pub async fn run_sampling(
                 continue;
             }
             let seed = trace_seed(cfg.sampling.seed, &p.id, i);
-            let request = ChatRequest {
-                prompt: Prompt::Messages(prompt.clone()),
-                max_tokens: cfg.sampling.max_tokens,
-                temperature: cfg.sampling.temperature,
-                top_p: cfg.sampling.top_p,
-                seed: Some(seed),
-                stop: cfg.sampling.stop.clone(),
-            };
+            let request = params.request(prompt.clone(), seed);
             jobs.push((
                 Job {
                     problem: p.clone(),
@@ -314,11 +294,10 @@ pub async fn run_sampling(
     let mut transient_failures = 0usize;
     let mut new_first_error: Option<String> = None;
     let mut replaced: HashSet<SampleKey> = HashSet::new();
-    let sampling = cfg.sampling.clone();
     let interrupted = drive(backend, jobs, cfg.run.concurrency, stop, |job, result| {
         match result {
             Ok(c) => {
-                let row = make_row(&job, c, &teacher, &sampling);
+                let row = make_row(&job, c, &teacher, &params);
                 count_row(&mut counts, &Tally::of(&row));
                 if new_first_error.is_none() {
                     new_first_error = row.error.clone();
