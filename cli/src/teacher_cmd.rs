@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use inference::native::{NativeBackend, NativeModel};
 use inference::BackendKind;
 use teacher::config::TeacherConfig;
-use inference::native::{NativeBackend, NativeModel};
 
 use crate::backend::DeviceKind;
 

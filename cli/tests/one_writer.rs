@@ -13,7 +13,11 @@ use support::{assert_refused_naming, distill, eval_config, start_holding_lock, w
 
 /// A stub slow enough that a run of a few samples holds its lock for seconds.
 fn slow_stub() -> StubServer {
-    StubServer::start(StubConfig { delay: Duration::from_millis(400), ..Default::default() }).unwrap()
+    StubServer::start(StubConfig {
+        delay: Duration::from_millis(400),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 #[test]
@@ -25,8 +29,18 @@ fn a_second_teacher_sample_on_one_out_fails_at_once_naming_the_first() {
     let out = dir.path().join("out");
     let sample = |temperature: &str| {
         let mut c = distill();
-        c.args(["teacher", "sample", "--problems"]).arg(&problems).arg("--out").arg(&out);
-        c.args(["--base-url", &server.base_url(), "--model", "stub-model", "--max-tokens", "64"]);
+        c.args(["teacher", "sample", "--problems"])
+            .arg(&problems)
+            .arg("--out")
+            .arg(&out);
+        c.args([
+            "--base-url",
+            &server.base_url(),
+            "--model",
+            "stub-model",
+            "--max-tokens",
+            "64",
+        ]);
         c.args(["--concurrency", "1", "--temperature", temperature]);
         c
     };
@@ -62,7 +76,10 @@ fn train_config(dir: &Path, out: &Path) -> std::path::PathBuf {
     for i in 0..8u32 {
         let ids: Vec<u32> = (0..8).map(|j| 3 + (i * 31 + j * 17) % 500).collect();
         let labels: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        rows += &format!("{}\n", serde_json::json!({"input_ids": ids, "labels": labels}));
+        rows += &format!(
+            "{}\n",
+            serde_json::json!({"input_ids": ids, "labels": labels})
+        );
     }
     std::fs::write(&train, rows).unwrap();
     let text = format!(
@@ -83,7 +100,8 @@ fn a_second_student_train_on_one_output_dir_fails_at_once_naming_the_first() {
     let cfg = train_config(dir.path(), &out);
     let train = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_distill"));
-        c.args(["student", "train", "--no-progress", "--config"]).arg(&cfg);
+        c.args(["student", "train", "--no-progress", "--config"])
+            .arg(&cfg);
         c
     };
     let mut first = start_holding_lock(train(), &out);

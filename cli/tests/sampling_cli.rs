@@ -18,8 +18,20 @@ fn teacher_sample_runs_from_flags_without_a_config() {
     write_problems(&problems, 3, &[]);
     let out = dir.path().join("out");
     let mut c = distill();
-    c.args(["teacher", "sample", "--problems"]).arg(&problems).arg("--out").arg(&out);
-    c.args(["--base-url", &server.base_url(), "--model", "stub-model", "--samples", "2", "--max-tokens", "64"]);
+    c.args(["teacher", "sample", "--problems"])
+        .arg(&problems)
+        .arg("--out")
+        .arg(&out);
+    c.args([
+        "--base-url",
+        &server.base_url(),
+        "--model",
+        "stub-model",
+        "--samples",
+        "2",
+        "--max-tokens",
+        "64",
+    ]);
     let o = run_within(c, Duration::from_secs(60));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_traces(&out).unwrap().len(), 6);
@@ -29,7 +41,12 @@ fn teacher_sample_runs_from_flags_without_a_config() {
     std::fs::write(&cfg, format!("[sampling]\nsamples = 1\nmax_tokens = 64\n[openai]\nbase_urls = [\"{}\"]\nmodel = \"stub-model\"\n", server.base_url())).unwrap();
     let out2 = dir.path().join("out2");
     let mut c = distill();
-    c.args(["teacher", "sample", "--config"]).arg(&cfg).arg("--problems").arg(&problems).arg("--out").arg(&out2);
+    c.args(["teacher", "sample", "--config"])
+        .arg(&cfg)
+        .arg("--problems")
+        .arg(&problems)
+        .arg("--out")
+        .arg(&out2);
     let o = run_within(c, Duration::from_secs(60));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_traces(&out2).unwrap().len(), 3);
@@ -39,11 +56,15 @@ fn teacher_sample_runs_from_flags_without_a_config() {
 fn teacher_sample_names_a_required_key_no_layer_gives() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = distill();
-    c.args(["teacher", "sample", "--out"]).arg(dir.path().join("out"));
+    c.args(["teacher", "sample", "--out"])
+        .arg(dir.path().join("out"));
     let o = run_within(c, Duration::from_secs(30));
     let err = stderr(&o);
     assert!(!o.status.success());
-    assert!(err.contains("`problems`") && err.contains("--problems"), "{err}");
+    assert!(
+        err.contains("`problems`") && err.contains("--problems"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -55,24 +76,50 @@ fn teacher_sample_exits_nonzero_on_permanent_failures_until_retry_failed_redoes_
     let out = dir.path().join("out");
     let sample = |extra: &[&str]| {
         let mut c = distill();
-        c.args(["teacher", "sample", "--problems"]).arg(&problems).arg("--out").arg(&out);
-        c.args(["--base-url", &server.base_url(), "--model", "stub-model", "--samples", "2", "--max-tokens", "64"]);
+        c.args(["teacher", "sample", "--problems"])
+            .arg(&problems)
+            .arg("--out")
+            .arg(&out);
+        c.args([
+            "--base-url",
+            &server.base_url(),
+            "--model",
+            "stub-model",
+            "--samples",
+            "2",
+            "--max-tokens",
+            "64",
+        ]);
         c.args(extra);
         run_within(c, Duration::from_secs(60))
     };
     let o = sample(&[]);
     let err = stderr(&o);
-    assert!(!o.status.success(), "permanent failures must fail the run:\n{err}");
-    assert!(err.contains("2 of 8 samples failed permanently") && err.contains("HTTP 400"), "{err}");
+    assert!(
+        !o.status.success(),
+        "permanent failures must fail the run:\n{err}"
+    );
+    assert!(
+        err.contains("2 of 8 samples failed permanently") && err.contains("HTTP 400"),
+        "{err}"
+    );
     assert!(err.contains("--retry-failed"), "{err}");
     // Rerunning does not hide them.
     let o = sample(&[]);
-    assert!(!o.status.success() && stderr(&o).contains("failed permanently"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("failed permanently"),
+        "{}",
+        stderr(&o)
+    );
 
     server.set_reject(false);
     let o = sample(&["--retry-failed"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("replaced 2 previously failed samples"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("replaced 2 previously failed samples"),
+        "{}",
+        stderr(&o)
+    );
     let rows = read_traces(&out).unwrap();
     assert_eq!(rows.len(), 8);
     assert!(rows.iter().all(|r| r.error.is_none()));
@@ -94,8 +141,14 @@ fn eval_run_exits_nonzero_when_samples_failed_permanently() {
     let o = eval();
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("2 samples failed permanently") && err.contains("toy/p1#"), "{err}");
-    assert!(out.join("summary.json").exists(), "the summary is still written");
+    assert!(
+        err.contains("2 samples failed permanently") && err.contains("toy/p1#"),
+        "{err}"
+    );
+    assert!(
+        out.join("summary.json").exists(),
+        "the summary is still written"
+    );
 
     server.set_reject(false);
     let o = eval();

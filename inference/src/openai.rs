@@ -150,11 +150,13 @@ impl OpenAiBackend {
             ));
         }
         let api_key = match &cfg.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|source| InferenceError::MissingEnv {
-                key: "openai.api_key_env",
-                var: var.clone(),
-                source,
-            })?),
+            Some(var) => Some(
+                std::env::var(var).map_err(|source| InferenceError::MissingEnv {
+                    key: "openai.api_key_env",
+                    var: var.clone(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let client = reqwest::Client::builder()
@@ -239,11 +241,17 @@ impl OpenAiBackend {
             }
             (Prompt::Text(t), _) => {
                 let prompt = PromptInput::Text(t.clone());
-                ("/completions", serde_json::to_value(CompletionRequest { prompt, sampling }))
+                (
+                    "/completions",
+                    serde_json::to_value(CompletionRequest { prompt, sampling }),
+                )
             }
             (Prompt::Tokens(t), _) => {
                 let prompt = PromptInput::Ids(t.clone());
-                ("/completions", serde_json::to_value(CompletionRequest { prompt, sampling }))
+                (
+                    "/completions",
+                    serde_json::to_value(CompletionRequest { prompt, sampling }),
+                )
             }
         };
         let mut body = body.map_err(|e| format!("cannot encode the request: {e}"))?;
@@ -295,7 +303,10 @@ impl OpenAiBackend {
             read_stream(&url, resp).await
         } else {
             match resp.bytes().await {
-                Err(e) => transient(format!("{url}: reading body: {}", crate::error_chain(&e)), None),
+                Err(e) => transient(
+                    format!("{url}: reading body: {}", crate::error_chain(&e)),
+                    None,
+                ),
                 Ok(bytes) => match serde_json::from_slice::<CompletionResponse>(&bytes) {
                     Err(e) => transient(format!("{url}: invalid JSON body: {e}"), None),
                     Ok(v) => match parse_response(&v) {
@@ -551,7 +562,11 @@ mod tests {
     fn request_seeds_fit_32_bits_and_stay_distinct_above_bit_31() {
         let a = 0x1234_5678u64;
         let b = a + (1 << 32);
-        assert_ne!(request_seed(a), request_seed(b), "low 32 bits equal, seeds must differ");
+        assert_ne!(
+            request_seed(a),
+            request_seed(b),
+            "low 32 bits equal, seeds must differ"
+        );
         let seeds: std::collections::HashSet<u32> = (0..10_000u64)
             .map(|i| request_seed(datasets::records::sample_seed(0, &["p"], i as u32)))
             .collect();

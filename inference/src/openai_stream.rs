@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn done_without_a_finish_reason_is_transient_not_stop() {
-        let delta = |t: &str| json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]});
+        let delta =
+            |t: &str| json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]});
         let got = stream_of(&[delta("The answer"), delta(" is")], true);
         match got {
             Attempt::Transient { message, .. } => {
@@ -293,10 +294,13 @@ mod tests {
 
     #[test]
     fn streams_without_usage_count_their_text_events() {
-        let delta = |t: &str| json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]});
+        let delta =
+            |t: &str| json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]});
         let end = json!({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]});
-        let Attempt::Done(c, src) = stream_of(&[delta(""), delta("a"), delta("b"), delta("c"), end.clone()], true)
-        else {
+        let Attempt::Done(c, src) = stream_of(
+            &[delta(""), delta("a"), delta("b"), delta("c"), end.clone()],
+            true,
+        ) else {
             panic!("finished stream")
         };
         assert_eq!(src, UsageSource::CountedEvents);
@@ -314,7 +318,8 @@ mod tests {
 
     #[test]
     fn validation_bodies_are_recognised() {
-        let llama_cpp = "1 validation error for CreateChatCompletionRequest\nseed\n  Input should be a \
+        let llama_cpp =
+            "1 validation error for CreateChatCompletionRequest\nseed\n  Input should be a \
                          valid integer, unable to parse string as an integer [type=int_parsing, \
                          input_value='x', input_type=str]";
         assert!(is_validation_error(llama_cpp));

@@ -90,18 +90,36 @@ mod tests {
 
     #[test]
     fn requests_and_records_carry_the_same_parameters() {
-        let p = SampleParams { max_tokens: 9, temperature: 0.6, top_p: 0.95, stop: vec!["x".into()] };
+        let p = SampleParams {
+            max_tokens: 9,
+            temperature: 0.6,
+            top_p: 0.95,
+            stop: vec!["x".into()],
+        };
         let m = chat_messages(Some("sys"), "{problem}!", "1+1");
         assert_eq!(m, vec![Message::system("sys"), Message::user("1+1!")]);
         assert_eq!(chat_messages(None, "{problem}", "q").len(), 1);
         let r = p.request(m, 5);
-        assert_eq!((r.max_tokens, r.temperature, r.top_p, r.seed), (9, 0.6, 0.95, Some(5)));
+        assert_eq!(
+            (r.max_tokens, r.temperature, r.top_p, r.seed),
+            (9, 0.6, 0.95, Some(5))
+        );
         assert_eq!(r.stop, vec!["x".to_string()]);
         let c = Completion::failed("HTTP 400", 3);
-        let id = SampleId { problem_id: "p", sample_index: 2, seed: 5 };
+        let id = SampleId {
+            problem_id: "p",
+            sample_index: 2,
+            seed: 5,
+        };
         let s = p.record(id, "2", (Verdict::Error, None), &c);
-        assert_eq!((s.max_tokens, s.temperature, s.top_p, s.seed), (9, 0.6, 0.95, 5));
-        assert_eq!((s.finish_reason, s.error.as_deref(), s.latency_ms), (FinishReason::Error, Some("HTTP 400"), 3));
+        assert_eq!(
+            (s.max_tokens, s.temperature, s.top_p, s.seed),
+            (9, 0.6, 0.95, 5)
+        );
+        assert_eq!(
+            (s.finish_reason, s.error.as_deref(), s.latency_ms),
+            (FinishReason::Error, Some("HTTP 400"), 3)
+        );
         assert_eq!(s.key(), ("p".to_string(), 2));
     }
 }

@@ -173,7 +173,10 @@ mod tests {
             "owned_by":"vllm","root":"m","parent":null}]});
         assert_eq!(
             parse_listing(&vllm).unwrap(),
-            vec![ServedModel { id: "m".into(), max_model_len: Some(4096) }]
+            vec![ServedModel {
+                id: "m".into(),
+                max_model_len: Some(4096)
+            }]
         );
         let plain = json!({"data":[{"id":"a"},{"id":"b","context_length":8192}]});
         let got = parse_listing(&plain).unwrap();
@@ -184,17 +187,30 @@ mod tests {
 
     #[test]
     fn unknown_model_names_what_is_served() {
-        let models = vec![ServedModel { id: "served".into(), max_model_len: None }];
-        let err = find_model("http://h/v1", &models, "nope").unwrap_err().to_string();
-        assert!(err.contains("`nope`") && err.contains("served") && err.contains("http://h/v1"), "{err}");
+        let models = vec![ServedModel {
+            id: "served".into(),
+            max_model_len: None,
+        }];
+        let err = find_model("http://h/v1", &models, "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`nope`") && err.contains("served") && err.contains("http://h/v1"),
+            "{err}"
+        );
         assert!(find_model("u", &[], "any").unwrap().is_none());
         assert!(find_model("u", &models, "served").unwrap().is_some());
     }
 
     #[test]
     fn runs_that_cannot_fit_are_refused() {
-        let err = check_fits("u", "m", 4096, 32768, 100).unwrap_err().to_string();
-        assert!(err.contains("max_model_len 4096") && err.contains("32768"), "{err}");
+        let err = check_fits("u", "m", 4096, 32768, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_model_len 4096") && err.contains("32768"),
+            "{err}"
+        );
         assert!(check_fits("u", "m", 4096, 4000, 80).is_ok());
         // 4000 + 800 bytes / 8 = 4100 > 4096.
         assert!(check_fits("u", "m", 4096, 4000, 800).is_err());

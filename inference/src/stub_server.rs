@@ -181,7 +181,8 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
             let data: Vec<Value> = list
                 .iter()
                 .map(|(id, len)| {
-                    let mut card = json!({"id": id, "object": "model", "created": 0, "owned_by": "stub"});
+                    let mut card =
+                        json!({"id": id, "object": "model", "created": 0, "owned_by": "stub"});
                     if let Some(len) = len {
                         card["max_model_len"] = json!(len);
                     }
@@ -238,7 +239,11 @@ async fn complete(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Resp
     let seed = req.get("seed").cloned().unwrap_or(Value::Null);
     s.stats.seeds.lock().expect("stats lock").push(seed.clone());
     if let Some(m) = req.get("model").and_then(Value::as_str) {
-        s.stats.models.lock().expect("stats lock").push(m.to_string());
+        s.stats
+            .models
+            .lock()
+            .expect("stats lock")
+            .push(m.to_string());
     }
     let key = format!("{prompt}#{seed}");
     let attempt = {
@@ -286,19 +291,27 @@ async fn complete(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Resp
 /// finish reason (what llama.cpp's server sends when it drops a running stream).
 fn stream_body(reasoning: &str, answer: &str, cut: bool, usage: bool) -> String {
     let ev = |v: Value| format!("data: {v}\n\n");
-    let mut out = ev(json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}));
+    let mut out = ev(
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+    );
     for word in reasoning.split_inclusive(' ') {
-        out += &ev(json!({"choices": [{"index": 0, "delta": {"reasoning_content": word}, "finish_reason": null}]}));
+        out += &ev(
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": word}, "finish_reason": null}]}),
+        );
     }
     if cut {
         return out + "data: [DONE]\n\n";
     }
     for word in answer.split_inclusive(' ') {
-        out += &ev(json!({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]}));
+        out += &ev(
+            json!({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]}),
+        );
     }
     out += &ev(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
     if usage {
-        out += &ev(json!({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24}}));
+        out += &ev(
+            json!({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 13, "total_tokens": 24}}),
+        );
     }
     out + "data: [DONE]\n\n"
 }

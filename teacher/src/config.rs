@@ -365,7 +365,10 @@ mod tests {
         )
         .unwrap_err();
         let err = inference::error_chain(&err);
-        assert!(err.contains("temprature") && err.contains("c.toml"), "{err}");
+        assert!(
+            err.contains("temprature") && err.contains("c.toml"),
+            "{err}"
+        );
         let err = load_str("problems = \"p\"\nout_dir = \"o\"\n", &["sampling.top_p=0"])
             .unwrap_err()
             .to_string();
@@ -387,7 +390,8 @@ mod tests {
             ("out_dir", toml::Value::String("o".into())),
             ("openai.model", toml::Value::String("m".into())),
         ];
-        let cfg = TeacherConfig::parse_layers(None, &["sampling.samples=2".into()], &flags).unwrap();
+        let cfg =
+            TeacherConfig::parse_layers(None, &["sampling.samples=2".into()], &flags).unwrap();
         assert_eq!(cfg.problems, PathBuf::from("p.jsonl"));
         assert_eq!(cfg.out_dir, PathBuf::from("o"));
         assert_eq!((cfg.openai.model.as_str(), cfg.sampling.samples), ("m", 2));
@@ -397,15 +401,28 @@ mod tests {
         std::fs::write(&p, "[sampling]\nsamples = 3\n").unwrap();
         let cfg = TeacherConfig::parse_layers(Some(&p), &[], &flags[..2]).unwrap();
         assert_eq!(cfg.sampling.samples, 3);
-        let err = TeacherConfig::parse_layers(Some(&p), &[], &flags[..1]).unwrap_err().to_string();
-        assert!(err.contains("out_dir") && err.contains("--out") && err.contains("c.toml"), "{err}");
-        let err = TeacherConfig::parse_layers(None, &[], &[]).unwrap_err().to_string();
-        assert!(err.contains("`problems`") && err.contains("--problems"), "{err}");
+        let err = TeacherConfig::parse_layers(Some(&p), &[], &flags[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("out_dir") && err.contains("--out") && err.contains("c.toml"),
+            "{err}"
+        );
+        let err = TeacherConfig::parse_layers(None, &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`problems`") && err.contains("--problems"),
+            "{err}"
+        );
     }
 
     #[test]
     fn literal_parsing_falls_back_to_strings() {
-        assert_eq!(datasets::overrides::parse_value("3"), toml::Value::Integer(3));
+        assert_eq!(
+            datasets::overrides::parse_value("3"),
+            toml::Value::Integer(3)
+        );
         assert_eq!(
             datasets::overrides::parse_value("runs/x"),
             toml::Value::String("runs/x".into())

@@ -222,7 +222,10 @@ pub async fn run_sampling(
     let stale = disk.latest.superseded_rows();
     if !stale.is_empty() {
         let n = remove_superseded::<TraceRow>(stale)?;
-        tracing::info!(rows = n, "removed rows superseded by later rows of the same samples");
+        tracing::info!(
+            rows = n,
+            "removed rows superseded by later rows of the same samples"
+        );
     }
     let mut first_error: Option<String> = None;
     let mut to_replace: HashSet<SampleKey> = HashSet::new();
@@ -330,7 +333,9 @@ pub async fn run_sampling(
     for key in &to_replace {
         if replaced.contains(key) {
             if let Some(shard) = disk.latest.shard_of(key) {
-                plan.entry(shard.to_path_buf()).or_default().insert(key.clone());
+                plan.entry(shard.to_path_buf())
+                    .or_default()
+                    .insert(key.clone());
             }
         } else {
             count_row(&mut counts, &disk.tallies[key]);

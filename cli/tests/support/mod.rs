@@ -15,7 +15,11 @@ pub fn distill() -> Command {
 
 /// Runs `cmd`, killing it (and failing) after `limit`.
 pub fn run_within(mut cmd: Command, limit: Duration) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_within(child, limit)
 }
 
@@ -41,7 +45,11 @@ pub fn stderr(o: &Output) -> String {
 pub fn write_problems(path: &Path, n: usize, rejected: &[usize]) {
     let mut f = std::fs::File::create(path).unwrap();
     for i in 0..n {
-        let marker = if rejected.contains(&i) { REJECT_MARKER } else { "" };
+        let marker = if rejected.contains(&i) {
+            REJECT_MARKER
+        } else {
+            ""
+        };
         let line = serde_json::json!({"id": format!("p{i}"), "problem": format!("{marker} What is {i}?"), "answer": "42"});
         writeln!(f, "{line}").unwrap();
     }
@@ -50,21 +58,35 @@ pub fn write_problems(path: &Path, n: usize, rejected: &[usize]) {
 /// Starts `cmd` in the background and waits until it holds the output lock of `dir` (the lock
 /// file names its pid), so a second run is sure to find it held.
 pub fn start_holding_lock(mut cmd: Command, dir: &Path) -> Child {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let lock = dir.join(".distill.lock");
     let start = Instant::now();
     loop {
-        let owner = std::fs::read_to_string(&lock).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let owner = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         if owner.and_then(|o| o["pid"].as_u64()) == Some(u64::from(child.id())) {
             return child;
         }
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("first run ended ({status}) before taking the lock:\n{err}");
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "first run never took the lock");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "first run never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -74,10 +96,20 @@ pub fn assert_refused_naming(cmd: Command, holder: &Child, what: &str) {
     let started = Instant::now();
     let o = run_within(cmd, Duration::from_secs(30));
     let err = stderr(&o);
-    assert!(!o.status.success(), "{what}: the second run succeeded:\n{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{what}: took {:?}", started.elapsed());
+    assert!(
+        !o.status.success(),
+        "{what}: the second run succeeded:\n{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{what}: took {:?}",
+        started.elapsed()
+    );
     assert!(err.contains("in use by another run"), "{what}: {err}");
-    assert!(err.contains(&format!("pid {}", holder.id())), "{what}: holder not named: {err}");
+    assert!(
+        err.contains(&format!("pid {}", holder.id())),
+        "{what}: holder not named: {err}"
+    );
 }
 
 /// An eval config scoring `model` at `base_url` on one problem file (k = 2).

@@ -121,10 +121,18 @@ mod tests {
                 sample_index: i,
                 reference_answer: "1".into(),
                 extracted_answer: None,
-                verdict: if error.is_some() { Verdict::Error } else { Verdict::Incorrect },
+                verdict: if error.is_some() {
+                    Verdict::Error
+                } else {
+                    Verdict::Incorrect
+                },
                 prompt_tokens: 1,
                 completion_tokens: 1,
-                finish_reason: if error.is_some() { FinishReason::Error } else { FinishReason::Stop },
+                finish_reason: if error.is_some() {
+                    FinishReason::Error
+                } else {
+                    FinishReason::Stop
+                },
                 seed: 0,
                 temperature: 0.6,
                 top_p: 0.95,
@@ -134,7 +142,10 @@ mod tests {
             },
             source: None,
             problem: "q".into(),
-            prompt: vec![TraceMessage { role: "user".into(), content: "q".into() }],
+            prompt: vec![TraceMessage {
+                role: "user".into(),
+                content: "q".into(),
+            }],
             reasoning: String::new(),
             content: String::new(),
             completion: String::new(),
@@ -154,7 +165,10 @@ mod tests {
         write_shard(&s2, &[row("a", 0, None), row("c", 0, None)]).unwrap();
         let shards = list_shards(dir.path()).unwrap();
         let plan = superseded_rows(&shards, |p| {
-            Ok(read_shard::<TraceRow>(p)?.iter().map(|r| r.sample.key()).collect())
+            Ok(read_shard::<TraceRow>(p)?
+                .iter()
+                .map(|r| r.sample.key())
+                .collect())
         })
         .unwrap();
         assert_eq!(plan.len(), 2);
@@ -165,16 +179,26 @@ mod tests {
             .iter()
             .flat_map(|p| read_shard::<TraceRow>(p).unwrap())
             .collect();
-        let mut keys: Vec<_> = rows.iter().map(|r| (r.sample.key(), r.error.is_some())).collect();
+        let mut keys: Vec<_> = rows
+            .iter()
+            .map(|r| (r.sample.key(), r.error.is_some()))
+            .collect();
         keys.sort();
         assert_eq!(
             keys,
-            vec![(("a".into(), 0), false), (("b".into(), 0), false), (("c".into(), 0), false)]
+            vec![
+                (("a".into(), 0), false),
+                (("b".into(), 0), false),
+                (("c".into(), 0), false)
+            ]
         );
         // Nothing left to supersede: a second pass is a no-op.
         let shards = list_shards(dir.path()).unwrap();
         let plan = superseded_rows(&shards, |p| {
-            Ok(read_shard::<TraceRow>(p)?.iter().map(|r| r.sample.key()).collect())
+            Ok(read_shard::<TraceRow>(p)?
+                .iter()
+                .map(|r| r.sample.key())
+                .collect())
         })
         .unwrap();
         assert!(plan.is_empty());
