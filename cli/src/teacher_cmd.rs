@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use inference::native::{NativeBackend, NativeModel};
 use inference::BackendKind;
 use teacher::config::TeacherConfig;
-use inference::native::{NativeBackend, NativeModel};
 
 use crate::backend::DeviceKind;
 
@@ -33,12 +33,14 @@ enum BackendArg {
     Native,
 }
 
-/// `distill teacher sample --config FILE [--set k=v…]` plus flags that override the config.
+/// `distill teacher sample [--config FILE] [--set k=v…]` plus flags that override the config
+/// (and may replace it: `--problems F --out D` give the required keys).
 #[derive(clap::Args, Debug)]
 struct SampleArgs {
-    /// Teacher config (TOML), e.g. configs/teacher/deepseek-api.toml.
+    /// Teacher config (TOML), e.g. configs/teacher/deepseek-api.toml. Optional when the flags
+    /// give `--problems` and `--out`.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Override a config key: `--set sampling.temperature=0.7` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -72,6 +74,10 @@ struct SampleArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Redo samples recorded as permanent failures (sets `run.retry_failed`): their rows are
+    /// replaced.
+    #[arg(long)]
+    retry_failed: bool,
     /// Device of the native backend.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
@@ -84,8 +90,21 @@ pub fn run(args: TeacherArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The flags that set config keys, as (dotted key, value) layers over the file and `--set`.
+fn flag_layers(a: &SampleArgs) -> Vec<(&'static str, toml::Value)> {
+    let path = |p: &PathBuf| toml::Value::String(p.to_string_lossy().into_owned());
+    let mut flags = Vec::new();
+    if let Some(p) = &a.problems {
+        flags.push(("problems", path(p)));
+    }
+    if let Some(o) = &a.out {
+        flags.push(("out_dir", path(o)));
+    }
+    flags
+}
+
 fn resolve(a: &SampleArgs) -> anyhow::Result<TeacherConfig> {
-    let mut cfg = TeacherConfig::parse(&a.config, &a.set)?;
+    let mut cfg = TeacherConfig::parse_layers(a.config.as_deref(), &a.set, &flag_layers(a))?;
     if let Some(b) = a.backend {
         cfg.backend = match b {
             BackendArg::Openai => BackendKind::Openai,
@@ -100,9 +119,6 @@ fn resolve(a: &SampleArgs) -> anyhow::Result<TeacherConfig> {
             BackendKind::Openai => cfg.openai.model = m.clone(),
             BackendKind::Native => cfg.native.model_dir = Some(PathBuf::from(m)),
         }
-    }
-    if let Some(p) = &a.problems {
-        cfg.problems = p.clone();
     }
     if let Some(k) = a.samples {
         cfg.sampling.samples = k;
@@ -119,11 +135,14 @@ fn resolve(a: &SampleArgs) -> anyhow::Result<TeacherConfig> {
     if let Some(c) = a.concurrency {
         cfg.run.concurrency = c;
     }
-    if let Some(o) = &a.out {
-        cfg.out_dir = o.clone();
+    if a.retry_failed {
+        cfg.run.retry_failed = true;
     }
-    cfg.validate()
-        .with_context(|| format!("config {}", a.config.display()))?;
+    let origin = match &a.config {
+        Some(p) => format!("config {}", p.display()),
+        None => "command-line settings".to_string(),
+    };
+    cfg.validate().with_context(|| origin)?;
     Ok(cfg)
 }
 
@@ -193,6 +212,18 @@ fn sample(a: SampleArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "{} samples could not be completed (transient faults outlasted the retries); rerun the same command to finish them",
             c.unfinished
+        );
+    }
+    if report.replaced > 0 {
+        eprintln!("replaced {} previously failed samples", report.replaced);
+    }
+    if c.failed > 0 {
+        anyhow::bail!(
+            "{} of {} samples failed permanently (first error: {}); fix the cause and rerun with \
+             --retry-failed to redo them",
+            c.failed,
+            c.rows,
+            report.first_error.as_deref().unwrap_or("unknown")
         );
     }
     Ok(())

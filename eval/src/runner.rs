@@ -5,17 +5,28 @@
 //!
 //! Resume: a sample is identified by (problem id, sample index). A rerun reads the shards
 //! already written, skips samples that completed, and redoes samples that were in flight or
-//! failed (a later row supersedes an earlier one for the same identity). Shards are written via
+//! failed (a later row supersedes an earlier one for the same identity, and the earlier row is
+//! then dropped from its shard: [`datasets::records::supersede`]). Shards are written via
 //! temp file + rename, so a kill at any point loses at most the samples of the unfinished shard.
 //! The run refuses to resume into a directory created with a different protocol or model.
+//!
+//! Before the first request the backend's [`Backend::preflight`] checks the serving side
+//! (reachable, serving the model, context large enough). A run that ends with samples failed
+//! permanently writes its summary (counting them incorrect) and then returns an error naming
+//! how many and the first, so the command exits non-zero; a rerun retries them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::{HashMap, HashSet};
+
 use datasets::eval_records::{read_eval_record_dir, EvalRecord};
-use datasets::records::{ResumeIndex, SampleRecord, ShardWriter, Verdict};
-use inference::{Backend, ChatRequest, Message, Prompt};
+use datasets::records::shards::{list_shards, read_shard};
+use datasets::records::supersede::{remove_superseded, LatestRows, SampleKey};
+use datasets::records::{ResumeIndex, ShardWriter, Verdict};
+use inference::sample::{chat_messages, SampleId, SampleParams};
+use inference::{Backend, ChatRequest, Prompt, RunBounds};
 
 use crate::benchmarks::{self, EvalProblem};
 use crate::config::EvalConfig;
@@ -119,7 +130,39 @@ pub async fn run_eval(cfg: &EvalConfig, backend: Arc<dyn Backend>) -> Result<Run
     }
     let summary = summarize_run(cfg)?;
     summary.save(out)?;
+    let (failed, first) = permanent_failures(cfg)?;
+    if let Some(first) = first {
+        return Err(EvalError::Invalid(format!(
+            "{failed} samples failed permanently (first: {first}); {} counts them as incorrect. \
+             Fix the cause and rerun the same command to retry them",
+            out.join("summary.json").display()
+        )));
+    }
     Ok(summary)
+}
+
+/// Samples whose latest record is a permanent failure, over every benchmark, and the first
+/// one's `benchmark/problem#index: error`.
+fn permanent_failures(cfg: &EvalConfig) -> Result<(usize, Option<String>), EvalError> {
+    let mut count = 0;
+    let mut first = None;
+    for bench in &cfg.benchmarks {
+        let mut latest: HashMap<SampleKey, Option<String>> = HashMap::new();
+        let mut order = Vec::new();
+        for r in read_eval_record_dir(&records_dir(&cfg.out_dir, &bench.name))? {
+            let key = r.key();
+            if latest.insert(key.clone(), r.error.clone()).is_none() {
+                order.push(key);
+            }
+        }
+        for key in order {
+            if let Some(e) = &latest[&key] {
+                count += 1;
+                first.get_or_insert_with(|| format!("{}/{}#{}: {e}", bench.name, key.0, key.1));
+            }
+        }
+    }
+    Ok((count, first))
 }
 
 /// Recomputes the summary of a run directory from its records (no generation), e.g. after
@@ -160,9 +203,17 @@ async fn run_benchmark(
     let dir = records_dir(&cfg.out_dir, name);
     // Latest row per identity wins; only successful ones count as done.
     let mut done = ResumeIndex::new();
-    for r in &read_eval_record_dir(&dir)? {
-        done.record(r, r.error.is_none());
+    let mut latest = LatestRows::new();
+    if dir.exists() {
+        for shard in list_shards(&dir)? {
+            for r in read_shard::<EvalRecord>(&shard)? {
+                latest.see(r.key(), &shard);
+                done.record(&r, r.error.is_none());
+            }
+        }
     }
+    // Rows superseded by a later one (a replacement a killed run did not finish).
+    remove_superseded::<EvalRecord>(latest.superseded_rows())?;
 
     let problems: Vec<Arc<EvalProblem>> = problems.into_iter().map(Arc::new).collect();
     // Sample-major order: a partial run covers every problem evenly.
@@ -189,6 +240,20 @@ async fn run_benchmark(
     if jobs.is_empty() {
         return Ok(());
     }
+    let bounds = RunBounds::of_messages(
+        cfg.protocol.max_tokens,
+        jobs.iter().map(|(_, r)| match &r.prompt {
+            Prompt::Messages(m) => m.as_slice(),
+            _ => &[],
+        }),
+    );
+    backend
+        .preflight(&bounds)
+        .await
+        .map_err(|source| EvalError::Inference {
+            checkpoint: cfg.model.checkpoint.clone(),
+            source,
+        })?;
 
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -207,6 +272,7 @@ async fn run_benchmark(
     let model = cfg.model.display_name();
     let started = Instant::now();
     let (mut n_done, mut n_correct, mut tokens) = (0usize, 0usize, 0u64);
+    let mut redone: HashSet<SampleKey> = HashSet::new();
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -218,6 +284,10 @@ async fn run_benchmark(
             source,
         })?;
         let record = grade_record(cfg, name, &model, &job, completion);
+        let key = record.key();
+        if latest.shard_of(&key).is_some() {
+            redone.insert(key);
+        }
         n_done += 1;
         n_correct += usize::from(record.correct());
         tokens += u64::from(record.completion_tokens);
@@ -235,26 +305,35 @@ async fn run_benchmark(
     // Whatever happened, keep every finished sample.
     let flushed = writer.flush();
     bar.finish_and_clear();
-    if outcome? {
+    let interrupted = outcome?;
+    flushed?;
+    // The redone samples' new rows are on disk: drop the failed rows they replace.
+    let mut plan: HashMap<PathBuf, HashSet<SampleKey>> = HashMap::new();
+    for key in redone {
+        if let Some(shard) = latest.shard_of(&key) {
+            plan.entry(shard.to_path_buf()).or_default().insert(key);
+        }
+    }
+    remove_superseded::<EvalRecord>(&plan)?;
+    if interrupted {
         return Err(EvalError::Interrupted);
     }
-    Ok(flushed?)
+    Ok(())
 }
 
-fn request_for(cfg: &EvalConfig, job: &Job) -> ChatRequest {
-    let mut messages = Vec::new();
-    if let Some(sys) = &cfg.protocol.system_prompt {
-        messages.push(Message::system(sys.clone()));
-    }
-    messages.push(Message::user(cfg.render_prompt(&job.problem.problem)));
-    ChatRequest {
-        prompt: Prompt::Messages(messages),
+fn params(cfg: &EvalConfig) -> SampleParams {
+    SampleParams {
         max_tokens: cfg.protocol.max_tokens,
         temperature: cfg.protocol.temperature,
         top_p: cfg.protocol.top_p,
-        seed: Some(job.seed),
         stop: Vec::new(),
     }
+}
+
+fn request_for(cfg: &EvalConfig, job: &Job) -> ChatRequest {
+    let p = &cfg.protocol;
+    let messages = chat_messages(p.system_prompt.as_deref(), &p.prompt_template, &job.problem.problem);
+    params(cfg).request(messages, job.seed)
 }
 
 fn grade_record(
@@ -280,23 +359,9 @@ fn grade_record(
         let g = grader::grade(&p.answer, &graded_text);
         (Verdict::from(g.verdict), g.extracted)
     };
+    let id = SampleId { problem_id: &p.id, sample_index: job.sample_index, seed: job.seed };
     EvalRecord {
-        sample: SampleRecord {
-            problem_id: p.id.clone(),
-            sample_index: job.sample_index,
-            reference_answer: p.answer.clone(),
-            extracted_answer: extracted,
-            verdict,
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            finish_reason: c.finish_reason,
-            seed: job.seed,
-            temperature: cfg.protocol.temperature,
-            top_p: cfg.protocol.top_p,
-            max_tokens: cfg.protocol.max_tokens,
-            latency_ms: c.latency_ms,
-            error: c.error,
-        },
+        sample: params(cfg).record(id, &p.answer, (verdict, extracted), &c),
         benchmark: benchmark.to_string(),
         subject: p.subject.clone(),
         level: p.level.clone(),

@@ -213,7 +213,10 @@ fn failed_samples_are_recorded_then_redone() {
     let cfg = config(&tmp.path().join("run"), &problems, 2);
     let mut flaky = Scripted::new(usize::MAX);
     flaky.permanent_error_for = Some("10".into());
-    let s = rt().block_on(eval::run_eval(&cfg, Arc::new(flaky))).unwrap();
+    // Permanent failures fail the run (non-zero exit), after the summary is written.
+    let err = rt().block_on(eval::run_eval(&cfg, Arc::new(flaky))).unwrap_err().to_string();
+    assert!(err.contains("2 samples failed permanently") && err.contains("first: toy/"), "{err}");
+    let s = eval::RunSummary::load(&cfg.out_dir).unwrap();
     let b = &s.benchmarks["toy"];
     assert!((b.error_rate - 2.0 / 6.0).abs() < 1e-12);
     assert_eq!(b.problems[1].correct, 0, "failed samples count as incorrect");

@@ -169,6 +169,45 @@ pub trait Backend: Send + Sync {
     /// Produces one completion. `Ok` with `error` set is a permanent, recorded failure; `Err`
     /// means nothing should be recorded (retry later).
     fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, BackendError>>;
+
+    /// Checks, before the first request, that the serving side can answer a run of `bounds`
+    /// (reachable, serving this model, with room for the prompts and `max_tokens`), so a run that
+    /// cannot succeed stops at once with one error instead of recording failed samples. Default:
+    /// nothing to check.
+    fn preflight<'a>(
+        &'a self,
+        bounds: &'a RunBounds,
+    ) -> BoxFuture<'a, Result<(), crate::InferenceError>> {
+        let _ = bounds;
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// What every request of a run will ask for, checked by [`Backend::preflight`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunBounds {
+    /// `max_tokens` of every request.
+    pub max_tokens: u32,
+    /// UTF-8 length of the longest prompt (all messages' text together), in bytes.
+    pub longest_prompt_bytes: usize,
+}
+
+impl RunBounds {
+    /// Bounds of `prompts` (each a list of messages) sampled with `max_tokens`.
+    pub fn of_messages<'a>(
+        max_tokens: u32,
+        prompts: impl IntoIterator<Item = &'a [Message]>,
+    ) -> Self {
+        let longest_prompt_bytes = prompts
+            .into_iter()
+            .map(|m| m.iter().map(|m| m.content.len()).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        RunBounds {
+            max_tokens,
+            longest_prompt_bytes,
+        }
+    }
 }
 
 /// Splits a raw completion into (reasoning, content) the way R1 output is read: the text

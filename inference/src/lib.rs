@@ -3,7 +3,8 @@
 //! - [`backend`]: the [`Backend`] trait (one request → one completion) that the teacher sampler
 //!   and the evaluator both talk to, its request/completion types and [`BackendKind`].
 //! - [`wire`]: the OpenAI wire format as serde structs, shared by the client and the server.
-//! - [`openai`]: the OpenAI-compatible HTTP client (SGLang, vLLM, DeepSeek API, `distill serve`).
+//! - [`openai`]: the OpenAI-compatible HTTP client (SGLang, vLLM, DeepSeek API, `distill serve`),
+//!   with [`server_info`]: what each replica serves, checked before a run starts.
 //! - [`engine_worker`]: the thread that owns the `models` continuous-batching engine.
 //! - [`text`]: the one text generator — prompt → ids, then token stream → text with EOS
 //!   handling, incremental detokenisation and stop strings, in linear time.
@@ -16,8 +17,11 @@
 //! - [`budget`], [`budget_native`], [`budget_openai`]: thinking budgets (s1's budget forcing)
 //!   on the in-process engine (token ids) and over HTTP (continuation requests).
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
+//! - [`sample`]: problem → messages → request, completion → shared row columns, for both the
+//!   teacher sampler and the evaluator.
 //! - [`instant_server`] and [`byte_tokenizer`]: a zero-cost responder and a byte-level
-//!   tokenizer for tests and benchmarks of the serving path.
+//!   tokenizer for tests and benchmarks of the serving path; [`stub_server`]: a scriptable
+//!   OpenAI-compatible server that reproduces third-party servers' quirks for client tests.
 
 pub mod auth;
 pub mod backend;
@@ -31,15 +35,20 @@ pub mod http_serve;
 pub mod instant_server;
 pub mod native;
 pub mod openai;
+mod openai_stream;
+pub mod sample;
 pub mod scheduler;
 pub mod serve_guard;
 pub mod serve_limits;
 pub mod server;
+pub mod server_info;
+pub mod stub_server;
 pub mod text;
 pub mod wire;
 
 pub use backend::{
     Backend, BackendError, BackendKind, ChatRequest, Completion, FinishReason, Message, Prompt,
+    RunBounds,
 };
 pub use drive::drive;
 pub use native::{NativeBackend, NativeModel};
@@ -64,6 +73,16 @@ pub enum InferenceError {
         /// Why reading it failed.
         #[source]
         source: std::env::VarError,
+    },
+    /// A serving replica could not be reached at start (connection refused, DNS failure, no
+    /// answer in time): reported at once instead of retried as a transient fault.
+    #[error("{url} is unreachable")]
+    Unreachable {
+        /// The replica's base URL.
+        url: String,
+        /// What the HTTP client said.
+        #[source]
+        source: reqwest::Error,
     },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]

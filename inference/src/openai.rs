@@ -4,22 +4,26 @@
 //! replicas by least outstanding requests, a semaphore caps what is in flight, and every
 //! transient fault (429, 5xx, connection resets, timeouts, truncated bodies) is retried with
 //! exponential backoff and jitter, honouring `Retry-After`. A 4xx other than 429 is a property of
-//! the request, not of the moment, so it becomes a recorded failed sample instead of a retry loop.
+//! the request, not of the moment, so it becomes a recorded failed sample instead of a retry loop;
+//! so does a 5xx whose body is a validation error (llama-cpp-python answers those with 500).
+//! What a response means — finished, cut short, token counts known or not — is read in
+//! `openai_stream`; before a run, [`OpenAiBackend::check_servers`] checks every replica's model
+//! list and context size ([`crate::server_info`]). Seeds go out as 32-bit [`request_seed`]s.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::backend::{
-    join_reasoning, split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason,
-    Prompt,
+use crate::backend::{Backend, BackendError, ChatRequest, Completion, Prompt, RunBounds};
+use crate::openai_stream::{
+    is_validation_error, parse_response, read_stream, transient, Attempt, UsageSource,
 };
+use crate::server_info::{self, Listing};
 use crate::wire::{
     ChatCompletionRequest, ChatMessageIn, CompletionRequest, CompletionResponse, ErrorBody,
     MessageContent, PromptInput, SamplingFields, StopInput, StreamOptions,
@@ -129,18 +133,8 @@ pub struct OpenAiBackend {
     api_key: Option<String>,
     permits: Semaphore,
     rr: AtomicUsize,
-}
-
-/// How one attempt went.
-enum Attempt {
-    Done(Completion),
-    /// Permanent failure: recorded, not retried.
-    Permanent(String),
-    /// Transient failure: retried after the backoff (or `Retry-After`).
-    Transient {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    /// Set once the "no usage block" warning was logged (it is logged once per backend).
+    usage_warned: AtomicBool,
 }
 
 impl OpenAiBackend {
@@ -156,11 +150,13 @@ impl OpenAiBackend {
             ));
         }
         let api_key = match &cfg.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|source| InferenceError::MissingEnv {
-                key: "openai.api_key_env",
-                var: var.clone(),
-                source,
-            })?),
+            Some(var) => Some(
+                std::env::var(var).map_err(|source| InferenceError::MissingEnv {
+                    key: "openai.api_key_env",
+                    var: var.clone(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let client = reqwest::Client::builder()
@@ -185,6 +181,7 @@ impl OpenAiBackend {
             replicas,
             api_key,
             rr: AtomicUsize::new(0),
+            usage_warned: AtomicBool::new(false),
         })
     }
 
@@ -219,8 +216,7 @@ impl OpenAiBackend {
             max_tokens: Some(req.max_tokens),
             temperature: Some(req.temperature),
             top_p: Some(req.top_p),
-            // JSON readers on the server side often parse into i64: keep the seed in range.
-            seed: req.seed.map(|s| (s & (i64::MAX as u64)) as i64),
+            seed: req.seed.map(|s| i64::from(request_seed(s))),
             stop: (!req.stop.is_empty()).then(|| StopInput::Many(req.stop.clone())),
             stream: self.cfg.stream.then_some(true),
             stream_options: self.cfg.stream.then_some(StreamOptions {
@@ -245,11 +241,17 @@ impl OpenAiBackend {
             }
             (Prompt::Text(t), _) => {
                 let prompt = PromptInput::Text(t.clone());
-                ("/completions", serde_json::to_value(CompletionRequest { prompt, sampling }))
+                (
+                    "/completions",
+                    serde_json::to_value(CompletionRequest { prompt, sampling }),
+                )
             }
             (Prompt::Tokens(t), _) => {
                 let prompt = PromptInput::Ids(t.clone());
-                ("/completions", serde_json::to_value(CompletionRequest { prompt, sampling }))
+                (
+                    "/completions",
+                    serde_json::to_value(CompletionRequest { prompt, sampling }),
+                )
             }
         };
         let mut body = body.map_err(|e| format!("cannot encode the request: {e}"))?;
@@ -281,7 +283,11 @@ impl OpenAiBackend {
             let text = resp.text().await.unwrap_or_default();
             let message = format!("HTTP {}: {}", status.as_u16(), ErrorBody::message_of(&text));
             let code = status.as_u16();
-            return if code == 429 || code == 408 || status.is_server_error() {
+            // A 5xx whose body is a validation error (llama-cpp-python) will never succeed.
+            let retryable = code == 429
+                || code == 408
+                || (status.is_server_error() && !is_validation_error(&message));
+            return if retryable {
                 transient(format!("{url}: {message}"), retry_after)
             } else {
                 Attempt::Permanent(message)
@@ -297,12 +303,16 @@ impl OpenAiBackend {
             read_stream(&url, resp).await
         } else {
             match resp.bytes().await {
-                Err(e) => transient(format!("{url}: reading body: {}", crate::error_chain(&e)), None),
+                Err(e) => transient(
+                    format!("{url}: reading body: {}", crate::error_chain(&e)),
+                    None,
+                ),
                 Ok(bytes) => match serde_json::from_slice::<CompletionResponse>(&bytes) {
                     Err(e) => transient(format!("{url}: invalid JSON body: {e}"), None),
-                    Ok(v) => parse_response(&v)
-                        .map(Attempt::Done)
-                        .unwrap_or_else(|m| transient(format!("{url}: {m}"), None)),
+                    Ok(v) => match parse_response(&v) {
+                        Ok((c, source)) => Attempt::Done(c, source),
+                        Err(m) => transient(format!("{url}: {m}"), None),
+                    },
                 },
             }
         }
@@ -332,7 +342,8 @@ impl OpenAiBackend {
             };
             let elapsed = started.elapsed().as_millis() as u64;
             match outcome {
-                Attempt::Done(mut c) => {
+                Attempt::Done(mut c, usage) => {
+                    self.note_usage(usage);
                     c.latency_ms = elapsed;
                     return Ok(c);
                 }
@@ -356,6 +367,66 @@ impl OpenAiBackend {
                 }
             }
         }
+    }
+
+    /// Logs, once per backend, that the server sends no token usage and what is recorded
+    /// instead.
+    fn note_usage(&self, usage: UsageSource) {
+        if usage == UsageSource::Server || self.usage_warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match usage {
+            UsageSource::CountedEvents => tracing::warn!(
+                model = %self.cfg.model,
+                "the server sends no usage block (it ignores stream_options.include_usage): \
+                 completion_tokens are counted from the stream's text events, prompt_tokens \
+                 are recorded as 0 (unknown)"
+            ),
+            _ => tracing::warn!(
+                model = %self.cfg.model,
+                "the server sends no usage block: prompt_tokens and completion_tokens are \
+                 recorded as 0 (unknown); set openai.stream = true to count completion tokens"
+            ),
+        }
+    }
+
+    /// Reads every replica's `/models` and checks the run against it: see [`server_info`].
+    /// Unreachable replicas and unknown model names are errors; replicas without a usable
+    /// listing are warned about. The smallest `max_model_len` reported bounds the run.
+    pub async fn check_servers(&self, bounds: &RunBounds) -> Result<(), crate::InferenceError> {
+        let timeout = Duration::from_secs_f64(
+            (self.cfg.connect_timeout_s + 20.0).min(self.cfg.timeout_s.max(0.001)),
+        );
+        for r in &self.replicas {
+            let url = &r.base_url;
+            let listing =
+                server_info::fetch_listing(&self.client, url, self.api_key.as_deref(), timeout)
+                    .await?;
+            let models = match listing {
+                Listing::Models(m) => m,
+                Listing::Unavailable(why) => {
+                    tracing::warn!(url = %url, reason = %why,
+                        "cannot read the server's model list: model name and context size unchecked");
+                    continue;
+                }
+            };
+            let Some(card) = server_info::find_model(url, &models, &self.cfg.model)? else {
+                tracing::warn!(url = %url, model = %self.cfg.model,
+                    "the server lists no models: the model name is unchecked");
+                continue;
+            };
+            match card.max_model_len {
+                Some(len) => server_info::check_fits(
+                    url,
+                    &self.cfg.model,
+                    len,
+                    bounds.max_tokens,
+                    bounds.longest_prompt_bytes,
+                )?,
+                None => tracing::info!(url = %url, "the server does not report max_model_len"),
+            }
+        }
+        Ok(())
     }
 
     /// Full-jitter-ish exponential backoff: uniform in [d/2, d] with d = initial·2^(n-1) capped;
@@ -389,13 +460,26 @@ impl Backend for OpenAiBackend {
     fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, BackendError>> {
         Box::pin(self.complete_inner(request))
     }
+
+    fn preflight<'a>(
+        &'a self,
+        bounds: &'a RunBounds,
+    ) -> BoxFuture<'a, Result<(), crate::InferenceError>> {
+        Box::pin(self.check_servers(bounds))
+    }
 }
 
-fn transient(message: String, retry_after: Option<Duration>) -> Attempt {
-    Attempt::Transient {
-        message,
-        retry_after,
-    }
+/// The 32-bit seed sent for a sample's 63-bit `seed`. Servers keep only 32 bits of a seed
+/// (llama.cpp's is a `uint32`; vLLM and SGLang accept more but many setups truncate), so the
+/// low bits alone would give samples whose seeds differ only above bit 31 the same stream: the
+/// seed is mixed (SplitMix64's finaliser) and folded to 32 bits instead. Stable across
+/// versions and machines, so a recorded row's request can be rebuilt from its `seed` column.
+pub fn request_seed(seed: u64) -> u32 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z ^ (z >> 32)) as u32
 }
 
 /// `Retry-After` in seconds (integer or fractional); HTTP-date values are ignored (backoff
@@ -410,148 +494,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-fn usage_of(v: &CompletionResponse) -> (u32, u32) {
-    v.usage
-        .map(|u| (u.prompt_tokens as u32, u.completion_tokens as u32))
-        .unwrap_or((0, 0))
-}
-
-/// Builds a completion from the parts a server returned: `reasoning_content` (or vLLM's older
-/// `reasoning`) when the server split it off, otherwise `<think>` parsing of the content.
-fn assemble(
-    reasoning: Option<String>,
-    content: String,
-    finish: Option<&str>,
-    usage: (u32, u32),
-) -> Completion {
-    let (reasoning, content, completion) = match reasoning.filter(|r| !r.is_empty()) {
-        Some(r) => {
-            let full = join_reasoning(&r, &content);
-            (r, content, full)
-        }
-        None => {
-            let (r, c) = split_reasoning(&content);
-            (r, c, content)
-        }
-    };
-    Completion {
-        reasoning,
-        content,
-        completion,
-        finish_reason: FinishReason::from_wire(finish),
-        prompt_tokens: usage.0,
-        completion_tokens: usage.1,
-        latency_ms: 0,
-        error: None,
-        thinking: None,
-    }
-}
-
-/// Parses a non-streamed chat or text completion body.
-pub(crate) fn parse_response(v: &CompletionResponse) -> Result<Completion, String> {
-    let choice = v.choices.first().ok_or("response has no choices[0]")?;
-    let finish = choice.finish_reason.as_deref();
-    if let Some(msg) = &choice.message {
-        let content = msg.content.clone().unwrap_or_default();
-        let reasoning = msg.reasoning_text().map(str::to_string);
-        Ok(assemble(reasoning, content, finish, usage_of(v)))
-    } else if let Some(text) = &choice.text {
-        Ok(assemble(None, text.clone(), finish, usage_of(v)))
-    } else {
-        Err("choices[0] has neither `message` nor `text`".into())
-    }
-}
-
-/// Reads an SSE stream to the end. A stream that ends without `[DONE]` or a finish reason was
-/// cut off: that is a transient fault (the whole request is redone).
-async fn read_stream(url: &str, resp: reqwest::Response) -> Attempt {
-    let mut stream = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::new();
-    let (mut content, mut reasoning) = (String::new(), String::new());
-    let mut finish: Option<String> = None;
-    let mut usage = (0u32, 0u32);
-    let mut done = false;
-    'outer: while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => return transient(format!("{url}: stream broke: {}", crate::error_chain(&e)), None),
-        };
-        buf.extend_from_slice(&chunk);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim();
-            let Some(data) = line.strip_prefix("data:") else {
-                continue;
-            };
-            let data = data.trim();
-            if data == "[DONE]" {
-                done = true;
-                break 'outer;
-            }
-            let v: CompletionResponse = match serde_json::from_str(data) {
-                Ok(v) => v,
-                Err(e) => return transient(format!("{url}: bad SSE event: {e}"), None),
-            };
-            if let Some(e) = &v.error {
-                return transient(format!("{url}: error event: {}", e.message), None);
-            }
-            if v.usage.is_some() {
-                usage = usage_of(&v);
-            }
-            if let Some(choice) = v.choices.first() {
-                if let Some(delta) = &choice.delta {
-                    if let Some(t) = &delta.content {
-                        content.push_str(t);
-                    }
-                    if let Some(t) = delta.reasoning_text() {
-                        reasoning.push_str(t);
-                    }
-                } else if let Some(t) = &choice.text {
-                    content.push_str(t);
-                }
-                if let Some(f) = &choice.finish_reason {
-                    finish = Some(f.clone());
-                }
-            }
-        }
-    }
-    if !done && finish.is_none() {
-        return transient(format!("{url}: stream ended before [DONE]"), None);
-    }
-    Attempt::Done(assemble(Some(reasoning), content, finish.as_deref(), usage))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn parse_response(v: &Value) -> Result<Completion, String> {
-        super::parse_response(&serde_json::from_value(v.clone()).map_err(|e| e.to_string())?)
-    }
-
-    #[test]
-    fn parses_reasoning_content_and_think_tags() {
-        let v = json!({"choices":[{"message":{"content":"\\boxed{4}","reasoning_content":"2+2"},
-            "finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7}});
-        let c = parse_response(&v).unwrap();
-        assert_eq!(
-            (c.reasoning.as_str(), c.content.as_str()),
-            ("2+2", "\\boxed{4}")
-        );
-        assert_eq!(c.completion, "2+2\n</think>\n\n\\boxed{4}");
-        assert_eq!((c.prompt_tokens, c.completion_tokens), (5, 7));
-        let v = json!({"choices":[{"message":{"content":"<think>\nhm\n</think>\n\nx"},
-            "finish_reason":"length"}]});
-        let c = parse_response(&v).unwrap();
-        assert_eq!((c.reasoning.as_str(), c.content.as_str()), ("hm", "x"));
-        assert_eq!(c.completion, "<think>\nhm\n</think>\n\nx");
-        assert_eq!(c.finish_reason, FinishReason::Length);
-        let v = json!({"choices":[{"text":"abc","finish_reason":"stop"}]});
-        assert_eq!(parse_response(&v).unwrap().content, "abc");
-        assert!(parse_response(&json!({"choices":[]})).is_err());
-    }
 
     #[test]
     fn error_bodies_and_retry_after() {
@@ -611,6 +556,35 @@ mod tests {
         b.replicas[1].outstanding.store(3, Ordering::Relaxed);
         let picks: std::collections::HashSet<_> = (0..6).map(|_| b.pick()).collect();
         assert_eq!(picks.len(), 2, "ties alternate");
+    }
+
+    #[test]
+    fn request_seeds_fit_32_bits_and_stay_distinct_above_bit_31() {
+        let a = 0x1234_5678u64;
+        let b = a + (1 << 32);
+        assert_ne!(
+            request_seed(a),
+            request_seed(b),
+            "low 32 bits equal, seeds must differ"
+        );
+        let seeds: std::collections::HashSet<u32> = (0..10_000u64)
+            .map(|i| request_seed(datasets::records::sample_seed(0, &["p"], i as u32)))
+            .collect();
+        assert!(seeds.len() >= 9_990, "{} distinct of 10000", seeds.len());
+        let cfg = OpenAiConfig::default();
+        let backend = OpenAiBackend::new(cfg).unwrap();
+        let req = ChatRequest {
+            prompt: Prompt::Text("x".into()),
+            max_tokens: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: Some(u64::MAX >> 1),
+            stop: vec![],
+        };
+        let (_, body) = backend.body(&req).unwrap();
+        let sent = body["seed"].as_u64().unwrap();
+        assert!(sent <= u64::from(u32::MAX), "{sent}");
+        assert_eq!(sent, u64::from(request_seed(u64::MAX >> 1)));
     }
 
     #[test]

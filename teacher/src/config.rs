@@ -92,6 +92,11 @@ pub struct RunConfig {
     /// Show the progress bar (when stderr is a terminal). Default true.
     #[serde(default = "d_true")]
     pub progress: bool,
+    /// Redo samples recorded as permanent failures (HTTP 400, validation errors) on resume,
+    /// replacing their rows; `--retry-failed` sets it. Default false: a failed row is final,
+    /// and the run exits non-zero while the directory holds any.
+    #[serde(default)]
+    pub retry_failed: bool,
 }
 
 /// In-process engine settings.
@@ -146,6 +151,18 @@ fn d_max_seq_len() -> usize {
     8192
 }
 
+impl SamplingConfig {
+    /// The parameters every request sends and every row records.
+    pub fn params(&self) -> inference::sample::SampleParams {
+        inference::sample::SampleParams {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         toml::from_str("").expect("all fields have defaults")
@@ -175,13 +192,45 @@ impl TeacherConfig {
     /// more overrides (command-line flags) first. Relative paths stay relative to the working
     /// directory, as the command lines documented in `configs/teacher/` assume.
     pub fn parse(path: &Path, overrides: &[String]) -> Result<Self, TeacherError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TeacherError::io(path, e))?;
+        Self::parse_layers(Some(path), overrides, &[])
+    }
+
+    /// Builds a config from layers, later ones winning: the TOML file (optional: none means an
+    /// empty one), `--set key=value` overrides, then `flags` (dotted key and value, e.g.
+    /// `("problems", "p.jsonl")` from `--problems`). Required keys may come from any layer; a
+    /// missing one is named in the error, with the flag that can give it. Not validated.
+    pub fn parse_layers(
+        path: Option<&Path>,
+        overrides: &[String],
+        flags: &[(&str, toml::Value)],
+    ) -> Result<Self, TeacherError> {
+        let origin = path.unwrap_or(Path::new("<command line>"));
         let toml_err = |source| TeacherError::Toml {
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
             source,
         };
-        let mut value: toml::Value = toml::from_str(&text).map_err(toml_err)?;
+        let mut value = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| TeacherError::io(path, e))?;
+                toml::from_str(&text).map_err(toml_err)?
+            }
+            None => toml::Value::Table(Default::default()),
+        };
         apply_overrides(&mut value, overrides)?;
+        for (key, v) in flags {
+            set_key(&mut value, key, v.clone())?;
+        }
+        for (key, flag) in [("problems", "--problems FILE"), ("out_dir", "--out DIR")] {
+            if value.get(key).is_none() {
+                let from = match path {
+                    Some(p) => format!("{} does not set `{key}`", p.display()),
+                    None => format!("no config file, so `{key}` is not set"),
+                };
+                return Err(TeacherError::Config(format!(
+                    "{from}: give it in the config, with --set {key}=…, or with {flag}"
+                )));
+            }
+        }
         value.try_into().map_err(toml_err)
     }
 
@@ -244,6 +293,28 @@ impl TeacherConfig {
     }
 }
 
+/// Sets the dotted `key` (`openai.model`) of `doc` to `value`, creating tables on the way.
+fn set_key(doc: &mut toml::Value, key: &str, value: toml::Value) -> Result<(), TeacherError> {
+    let mut node = doc;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let toml::Value::Table(t) = node else {
+            return Err(TeacherError::Config(format!(
+                "`{}` is not a table",
+                parts[..i].join(".")
+            )));
+        };
+        if i + 1 == parts.len() {
+            t.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = t
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
 /// Applies `a.b.c=value` overrides to a parsed TOML document. The value is read as a TOML
 /// literal (`0.7`, `true`, `[1, 2]`, `"x"`), falling back to a bare string (`--set
 /// out_dir=runs/x`). Intermediate tables are created as needed.
@@ -294,7 +365,10 @@ mod tests {
         )
         .unwrap_err();
         let err = inference::error_chain(&err);
-        assert!(err.contains("temprature") && err.contains("c.toml"), "{err}");
+        assert!(
+            err.contains("temprature") && err.contains("c.toml"),
+            "{err}"
+        );
         let err = load_str("problems = \"p\"\nout_dir = \"o\"\n", &["sampling.top_p=0"])
             .unwrap_err()
             .to_string();
@@ -310,8 +384,45 @@ mod tests {
     }
 
     #[test]
+    fn flags_satisfy_required_keys_without_a_config_file() {
+        let flags = [
+            ("problems", toml::Value::String("p.jsonl".into())),
+            ("out_dir", toml::Value::String("o".into())),
+            ("openai.model", toml::Value::String("m".into())),
+        ];
+        let cfg =
+            TeacherConfig::parse_layers(None, &["sampling.samples=2".into()], &flags).unwrap();
+        assert_eq!(cfg.problems, PathBuf::from("p.jsonl"));
+        assert_eq!(cfg.out_dir, PathBuf::from("o"));
+        assert_eq!((cfg.openai.model.as_str(), cfg.sampling.samples), ("m", 2));
+        // A config file lacking both keys, completed by flags.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[sampling]\nsamples = 3\n").unwrap();
+        let cfg = TeacherConfig::parse_layers(Some(&p), &[], &flags[..2]).unwrap();
+        assert_eq!(cfg.sampling.samples, 3);
+        let err = TeacherConfig::parse_layers(Some(&p), &[], &flags[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("out_dir") && err.contains("--out") && err.contains("c.toml"),
+            "{err}"
+        );
+        let err = TeacherConfig::parse_layers(None, &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`problems`") && err.contains("--problems"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn literal_parsing_falls_back_to_strings() {
-        assert_eq!(datasets::overrides::parse_value("3"), toml::Value::Integer(3));
+        assert_eq!(
+            datasets::overrides::parse_value("3"),
+            toml::Value::Integer(3)
+        );
         assert_eq!(
             datasets::overrides::parse_value("runs/x"),
             toml::Value::String("runs/x".into())

@@ -7,21 +7,25 @@
 //! buffered when the previous run died. A kill at any instant therefore neither loses a written
 //! sample nor duplicates one.
 //!
+//! A row on disk is final, permanent failures included — unless `run.retry_failed` asks for
+//! failed rows to be redone: their new rows are written first, then the failed rows are
+//! dropped from their shards (each step atomic; a later shard's row wins in between).
+//!
 //! Requests go out through [`inference::drive`] (bounded concurrency, cancellation).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use datasets::records::provenance::{self, InputHash};
-use datasets::records::{
-    sample_seed, FinishReason, ResumeIndex, RunStatus, SampleRecord, ShardWriter, Verdict,
-};
+use datasets::records::supersede::{remove_superseded, LatestRows, SampleKey};
+use datasets::records::{sample_seed, FinishReason, ResumeIndex, RunStatus, ShardWriter, Verdict};
 use datasets::traces::{self, TraceMessage, TraceRow};
 use datasets::Problem;
-use inference::{drive, Backend, ChatRequest, Completion, Message, Prompt};
+use inference::sample::{chat_messages, SampleId, SampleParams};
+use inference::{drive, Backend, Completion, Message, RunBounds};
 
 use crate::config::{SamplingConfig, TeacherConfig};
 use crate::manifest::{Manifest, RunCounts};
@@ -36,14 +40,11 @@ pub fn trace_seed(base_seed: u64, problem_id: &str, sample_index: u32) -> u64 {
 /// The chat messages for one problem: optional system prompt, then the user message from the
 /// template (`{problem}` replaced).
 pub fn build_messages(sampling: &SamplingConfig, problem: &str) -> Vec<Message> {
-    let mut msgs = Vec::with_capacity(2);
-    if let Some(s) = &sampling.system_prompt {
-        msgs.push(Message::system(s.clone()));
-    }
-    msgs.push(Message::user(
-        sampling.prompt_template.replace("{problem}", problem),
-    ));
-    msgs
+    chat_messages(
+        sampling.system_prompt.as_deref(),
+        &sampling.prompt_template,
+        problem,
+    )
 }
 
 /// What a sampling invocation achieved.
@@ -57,6 +58,11 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Samples completed by this invocation.
     pub new_rows: usize,
+    /// Permanently failed rows redone by this invocation (`run.retry_failed`) and replaced.
+    pub replaced: usize,
+    /// The first permanent failure's message (this invocation's first, else the first on
+    /// disk), when `counts.failed > 0`.
+    pub first_error: Option<String>,
     /// Wall time of this invocation in seconds.
     pub elapsed_s: f64,
 }
@@ -75,30 +81,20 @@ struct Job {
     prompt: Vec<Message>,
 }
 
-fn make_row(job: &Job, c: Completion, teacher: &str, s: &SamplingConfig) -> TraceRow {
-    let (verdict, extracted) = if c.error.is_some() {
+fn make_row(job: &Job, c: Completion, teacher: &str, params: &SampleParams) -> TraceRow {
+    let graded = if c.error.is_some() {
         (Verdict::Error, None)
     } else {
         let g = grader::grade(&job.problem.answer, &c.content);
         (Verdict::from(g.verdict), g.extracted)
     };
+    let id = SampleId {
+        problem_id: &job.problem.id,
+        sample_index: job.sample_index,
+        seed: job.seed,
+    };
     TraceRow {
-        sample: SampleRecord {
-            problem_id: job.problem.id.clone(),
-            sample_index: job.sample_index,
-            reference_answer: job.problem.answer.clone(),
-            extracted_answer: extracted,
-            verdict,
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            finish_reason: c.finish_reason,
-            seed: job.seed,
-            temperature: s.temperature,
-            top_p: s.top_p,
-            max_tokens: s.max_tokens,
-            latency_ms: c.latency_ms,
-            error: c.error,
-        },
+        sample: params.record(id, &job.problem.answer, graded, &c),
         source: job.problem.source.clone(),
         problem: job.problem.problem.clone(),
         prompt: job
@@ -117,16 +113,80 @@ fn make_row(job: &Job, c: Completion, teacher: &str, s: &SamplingConfig) -> Trac
     }
 }
 
-fn count_row(counts: &mut RunCounts, row: &TraceRow) {
+/// What the counts need of one row (kept per sample while the directory is read, so that a
+/// later row for the same sample replaces an earlier one's contribution).
+struct Tally {
+    correct: bool,
+    truncated: bool,
+    error: Option<String>,
+    completion_tokens: u32,
+}
+
+impl Tally {
+    fn of(row: &TraceRow) -> Self {
+        Tally {
+            correct: row.correct(),
+            truncated: row.finish_reason == FinishReason::Length,
+            error: row.error.clone(),
+            completion_tokens: row.completion_tokens,
+        }
+    }
+}
+
+fn count_row(counts: &mut RunCounts, t: &Tally) {
     counts.rows += 1;
-    counts.correct += usize::from(row.correct());
-    counts.truncated += usize::from(row.finish_reason == FinishReason::Length);
-    counts.failed += usize::from(row.error.is_some());
-    counts.completion_tokens += u64::from(row.completion_tokens);
+    counts.correct += usize::from(t.correct);
+    counts.truncated += usize::from(t.truncated);
+    counts.failed += usize::from(t.error.is_some());
+    counts.completion_tokens += u64::from(t.completion_tokens);
+}
+
+/// The rows already in `out` for the wanted samples: the latest row per sample (a redone
+/// sample's row lives in a later shard), where each lives, and the order they were found in.
+struct OnDisk {
+    latest: LatestRows,
+    tallies: HashMap<SampleKey, Tally>,
+    order: Vec<SampleKey>,
+    done: ResumeIndex,
+}
+
+fn read_on_disk(
+    out: &std::path::Path,
+    wanted: &HashSet<&str>,
+    k: u32,
+    retry_failed: bool,
+) -> Result<OnDisk, TeacherError> {
+    let mut d = OnDisk {
+        latest: LatestRows::new(),
+        tallies: HashMap::new(),
+        order: Vec::new(),
+        done: ResumeIndex::new(),
+    };
+    for shard in traces::list_trace_shards(out)? {
+        for row in traces::read_trace_file(&shard)? {
+            if row.sample_index >= k || !wanted.contains(row.problem_id.as_str()) {
+                continue;
+            }
+            let key = row.sample.key();
+            if d.latest.see(key.clone(), &shard) {
+                d.order.push(key.clone());
+            }
+            // Every row counts as done, permanent failures included (a bad prompt is recorded
+            // once, not retried forever) — unless failed rows are to be redone.
+            d.done.record(&row, !(retry_failed && row.error.is_some()));
+            d.tallies.insert(key, Tally::of(&row));
+        }
+    }
+    Ok(d)
 }
 
 /// Runs (or resumes) a sampling run as configured, until done or until `stop` fires. Complete
 /// rows are always flushed before returning, also on interruption.
+///
+/// Before the first request the backend's [`Backend::preflight`] checks the serving side (an
+/// unreachable replica, an unknown model name or `max_tokens` beyond the context is an error
+/// here, not thousands of failed rows). With `run.retry_failed`, rows recorded as permanent
+/// failures are redone and replaced ([`datasets::records::supersede`]).
 pub async fn run_sampling(
     cfg: &TeacherConfig,
     backend: Arc<dyn Backend>,
@@ -155,22 +215,32 @@ pub async fn run_sampling(
         ..Default::default()
     };
 
-    // What is already on disk. Every row counts as done, permanent failures included: a bad
-    // prompt is recorded once, not retried forever.
     let wanted: HashSet<&str> = problems.iter().map(|p| p.id.as_str()).collect();
-    let mut done = ResumeIndex::new();
-    for shard in traces::list_trace_shards(out)? {
-        for row in traces::read_trace_file(&shard)? {
-            if row.sample_index < k && wanted.contains(row.problem_id.as_str()) {
-                if done.record(&row, true) {
-                    count_row(&mut counts, &row);
-                } else {
-                    tracing::warn!(problem = %row.problem_id, sample = row.sample_index,
-                        shard = %shard.display(), "duplicate sample on disk; readers should keep one");
-                }
+    let retry_failed = cfg.run.retry_failed;
+    let disk = read_on_disk(out, &wanted, k, retry_failed)?;
+    // Replacements a killed run had not finished: drop the superseded rows now.
+    let stale = disk.latest.superseded_rows();
+    if !stale.is_empty() {
+        let n = remove_superseded::<TraceRow>(stale)?;
+        tracing::info!(
+            rows = n,
+            "removed rows superseded by later rows of the same samples"
+        );
+    }
+    let mut first_error: Option<String> = None;
+    let mut to_replace: HashSet<SampleKey> = HashSet::new();
+    for key in &disk.order {
+        let t = &disk.tallies[key];
+        if retry_failed && t.error.is_some() {
+            to_replace.insert(key.clone());
+        } else {
+            count_row(&mut counts, t);
+            if first_error.is_none() {
+                first_error = t.error.clone();
             }
         }
     }
+    let done = disk.done;
     let mut manifest = Manifest {
         schema_version: traces::TRACE_SCHEMA_VERSION,
         distill_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -187,8 +257,8 @@ pub async fn run_sampling(
             .unwrap_or_else(provenance::now_rfc3339),
         updated_at: provenance::now_rfc3339(),
     };
-    manifest.write(out)?;
 
+    let params = cfg.sampling.params();
     let mut jobs = Vec::new();
     for p in problems.into_iter().map(Arc::new) {
         let prompt = build_messages(&cfg.sampling, &p.problem);
@@ -197,14 +267,7 @@ pub async fn run_sampling(
                 continue;
             }
             let seed = trace_seed(cfg.sampling.seed, &p.id, i);
-            let request = ChatRequest {
-                prompt: Prompt::Messages(prompt.clone()),
-                max_tokens: cfg.sampling.max_tokens,
-                temperature: cfg.sampling.temperature,
-                top_p: cfg.sampling.top_p,
-                seed: Some(seed),
-                stop: cfg.sampling.stop.clone(),
-            };
+            let request = params.request(prompt.clone(), seed);
             jobs.push((
                 Job {
                     problem: p.clone(),
@@ -217,18 +280,35 @@ pub async fn run_sampling(
         }
     }
     let todo = jobs.len();
-    tracing::info!(out = %out.display(), already = done.done_count(), todo, teacher = %teacher, "sampling");
+    if todo > 0 {
+        let bounds = RunBounds::of_messages(
+            cfg.sampling.max_tokens,
+            jobs.iter().map(|(j, _)| j.prompt.as_slice()),
+        );
+        backend.preflight(&bounds).await?;
+    }
+    manifest.write(out)?;
+    tracing::info!(out = %out.display(), already = done.done_count(), todo,
+        retrying_failed = to_replace.len(), teacher = %teacher, "sampling");
 
     let progress =
         crate::progress::Progress::new(cfg.run.progress, counts.expected_rows, counts.rows);
     let mut new_rows = 0usize;
     let mut transient_failures = 0usize;
-    let sampling = cfg.sampling.clone();
+    let mut new_first_error: Option<String> = None;
+    let mut replaced: HashSet<SampleKey> = HashSet::new();
     let interrupted = drive(backend, jobs, cfg.run.concurrency, stop, |job, result| {
         match result {
             Ok(c) => {
-                let row = make_row(&job, c, &teacher, &sampling);
-                count_row(&mut counts, &row);
+                let row = make_row(&job, c, &teacher, &params);
+                count_row(&mut counts, &Tally::of(&row));
+                if new_first_error.is_none() {
+                    new_first_error = row.error.clone();
+                }
+                let key = row.sample.key();
+                if to_replace.contains(&key) {
+                    replaced.insert(key);
+                }
                 progress.record(&row);
                 new_rows += 1;
                 sink.push(row)?;
@@ -247,6 +327,24 @@ pub async fn run_sampling(
     progress.finish();
     let interrupted = interrupted?;
     flushed?;
+    // The redone samples' new rows are on disk: drop the failed rows they replace. Failed
+    // rows not redone (interrupted, retries exhausted) stay and still count.
+    let mut plan: HashMap<PathBuf, HashSet<SampleKey>> = HashMap::new();
+    for key in &to_replace {
+        if replaced.contains(key) {
+            if let Some(shard) = disk.latest.shard_of(key) {
+                plan.entry(shard.to_path_buf())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        } else {
+            count_row(&mut counts, &disk.tallies[key]);
+            if first_error.is_none() {
+                first_error = disk.tallies[key].error.clone();
+            }
+        }
+    }
+    remove_superseded::<TraceRow>(&plan)?;
     counts.unfinished = counts.expected_rows - counts.rows;
     manifest.counts = counts.clone();
     manifest.status = if counts.unfinished == 0 {
@@ -269,6 +367,8 @@ pub async fn run_sampling(
         counts,
         interrupted,
         new_rows,
+        replaced: replaced.len(),
+        first_error: new_first_error.or(first_error),
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }

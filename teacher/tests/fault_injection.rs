@@ -84,7 +84,7 @@ fn check_faulty_run(stream: bool) {
         assert_eq!(r.finish_reason, FinishReason::Stop);
         assert_eq!(
             r.reasoning,
-            format!("thinking about {}", r.seed & (i64::MAX as u64))
+            format!("thinking about {}", inference::openai::request_seed(r.seed))
         );
         assert_eq!(r.content, "The answer is \\boxed{42}.");
         assert!(r.completion.contains("</think>"), "{}", r.completion);
@@ -145,10 +145,11 @@ fn dead_replica_is_routed_around() {
         faults: false,
         ..Default::default()
     });
-    // A port nobody listens on: connection refused is a transient fault.
+    // A replica that accepts connections and drops them: every request to it is a transient
+    // fault. (A port nobody listens on is refused at start instead: see third_party.rs.)
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}/v1", dead.local_addr().unwrap());
-    drop(dead);
+    std::thread::spawn(move || dead.incoming().for_each(drop));
     let dir = tempfile::tempdir().unwrap();
     let problems = dir.path().join("problems.jsonl");
     write_problems(&problems, 6, None);

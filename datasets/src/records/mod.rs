@@ -7,6 +7,7 @@
 //! - [`sample`]: [`SampleRecord`], the columns every sample row has; [`crate::traces::TraceRow`]
 //!   and [`crate::eval_records::EvalRecord`] extend it with their own columns.
 //! - [`shards`]: the generic Parquet shard codec, atomic shard writer and resume index.
+//! - [`supersede`]: replacing redone samples' older rows (two atomic steps, later shard wins).
 //! - [`seed`]: the one per-sample seed derivation.
 //! - [`provenance`]: input hashes, git revision and RFC 3339 times for run manifests.
 //!
@@ -18,6 +19,7 @@ pub mod provenance;
 pub mod sample;
 pub mod seed;
 pub mod shards;
+pub mod supersede;
 
 pub use kinds::{FinishReason, RunStatus, UnknownValue, Verdict};
 pub use sample::SampleRecord;
