@@ -8,7 +8,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, FloatDType};
 
 use crate::error::ModelError;
-use crate::kv_cache::{assign_in_place, CachePlan, LayerKv};
+use crate::backend_ext::assign_in_place;
+use crate::kv_cache::{CachePlan, LayerKv};
 use crate::layers::HfLinear;
 use crate::rope::apply_rope;
 use crate::weights::WeightSource;

@@ -232,10 +232,7 @@ impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
                 let w = self.model.embed_tokens.weight.val();
                 let v = w.dims()[0];
                 let x = hidden.reshape([b * t, h]);
-                let y = match crate::cpu_gemv::try_linear(&x, &w) {
-                    Some(y) => y,
-                    None => x.matmul(w.transpose()),
-                };
+                let y = crate::backend_ext::linear(x, w);
                 y.reshape([b, t, v])
             }
         }

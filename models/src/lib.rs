@@ -10,8 +10,8 @@
 //! * [`generate()`] (batch of prompts) and [`Engine`] (continuous batching for servers).
 
 pub mod attention;
+pub mod backend_ext;
 pub mod config;
-pub mod cpu_gemv;
 pub mod decoder;
 pub mod deepseek;
 pub mod engine;

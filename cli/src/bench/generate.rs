@@ -160,7 +160,7 @@ fn peer(a: &GenerateBenchArgs) -> Result<Figures, String> {
 
 /// Runs the benchmark and prints ours next to transformers.
 pub fn run(a: GenerateBenchArgs) -> anyhow::Result<()> {
-    models::cpu_gemv::set_enabled(!a.matmul_only);
+    models::backend_ext::set_gemv_enabled(!a.matmul_only);
     let kind = a.device;
     let ours = with_backend!(kind, ours(&a)).context("native run")?;
     let peer = if a.no_peer { Err("skipped (--no-peer)".to_string()) } else { peer(&a) };

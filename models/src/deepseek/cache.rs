@@ -11,7 +11,7 @@
 
 use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 
-use crate::kv_cache::assign_in_place;
+use crate::backend_ext::assign_in_place;
 use crate::lm::KvCache;
 
 /// What the cache stores per token.
