@@ -67,21 +67,3 @@ impl<B: Backend> KvCache for DecoderCache<B> {
             .sum()
     }
 }
-
-/// Where each row of a cached forward reads and writes: computed once per forward from the
-/// cache lengths, shared by all layers.
-#[derive(Clone, Debug)]
-pub struct CachePlan {
-    /// Cache slot of each row.
-    pub slots: Vec<usize>,
-    /// Tokens already cached per row (= position of the row's first new token).
-    pub offsets: Vec<usize>,
-    /// Valid new tokens per row (≤ t).
-    pub lengths: Vec<usize>,
-    /// New tokens per row including padding.
-    pub t: usize,
-    /// Keys read per row: `max(offset + t)` clamped to capacity.
-    pub key_len: usize,
-    /// Rows are slots `0..n` in order (reads can slice instead of gather).
-    pub contiguous: bool,
-}

@@ -12,7 +12,6 @@ use burn::prelude::*;
 use crate::attention::FullMask;
 use crate::decoder::DecoderForCausalLM;
 use crate::deepseek::attention::AttnCtx;
-use crate::deepseek::model::plan_layout;
 use crate::deepseek::{DeepseekV3ForCausalLM, RouterChoices};
 use crate::flash_attention::{flash_forward, FlashPlan, KeyLayout};
 use crate::lm::{AttentionLayout, ForwardInput};
@@ -113,9 +112,12 @@ impl<B: Backend> LayerwiseLm<B> for DecoderForCausalLM<B> {
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         let dtype = self.model.embed_tokens.weight.val().dtype();
-        let (cos, sin) = self.rope.cos_sin(self.positions(input), dtype);
+        let (cos, sin) = self.rope.cos_sin(crate::plan::positions(input), dtype);
         let plan = plan_for(input, attn);
-        let mask = if plan.is_some() { FullMask::Causal } else { self.dense_mask(input) };
+        let mask = match plan.is_none().then(|| crate::plan::dense_mask(input)).flatten() {
+            Some(m) => FullMask::Explicit(m),
+            None => FullMask::Causal,
+        };
         LayerCtx { kind: CtxKind::Decoder { cos, sin, mask }, plan }
     }
     fn layer_forward(&self, i: usize, x: Tensor<B, 3>, ctx: &LayerCtx<B>) -> Tensor<B, 3> {
@@ -172,7 +174,8 @@ impl<B: Backend> LayerwiseLm<B> for DeepseekV3ForCausalLM<B> {
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         let plan = plan_for(input, attn);
-        let (positions, mask) = plan_layout(input, plan.is_none());
+        let positions = crate::plan::position_rows(input);
+        let mask = plan.is_none().then(|| crate::plan::dense_mask(input)).flatten();
         LayerCtx { kind: CtxKind::Deepseek(self.rope_ctx(&positions, mask)), plan }
     }
     fn layer_forward(&self, i: usize, x: Tensor<B, 3>, ctx: &LayerCtx<B>) -> Tensor<B, 3> {

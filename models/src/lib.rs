@@ -24,6 +24,7 @@ pub mod layerwise;
 pub mod lm;
 pub mod loader;
 pub mod model;
+pub mod plan;
 pub mod rope;
 pub mod sampling;
 pub mod save;
