@@ -13,7 +13,7 @@ use crate::config::{Architecture, ModelConfig};
 use crate::error::ModelError;
 use crate::kv_cache::DecoderCache;
 use crate::layers::{HfLinear, HfRmsNorm, Mlp};
-use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates};
+use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, OutputProjection};
 use crate::plan::CachePlan;
 use crate::rope::RopeFreqs;
 use crate::weights::WeightSource;
@@ -173,18 +173,8 @@ impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
         HiddenStates { embed, layers: kept, final_norm }
     }
 
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let [b, t, h] = hidden.dims();
-                let w = self.model.embed_tokens.weight.val();
-                let v = w.dims()[0];
-                let x = hidden.reshape([b * t, h]);
-                let y = crate::backend_ext::linear(x, w);
-                y.reshape([b, t, v])
-            }
-        }
+    fn output_projection(&self) -> OutputProjection<'_, B> {
+        OutputProjection::head_or_tied(self.lm_head.as_ref(), &self.model.embed_tokens.weight)
     }
 
     fn new_cache(&self, slots: usize, capacity: usize) -> DecoderCache<B> {

@@ -35,7 +35,7 @@ pub use engine::{Engine, EngineConfig, RequestId, StepEvent};
 pub use error::ModelError;
 pub use generate::{generate, generate_requests, FinishReason, GenerationOutput, GenerationRequest, StopCheck};
 pub use layerwise::{AttentionImpl, AttentionInputs, LayerCtx, LayerwiseLm};
-pub use lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
+pub use lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache, OutputProjection};
 pub use loader::{load_model, load_model_with, random_model, LoadedModel};
 pub use model::{Model, ModelCache};
 pub use sampling::{SampledToken, Sampler, SamplingParams};

@@ -10,11 +10,13 @@
 //!   to a preallocated per-slot cache so the engine can decode many sequences of different
 //!   lengths in one batched forward pass.
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::DType;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::layers::HfLinear;
 
 /// Which key positions each query may attend to in a full-sequence forward.
 #[derive(Clone, Debug)]
@@ -108,6 +110,24 @@ pub struct CachedInput<B: Backend> {
     pub lengths: Option<Vec<usize>>,
 }
 
+/// A model's output projection: logits are `hidden · weightᵀ`.
+pub struct OutputProjection<'a, B: Backend> {
+    /// `[vocab, hidden]`.
+    pub weight: &'a Param<Tensor<B, 2>>,
+    /// Its HF tensor name: `lm_head.weight`, or `model.embed_tokens.weight` when tied.
+    pub name: &'static str,
+}
+
+impl<'a, B: Backend> OutputProjection<'a, B> {
+    /// `lm_head` when the model has one, else the tied embedding table.
+    pub fn head_or_tied(lm_head: Option<&'a HfLinear<B>>, embed_tokens: &'a Param<Tensor<B, 2>>) -> Self {
+        match lm_head {
+            Some(head) => OutputProjection { weight: &head.weight, name: "lm_head.weight" },
+            None => OutputProjection { weight: embed_tokens, name: "model.embed_tokens.weight" },
+        }
+    }
+}
+
 /// Per-slot key/value cache of one model: what the generation engine needs to know about it.
 ///
 /// A cache has a fixed number of slots (concurrent sequences) and a fixed capacity (tokens per
@@ -148,9 +168,19 @@ pub trait CausalLm<B: Backend> {
     /// Same as [`Self::forward_hidden`] but also returns every layer's residual stream.
     fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B>;
 
+    /// The `[vocab, hidden]` output projection: `lm_head.weight`, or the embedding table when
+    /// embeddings are tied. Trainers that compute its gradient themselves (fused cross-entropy)
+    /// take it from here rather than searching the parameters by name.
+    fn output_projection(&self) -> OutputProjection<'_, B>;
+
     /// Projects final-norm hidden states `[B, T, H]` (or any chunk of them) to logits
-    /// `[B, T, vocab]` in the compute dtype (tied models use `embed_tokens.weight`).
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3>;
+    /// `[B, T, vocab]` in the compute dtype: `hidden · Wᵀ` with [`Self::output_projection`].
+    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, h] = hidden.dims();
+        let w = self.output_projection().weight.val();
+        let v = w.dims()[0];
+        crate::backend_ext::linear(hidden.reshape([b * t, h]), w).reshape([b, t, v])
+    }
 
     /// Full-sequence logits `[B, T, vocab]`.
     fn forward(&self, input: ForwardInput<B>) -> Tensor<B, 3> {

@@ -15,7 +15,7 @@ use super::rope::RopeFrequencies;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::layers::{HfLinear, HfRmsNorm, Mlp};
-use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates};
+use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, OutputProjection};
 use crate::plan::CachePlan;
 
 /// Feed-forward of one layer: dense for the first `first_k_dense_replace` layers, MoE after.
@@ -200,11 +200,8 @@ impl<B: Backend> CausalLm<B> for DeepseekV3ForCausalLM<B> {
         self.forward_traced(input).hidden
     }
 
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
-        }
+    fn output_projection(&self) -> OutputProjection<'_, B> {
+        OutputProjection::head_or_tied(self.lm_head.as_ref(), &self.model.embed_tokens.weight)
     }
 
     fn new_cache(&self, slots: usize, capacity: usize) -> MlaCache<B> {
