@@ -33,14 +33,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// Filesystem failure on a named path.
-    #[error("{path}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] datasets::PathIoError),
     /// A config, summary or benchmark that cannot be used, with the reason.
     #[error("{0}")]
     Invalid(String),
@@ -107,7 +101,7 @@ pub enum EvalError {
 
 impl EvalError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        EvalError::Io { path: path.to_path_buf(), source }
+        EvalError::Io(datasets::PathIoError::new(path, source))
     }
 
     pub(crate) fn serialize(

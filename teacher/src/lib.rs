@@ -43,15 +43,9 @@ pub enum TeacherError {
         #[source]
         source: serde_json::Error,
     },
-    /// Filesystem failure.
-    #[error("{path}")]
-    Io {
-        /// File or directory involved.
-        path: PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Filesystem failure on a named path.
+    #[error(transparent)]
+    Io(#[from] datasets::PathIoError),
     /// Problem set or tokenizer failure (names the file and line).
     #[error(transparent)]
     Dataset(#[from] datasets::DatasetError),
@@ -69,9 +63,6 @@ pub enum TeacherError {
 impl TeacherError {
     /// Shorthand for an I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TeacherError::Io {
-            path: path.into(),
-            source,
-        }
+        TeacherError::Io(datasets::PathIoError::new(path, source))
     }
 }
