@@ -190,7 +190,7 @@ impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
         for (layer, kv) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward_cached(x, &cos, &sin, kv, &plan);
         }
-        plan.commit(&mut cache.lens);
+        plan.commit(cache);
         Ok(self.model.norm.forward(x))
     }
 }

@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use crate::lm::KvCache;
+use crate::lm::{KvCache, SlotLengths};
 
 /// Keys and values of one layer.
 #[derive(Clone, Debug)]
@@ -24,8 +24,7 @@ pub struct DecoderCache<B: Backend> {
     /// Per layer.
     pub layers: Vec<LayerKv<B>>,
     /// Tokens cached per slot.
-    pub lens: Vec<usize>,
-    capacity: usize,
+    pub lengths: SlotLengths,
 }
 
 impl<B: Backend> DecoderCache<B> {
@@ -43,22 +42,16 @@ impl<B: Backend> DecoderCache<B> {
         let layers = (0..layers)
             .map(|_| LayerKv { k: Tensor::zeros(shape, (device, dtype)), v: Tensor::zeros(shape, (device, dtype)) })
             .collect();
-        DecoderCache { layers, lens: vec![0; slots], capacity }
+        DecoderCache { layers, lengths: SlotLengths::new(slots, capacity) }
     }
 }
 
 impl<B: Backend> KvCache for DecoderCache<B> {
-    fn num_slots(&self) -> usize {
-        self.lens.len()
+    fn slot_lengths(&self) -> &SlotLengths {
+        &self.lengths
     }
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-    fn len(&self, slot: usize) -> usize {
-        self.lens[slot]
-    }
-    fn reset(&mut self, slot: usize) {
-        self.lens[slot] = 0;
+    fn slot_lengths_mut(&mut self) -> &mut SlotLengths {
+        &mut self.lengths
     }
     fn bytes(&self) -> usize {
         self.layers

@@ -128,21 +128,49 @@ impl<'a, B: Backend> OutputProjection<'a, B> {
     }
 }
 
+/// Tokens cached per slot and the per-slot capacity: the bookkeeping every cache shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotLengths {
+    /// Tokens cached in each slot.
+    pub lens: Vec<usize>,
+    /// Maximum tokens per slot.
+    pub capacity: usize,
+}
+
+impl SlotLengths {
+    /// `slots` empty slots of `capacity` tokens each.
+    pub fn new(slots: usize, capacity: usize) -> Self {
+        SlotLengths { lens: vec![0; slots], capacity }
+    }
+}
+
 /// Per-slot key/value cache of one model: what the generation engine needs to know about it.
 ///
 /// A cache has a fixed number of slots (concurrent sequences) and a fixed capacity (tokens per
 /// slot), allocated up front so decode never reallocates.
 pub trait KvCache {
-    /// Number of sequences the cache holds at once.
-    fn num_slots(&self) -> usize;
-    /// Maximum tokens (prompt + generated) per slot.
-    fn capacity(&self) -> usize;
-    /// Tokens currently cached in `slot`.
-    fn len(&self, slot: usize) -> usize;
-    /// Forgets the sequence in `slot` (O(1): the memory is reused).
-    fn reset(&mut self, slot: usize);
+    /// Tokens per slot and capacity.
+    fn slot_lengths(&self) -> &SlotLengths;
+    /// Mutable [`Self::slot_lengths`] (a cached forward advances them).
+    fn slot_lengths_mut(&mut self) -> &mut SlotLengths;
     /// Bytes held by the cache tensors (for memory reporting).
     fn bytes(&self) -> usize;
+    /// Number of sequences the cache holds at once.
+    fn num_slots(&self) -> usize {
+        self.slot_lengths().lens.len()
+    }
+    /// Maximum tokens (prompt + generated) per slot.
+    fn capacity(&self) -> usize {
+        self.slot_lengths().capacity
+    }
+    /// Tokens currently cached in `slot`.
+    fn len(&self, slot: usize) -> usize {
+        self.slot_lengths().lens[slot]
+    }
+    /// Forgets the sequence in `slot` (O(1): the memory is reused).
+    fn reset(&mut self, slot: usize) {
+        self.slot_lengths_mut().lens[slot] = 0;
+    }
 }
 
 /// A decoder-only causal LM. Implemented by the Qwen2/Llama decoder, DeepSeek-V3 and the

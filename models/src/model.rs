@@ -13,7 +13,7 @@ use crate::decoder::DecoderForCausalLM;
 use crate::deepseek::{DeepseekV3ForCausalLM, MlaCache};
 use crate::error::ModelError;
 use crate::kv_cache::DecoderCache;
-use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache, OutputProjection};
+use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache, OutputProjection, SlotLengths};
 use crate::weights::WeightSource;
 
 /// Any supported causal LM. Module paths skip the variant name (see [`crate::save_model`]),
@@ -83,17 +83,11 @@ impl<B: Backend> Model<B> {
 }
 
 impl<B: Backend> KvCache for ModelCache<B> {
-    fn num_slots(&self) -> usize {
-        dispatch!(each ModelCache, self, c => c.num_slots())
+    fn slot_lengths(&self) -> &SlotLengths {
+        dispatch!(each ModelCache, self, c => c.slot_lengths())
     }
-    fn capacity(&self) -> usize {
-        dispatch!(each ModelCache, self, c => c.capacity())
-    }
-    fn len(&self, slot: usize) -> usize {
-        dispatch!(each ModelCache, self, c => c.len(slot))
-    }
-    fn reset(&mut self, slot: usize) {
-        dispatch!(each ModelCache, self, c => c.reset(slot))
+    fn slot_lengths_mut(&mut self) -> &mut SlotLengths {
+        dispatch!(each ModelCache, self, c => c.slot_lengths_mut())
     }
     fn bytes(&self) -> usize {
         dispatch!(each ModelCache, self, c => c.bytes())

@@ -175,7 +175,8 @@ impl CachePlan {
     }
 
     /// Advances each row's cached length by its valid tokens (after every layer wrote).
-    pub fn commit(&self, lens: &mut [usize]) {
+    pub fn commit<C: KvCache>(&self, cache: &mut C) {
+        let lens = &mut cache.slot_lengths_mut().lens;
         for (r, &s) in self.slots.iter().enumerate() {
             lens[s] = self.offsets[r] + self.lengths[r];
         }
@@ -185,25 +186,24 @@ impl CachePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lm::SlotLengths;
     use burn::backend::Flex;
 
-    struct Lens(Vec<usize>, usize);
+    struct Lens(SlotLengths);
     impl KvCache for Lens {
-        fn num_slots(&self) -> usize {
-            self.0.len()
+        fn slot_lengths(&self) -> &SlotLengths {
+            &self.0
         }
-        fn capacity(&self) -> usize {
-            self.1
-        }
-        fn len(&self, slot: usize) -> usize {
-            self.0[slot]
-        }
-        fn reset(&mut self, slot: usize) {
-            self.0[slot] = 0;
+        fn slot_lengths_mut(&mut self) -> &mut SlotLengths {
+            &mut self.0
         }
         fn bytes(&self) -> usize {
             0
         }
+    }
+
+    fn lens(lens: Vec<usize>, capacity: usize) -> Lens {
+        Lens(SlotLengths { lens, capacity })
     }
 
     fn input(n: usize, t: usize, slots: Vec<usize>, lengths: Option<Vec<usize>>) -> CachedInput<Flex> {
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn plan_rejects_bad_inputs_with_the_reason() {
-        let cache = Lens(vec![0, 3], 4);
+        let cache = lens(vec![0, 3], 4);
         let err = |i| CachePlan::new(&i, &cache).unwrap_err().to_string();
         assert!(err(input(2, 1, vec![1, 1], None)).contains("repeated"));
         assert!(err(input(1, 1, vec![2], None)).contains("out of range"));
@@ -224,15 +224,15 @@ mod tests {
     #[test]
     fn plan_positions_mask_and_commit() {
         let dev = Default::default();
-        let mut cache = Lens(vec![2, 0], 8);
+        let mut cache = lens(vec![2, 0], 8);
         let p = CachePlan::new(&input(2, 2, vec![1, 0], Some(vec![2, 1])), &cache).unwrap();
         assert_eq!((p.offsets.clone(), p.key_len, p.contiguous, p.aligned()), (vec![0, 2], 4, false, false));
         assert_eq!(p.position_rows(), vec![vec![0, 1], vec![2, 3]]);
         let m: Vec<bool> = p.key_mask::<Flex>(&dev).into_data().iter::<bool>().collect();
         let want = [[false, true, true, true], [false, false, true, true], [false, false, false, true], [false, false, false, false]];
         assert_eq!(m, want.concat());
-        p.commit(&mut cache.0);
-        assert_eq!(cache.0, vec![3, 2]);
+        p.commit(&mut cache);
+        assert_eq!(cache.0.lens, vec![3, 2]);
         let q = CachePlan::new(&input(2, 1, vec![0, 1], None), &cache).unwrap();
         assert!(q.contiguous && q.mask::<Flex>(&dev).is_some());
         let r = CachePlan::new(&input(1, 3, vec![1], None), &cache).unwrap();

@@ -172,7 +172,7 @@ impl<B: Backend> DeepseekV3ForCausalLM<B> {
             x = x + layer.self_attn.forward_cached(h, &ctx, cache, li, &plan, absorb);
             x = x.clone() + layer.ffn(layer.post_attention_layernorm.forward(x), false).0;
         }
-        plan.commit(&mut cache.lens);
+        plan.commit(cache);
         Ok(self.model.norm.forward(x))
     }
 }
