@@ -29,7 +29,7 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use problems::{load_problems, parse_problems_jsonl, Problem, ProblemColumns};
 pub use stop::{Detokenize, IncrementalDecoder, StopStringMatcher};
 pub use tokenizer::TextTokenizer;
-pub use io_error::PathIoError;
+pub use io_error::{PathError, PathIoError, PathJsonError};
 
 use std::path::PathBuf;
 

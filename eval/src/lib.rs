@@ -26,7 +26,7 @@ pub use config::EvalConfig;
 pub use runner::run_eval;
 pub use summary::{BenchmarkSummary, RunSummary};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Errors of evaluation runs and reports; each names the file, key, benchmark or sample
 /// involved and keeps the underlying error as its source (the CLI prints the chain).
@@ -48,14 +48,8 @@ pub enum EvalError {
         source: toml::de::Error,
     },
     /// A JSON file (summary, run identity) that does not parse.
-    #[error("{path}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What the JSON parser said.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Json(#[from] datasets::PathJsonError),
     /// A document that could not be serialised (a bug, reported rather than panicking).
     #[error("cannot serialise the {what}")]
     Serialize {

@@ -35,14 +35,8 @@ pub enum TeacherError {
         source: toml::de::Error,
     },
     /// A JSON file (the run manifest) that does not parse.
-    #[error("{path}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What the JSON parser said.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Json(#[from] datasets::PathJsonError),
     /// Filesystem failure on a named path.
     #[error(transparent)]
     Io(#[from] datasets::PathIoError),

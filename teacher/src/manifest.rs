@@ -74,7 +74,7 @@ impl Manifest {
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
-                .map_err(|source| TeacherError::Json { path, source }),
+                .map_err(|source| TeacherError::Json(datasets::PathError::new(path, source))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(TeacherError::io(path, e)),
         }
