@@ -21,6 +21,7 @@ pub mod decontam;
 pub mod dedup;
 pub mod export;
 pub mod filter;
+pub mod io_error;
 pub mod sft;
 pub mod traces;
 pub mod eval_records;
@@ -29,6 +30,7 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use problems::{load_problems, parse_problems_jsonl, Problem, ProblemColumns};
 pub use stop::{Detokenize, IncrementalDecoder, StopStringMatcher};
 pub use tokenizer::TextTokenizer;
+pub use io_error::{PathError, PathIoError, PathJsonError};
 
 use std::path::PathBuf;
 

@@ -30,21 +30,15 @@ pub use config::EvalConfig;
 pub use runner::run_eval;
 pub use summary::{BenchmarkSummary, RunSummary};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Errors of evaluation runs and reports; each names the file, key, benchmark or sample
 /// involved and keeps the underlying error as its source (the CLI prints the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// Filesystem failure on a named path.
-    #[error("{path}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] datasets::PathIoError),
     /// A config, summary or benchmark that cannot be used, with the reason.
     #[error("{0}")]
     Invalid(String),
@@ -58,14 +52,8 @@ pub enum EvalError {
         source: toml::de::Error,
     },
     /// A JSON file (summary, run identity) that does not parse.
-    #[error("{path}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What the JSON parser said.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Json(#[from] datasets::PathJsonError),
     /// A document that could not be serialised (a bug, reported rather than panicking).
     #[error("cannot serialise the {what}")]
     Serialize {
@@ -111,7 +99,7 @@ pub enum EvalError {
 
 impl EvalError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        EvalError::Io { path: path.to_path_buf(), source }
+        EvalError::Io(datasets::PathIoError::new(path, source))
     }
 
     pub(crate) fn serialize(

@@ -71,7 +71,7 @@ fn check_identity(out: &Path, id: &RunIdentity) -> Result<(), EvalError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let old: RunIdentity =
-                serde_json::from_str(&text).map_err(|source| EvalError::Json { path, source })?;
+                serde_json::from_str(&text).map_err(|source| EvalError::Json(datasets::PathError::new(path, source)))?;
             // The label and role may change between runs (they only affect reports); what
             // was sampled may not.
             let same = old.protocol == id.protocol

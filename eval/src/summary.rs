@@ -329,7 +329,7 @@ impl RunSummary {
     pub fn load(run_dir: &Path) -> Result<Self, EvalError> {
         let path = run_dir.join("summary.json");
         let text = std::fs::read_to_string(&path).map_err(|e| EvalError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|source| EvalError::Json { path, source })
+        serde_json::from_str(&text).map_err(|source| EvalError::Json(datasets::PathError::new(path, source)))
     }
 
     /// Writes `summary.json` and `summary.md` into `run_dir` atomically.

@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::latexish;
 use grader::{grade, grade_answer, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -73,93 +76,10 @@ fn check_fast(gold: &str, pred: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn atom() -> impl Strategy<Value = String> {
-    prop::sample::select(vec![
-        "1",
-        "2",
-        "0",
-        "9",
-        ".",
-        ",",
-        "x",
-        "y",
-        "e",
-        "i",
-        "+",
-        "-",
-        "*",
-        "/",
-        "^",
-        "_",
-        "(",
-        ")",
-        "[",
-        "]",
-        "{",
-        "}",
-        "\\{",
-        "\\}",
-        "|",
-        "!",
-        "%",
-        "\\%",
-        "=",
-        "<",
-        "\\le",
-        "\\frac",
-        "\\sqrt",
-        "\\pi",
-        "\\infty",
-        "\\cup",
-        "\\pm",
-        "\\text{",
-        "\\boxed{",
-        "\\left(",
-        "\\right)",
-        "\\begin{pmatrix}",
-        "\\end{pmatrix}",
-        "&",
-        "\\\\",
-        "\\sin",
-        "\\log_",
-        "\\cdot",
-        "\\times10^",
-        "$",
-        " ",
-        "\n",
-        "</think>",
-        "<think>",
-        "and",
-        "\\,",
-        "{,}",
-        "\\binom",
-        "\\in",
-        "3.5",
-        "1,000",
-        "\\$",
-        "°",
-        "π",
-        "**",
-        "Answer:",
-        "final answer is",
-        "²",
-        "\\approx",
-        "\\mathbb{R}",
-        "99999999999999999999",
-        "^{1000}",
-        "^{99999}",
-        "!!!",
-        "\\dfrac{",
-        "\u{ff11}",
-        "\u{3002}",
-    ])
-    .prop_map(str::to_string)
-}
-
 /// Random LaTeX-ish text, deep nestings and huge numbers.
 fn hostile() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => prop::collection::vec(atom(), 0..40).prop_map(|v| v.concat()),
+        4 => latexish(40),
         1 => (1usize..3000, prop::sample::select(vec![("(", ")"), ("{", "}"), ("\\sqrt{", "}"),
                 ("\\frac{1}{", "}"), ("2^{", "}"), ("\\left(", "\\right)"), ("|", "|")]))
             .prop_map(|(n, (o, c))| format!("{}1{}", o.repeat(n), c.repeat(n))),

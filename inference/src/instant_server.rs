@@ -7,29 +7,52 @@ use std::net::SocketAddr;
 
 use axum::routing::post;
 use axum::Router;
-use serde_json::json;
+
+use crate::wire::{AssistantMessage, Choice, CompletionResponse, Usage};
+
+/// A response of the instant server: fixed id, model and creation time.
+fn response(object: &str, choices: Vec<Choice>, usage: Option<Usage>) -> CompletionResponse {
+    let id = if object == "text_completion" { "cmpl-instant" } else { "chatcmpl-instant" };
+    CompletionResponse {
+        id: id.into(),
+        object: object.into(),
+        created: 0,
+        model: "instant".into(),
+        choices,
+        usage,
+        error: None,
+    }
+}
+
+/// A chat choice (`message`) or a streamed chat chunk's choice (`delta`).
+fn chat_choice(message: AssistantMessage, streamed: bool, finish_reason: Option<&str>) -> Choice {
+    let (message, delta) = if streamed { (None, Some(message)) } else { (Some(message), None) };
+    Choice { index: 0, message, delta, finish_reason: finish_reason.map(str::to_string), ..Default::default() }
+}
+
+fn json(body: &CompletionResponse) -> String {
+    serde_json::to_string(body).expect("wire structs serialise")
+}
 
 /// The fixed chat completion body (reasoning in `<think>`, boxed answer, usage).
 pub fn instant_chat_body() -> String {
-    json!({
-        "id": "chatcmpl-instant", "object": "chat.completion", "created": 0, "model": "instant",
-        "choices": [{"index": 0, "message": {"role": "assistant",
-            "content": "<think>\nAdd the numbers: 2 + 2 = 4.\n</think>\n\nThe answer is \\boxed{4}."},
-            "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 24, "completion_tokens": 20, "total_tokens": 44}
-    })
-    .to_string()
+    let message = AssistantMessage {
+        role: Some("assistant".into()),
+        content: Some("<think>\nAdd the numbers: 2 + 2 = 4.\n</think>\n\nThe answer is \\boxed{4}.".into()),
+        ..Default::default()
+    };
+    json(&response("chat.completion", vec![chat_choice(message, false, Some("stop"))], Some(Usage::new(24, 20))))
 }
 
 /// Router answering `/v1/chat/completions` and `/v1/completions` instantly.
 pub fn instant_router() -> Router {
     let chat = instant_chat_body();
-    let text = json!({
-        "id": "cmpl-instant", "object": "text_completion", "created": 0, "model": "instant",
-        "choices": [{"index": 0, "text": "2 + 2 = 4\n</think>\n\n\\boxed{4}", "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 24, "completion_tokens": 12, "total_tokens": 36}
-    })
-    .to_string();
+    let choice = Choice {
+        text: Some("2 + 2 = 4\n</think>\n\n\\boxed{4}".into()),
+        finish_reason: Some("stop".into()),
+        ..Default::default()
+    };
+    let text = json(&response("text_completion", vec![choice], Some(Usage::new(24, 12))));
     let sse = instant_chat_stream();
     let respond = move |body: String, sse: String| {
         move |req: axum::body::Bytes| {
@@ -58,25 +81,17 @@ pub fn instant_router() -> Router {
 
 /// The same answer as an SSE stream (reasoning and content deltas, usage, `[DONE]`).
 pub fn instant_chat_stream() -> String {
-    let ev = |v: serde_json::Value| format!("data: {v}\n\n");
-    let mut out = String::new();
-    out += &ev(
-        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
-    );
+    let ev = |choices: Vec<Choice>, usage: Option<Usage>| format!("data: {}\n\n", json(&response("chat.completion.chunk", choices, usage)));
+    let delta = |m: AssistantMessage| vec![chat_choice(m, true, None)];
+    let mut out = ev(delta(AssistantMessage { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }), None);
     for piece in ["Add the numbers: ", "2 + 2 = 4."] {
-        out += &ev(
-            json!({"choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": null}]}),
-        );
+        out += &ev(delta(AssistantMessage { reasoning_content: Some(piece.into()), ..Default::default() }), None);
     }
     for piece in ["The answer is ", "\\boxed{4}."] {
-        out += &ev(
-            json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}),
-        );
+        out += &ev(delta(AssistantMessage { content: Some(piece.into()), ..Default::default() }), None);
     }
-    out += &ev(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
-    out += &ev(
-        json!({"choices": [], "usage": {"prompt_tokens": 24, "completion_tokens": 20, "total_tokens": 44}}),
-    );
+    out += &ev(vec![chat_choice(AssistantMessage::default(), true, Some("stop"))], None);
+    out += &ev(Vec::new(), Some(Usage::new(24, 20)));
     out += "data: [DONE]\n\n";
     out
 }
@@ -95,4 +110,27 @@ pub async fn bind_instant(
             .await
     };
     Ok((local, fut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_read_back_as_wire_structs() {
+        let chat: CompletionResponse = serde_json::from_str(&instant_chat_body()).unwrap();
+        let m = chat.choices[0].message.as_ref().unwrap();
+        assert!(m.content.as_deref().unwrap().ends_with("\\boxed{4}."));
+        assert_eq!((chat.object.as_str(), chat.usage), ("chat.completion", Some(Usage::new(24, 20))));
+        let chunks: Vec<CompletionResponse> = instant_chat_stream()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let reasoning: String = chunks.iter().flat_map(|c| &c.choices).filter_map(|c| c.delta.as_ref()?.reasoning_text()).collect();
+        assert_eq!(reasoning, "Add the numbers: 2 + 2 = 4.");
+        assert_eq!(chunks.last().unwrap().usage, Some(Usage::new(24, 20)));
+        assert!(instant_chat_stream().ends_with("data: [DONE]\n\n"));
+    }
 }

@@ -87,15 +87,9 @@ pub enum InferenceError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
-    /// Filesystem failure.
-    #[error("{path}")]
-    Io {
-        /// File or directory involved.
-        path: PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Filesystem failure on a named path.
+    #[error(transparent)]
+    Io(#[from] datasets::PathIoError),
     /// Tokenizer, chat template or file failure (names the file).
     #[error(transparent)]
     Dataset(#[from] datasets::DatasetError),
@@ -107,10 +101,7 @@ pub enum InferenceError {
 impl InferenceError {
     /// Shorthand for an I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        InferenceError::Io {
-            path: path.into(),
-            source,
-        }
+        InferenceError::Io(datasets::PathIoError::new(path, source))
     }
 }
 

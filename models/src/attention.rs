@@ -8,8 +8,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, FloatDType};
 
 use crate::error::ModelError;
-use crate::kv_cache::{assign_in_place, CachePlan, LayerKv};
+use crate::backend_ext::assign_in_place;
+use crate::kv_cache::LayerKv;
 use crate::layers::HfLinear;
+use crate::plan::CachePlan;
 use crate::rope::apply_rope;
 use crate::weights::WeightSource;
 
@@ -153,20 +155,12 @@ impl<B: Backend> Attention<B> {
         } else {
             let rep = self.num_heads / self.num_kv_heads;
             let (k, v) = (repeat_kv(k, rep), repeat_kv(v, rep));
-            let t = plan.t;
-            let aligned = plan.offsets.iter().all(|&o| o == plan.offsets[0]) && plan.offsets[0] + t == lk;
-            if aligned {
-                attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() })
-            } else {
-                let mut m = Vec::with_capacity(n * t * lk);
-                for &o in &plan.offsets {
-                    for i in 0..t {
-                        m.extend((0..lk).map(|j| j > o + i));
-                    }
+            match plan.mask::<B>(&q.device()) {
+                None => attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() }),
+                Some(mask) => {
+                    let mask = mask.expand([n, self.num_heads, plan.t, lk]);
+                    attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
                 }
-                let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [n, 1, t, lk]), &q.device())
-                    .expand([n, self.num_heads, t, lk]);
-                attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
             }
         };
         self.output(ctx)
@@ -179,8 +173,7 @@ impl<B: Backend> Attention<B> {
         let dtype = q.dtype();
         let q = q.reshape([n, hk, rep, d]);
         let scores = q.matmul(k.swap_dims(2, 3)).cast(FloatDType::F32) * (1.0 / (d as f64).sqrt());
-        let m: Vec<bool> = plan.offsets.iter().flat_map(|&o| (0..lk).map(move |j| j > o)).collect();
-        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [n, 1, 1, lk]), &scores.device()).expand([n, hk, rep, lk]);
+        let mask = plan.key_mask::<B>(&scores.device()).expand([n, hk, rep, lk]);
         let probs = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
         let probs = if dtype == DType::F32 { probs } else { probs.cast(dtype) };
         probs.matmul(v).reshape([n, self.num_heads, 1, d])

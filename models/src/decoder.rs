@@ -11,9 +11,10 @@ use burn::tensor::DType;
 use crate::attention::{Attention, FullMask};
 use crate::config::{Architecture, ModelConfig};
 use crate::error::ModelError;
-use crate::kv_cache::{CachePlan, DecoderCache};
+use crate::kv_cache::DecoderCache;
 use crate::layers::{HfLinear, HfRmsNorm, Mlp};
-use crate::lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
+use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, OutputProjection};
+use crate::plan::CachePlan;
 use crate::rope::RopeFreqs;
 use crate::weights::WeightSource;
 
@@ -129,44 +130,6 @@ impl<B: Backend> DecoderForCausalLM<B> {
         embedding(self.model.embed_tokens.weight.val(), ids)
     }
 
-    /// RoPE positions of a full-sequence input: explicit ones, else `0..T` per row (per
-    /// segment for packed rows).
-    pub(crate) fn positions(&self, input: &ForwardInput<B>) -> Tensor<B, 2, Int> {
-        let [b, t] = input.input_ids.dims();
-        let device = input.input_ids.device();
-        match (&input.position_ids, &input.layout) {
-            (Some(p), _) => p.clone(),
-            (None, AttentionLayout::Packed { segment_ids }) => packed_positions(segment_ids),
-            (None, _) => Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).expand([b, t]),
-        }
-    }
-
-    /// The layout as a kernel mask: `[B, 1, T, T]` for padded and packed rows (the
-    /// materialising attention path).
-    pub(crate) fn dense_mask(&self, input: &ForwardInput<B>) -> FullMask<B> {
-        let [b, t] = input.input_ids.dims();
-        let device = input.input_ids.device();
-        match &input.layout {
-            AttentionLayout::Causal => FullMask::Causal,
-            AttentionLayout::CausalPadded { key_mask } => {
-                let causal = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device).reshape([1, t, t]).expand([b, t, t]);
-                let pad = key_mask.clone().bool_not().reshape([b, 1, t]).expand([b, t, t]);
-                // tril_mask(offset) is true where j > i + offset: "above" is j > i, "upper" is j >= i.
-                let above = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device);
-                let upper = Tensor::<B, 2, Bool>::tril_mask([t, t], -1, &device);
-                let diag = upper.bool_and(above.bool_not()).reshape([1, t, t]).expand([b, t, t]);
-                let masked = causal.bool_or(pad.bool_and(diag.bool_not()));
-                FullMask::Explicit(masked.reshape([b, 1, t, t]))
-            }
-            AttentionLayout::Packed { segment_ids } => {
-                let causal = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device).reshape([1, t, t]).expand([b, t, t]);
-                let qi = segment_ids.clone().reshape([b, t, 1]).expand([b, t, t]);
-                let kj = segment_ids.clone().reshape([b, 1, t]).expand([b, t, t]);
-                FullMask::Explicit(causal.bool_or(qi.not_equal(kj)).reshape([b, 1, t, t]))
-            }
-        }
-    }
-
     fn run(&self, input: ForwardInput<B>, mut keep: Option<&mut Vec<Tensor<B, 3>>>) -> Tensor<B, 3> {
         use crate::layerwise::{AttentionImpl, LayerwiseLm};
         let ctx = self.layer_ctx(&input, AttentionImpl::Materialise);
@@ -182,20 +145,6 @@ impl<B: Backend> DecoderForCausalLM<B> {
         }
         self.final_norm(x)
     }
-}
-
-/// Positions restarting at 0 at every segment change along each row.
-pub(crate) fn packed_positions<B: Backend>(segment_ids: &Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
-    let [b, t] = segment_ids.dims();
-    let seg: Vec<i64> = segment_ids.clone().into_data().iter::<i64>().collect();
-    let mut pos = vec![0i64; b * t];
-    for r in 0..b {
-        for i in 1..t {
-            let k = r * t + i;
-            pos[k] = if seg[k] == seg[k - 1] { pos[k - 1] + 1 } else { 0 };
-        }
-    }
-    Tensor::from_data(TensorData::new(pos, [b, t]), &segment_ids.device())
 }
 
 impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
@@ -224,21 +173,8 @@ impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
         HiddenStates { embed, layers: kept, final_norm }
     }
 
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let [b, t, h] = hidden.dims();
-                let w = self.model.embed_tokens.weight.val();
-                let v = w.dims()[0];
-                let x = hidden.reshape([b * t, h]);
-                let y = match crate::cpu_gemv::try_linear(&x, &w) {
-                    Some(y) => y,
-                    None => x.matmul(w.transpose()),
-                };
-                y.reshape([b, t, v])
-            }
-        }
+    fn output_projection(&self) -> OutputProjection<'_, B> {
+        OutputProjection::head_or_tied(self.lm_head.as_ref(), &self.model.embed_tokens.weight)
     }
 
     fn new_cache(&self, slots: usize, capacity: usize) -> DecoderCache<B> {
@@ -247,57 +183,14 @@ impl<B: Backend> CausalLm<B> for DecoderForCausalLM<B> {
     }
 
     fn forward_cached(&self, input: CachedInput<B>, cache: &mut DecoderCache<B>) -> Result<Tensor<B, 3>, ModelError> {
-        let plan = make_plan(&input, cache)?;
-        let device = input.input_ids.device();
-        let (n, t) = (plan.slots.len(), plan.t);
-        let pos: Vec<i64> = plan.offsets.iter().flat_map(|&o| (0..t).map(move |i| (o + i) as i64)).collect();
-        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [n, t]), &device);
+        let plan = CachePlan::new(&input, cache)?;
+        let positions = plan.positions::<B>(&input.input_ids.device());
         let mut x = self.embed(input.input_ids);
         let (cos, sin) = self.rope.cos_sin(positions, x.dtype());
         for (layer, kv) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward_cached(x, &cos, &sin, kv, &plan);
         }
-        for (r, &s) in plan.slots.iter().enumerate() {
-            cache.lens[s] = plan.offsets[r] + plan.lengths[r];
-        }
+        plan.commit(cache);
         Ok(self.model.norm.forward(x))
     }
-}
-
-/// Validates a cached input against the cache and computes where each row reads/writes.
-pub fn make_plan<B: Backend, C: KvCache>(input: &CachedInput<B>, cache: &C) -> Result<CachePlan, ModelError> {
-    let [n, t] = input.input_ids.dims();
-    if n != input.slots.len() || n == 0 || t == 0 {
-        return Err(ModelError::InvalidInput(format!(
-            "cached forward got {n} rows of {t} tokens for {} slots",
-            input.slots.len()
-        )));
-    }
-    let mut seen = vec![false; cache.num_slots()];
-    for &s in &input.slots {
-        if s >= cache.num_slots() || std::mem::replace(&mut seen[s], true) {
-            return Err(ModelError::InvalidInput(format!("slot {s} out of range or repeated")));
-        }
-    }
-    let lengths = match &input.lengths {
-        Some(l) if l.len() != n || l.iter().any(|&x| x > t) => {
-            return Err(ModelError::InvalidInput("cached forward lengths must be one per row and <= t".into()))
-        }
-        Some(l) => l.clone(),
-        None => vec![t; n],
-    };
-    let offsets: Vec<usize> = input.slots.iter().map(|&s| cache.len(s)).collect();
-    for r in 0..n {
-        if offsets[r] + lengths[r] > cache.capacity() {
-            return Err(ModelError::InvalidInput(format!(
-                "slot {} would hold {} tokens, cache capacity is {}",
-                input.slots[r],
-                offsets[r] + lengths[r],
-                cache.capacity()
-            )));
-        }
-    }
-    let key_len = offsets.iter().map(|&o| o + t).max().unwrap_or(t).min(cache.capacity());
-    let contiguous = input.slots.iter().enumerate().all(|(i, &s)| i == s);
-    Ok(CachePlan { slots: input.slots.clone(), offsets, lengths, t, key_len, contiguous })
 }

@@ -47,10 +47,7 @@ impl<B: Backend> HfLinear<B> {
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2 = x.reshape([rows, inp]);
-        let y = match crate::cpu_gemv::try_linear(&x2, &w) {
-            Some(y) => y,
-            None => x2.matmul(w.transpose()),
-        };
+        let y = crate::backend_ext::linear(x2, w);
         let y = match &self.bias {
             Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,

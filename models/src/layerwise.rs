@@ -12,11 +12,10 @@ use burn::prelude::*;
 use crate::attention::FullMask;
 use crate::decoder::DecoderForCausalLM;
 use crate::deepseek::attention::AttnCtx;
-use crate::deepseek::model::plan_layout;
 use crate::deepseek::{DeepseekV3ForCausalLM, RouterChoices};
 use crate::flash_attention::{flash_forward, FlashPlan, KeyLayout};
 use crate::lm::{AttentionLayout, ForwardInput};
-use crate::model::Model;
+use crate::model::{dispatch, Model};
 
 /// How a layer's attention runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,9 +112,12 @@ impl<B: Backend> LayerwiseLm<B> for DecoderForCausalLM<B> {
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         let dtype = self.model.embed_tokens.weight.val().dtype();
-        let (cos, sin) = self.rope.cos_sin(self.positions(input), dtype);
+        let (cos, sin) = self.rope.cos_sin(crate::plan::positions(input), dtype);
         let plan = plan_for(input, attn);
-        let mask = if plan.is_some() { FullMask::Causal } else { self.dense_mask(input) };
+        let mask = match plan.is_none().then(|| crate::plan::dense_mask(input)).flatten() {
+            Some(m) => FullMask::Explicit(m),
+            None => FullMask::Causal,
+        };
         LayerCtx { kind: CtxKind::Decoder { cos, sin, mask }, plan }
     }
     fn layer_forward(&self, i: usize, x: Tensor<B, 3>, ctx: &LayerCtx<B>) -> Tensor<B, 3> {
@@ -172,7 +174,8 @@ impl<B: Backend> LayerwiseLm<B> for DeepseekV3ForCausalLM<B> {
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         let plan = plan_for(input, attn);
-        let (positions, mask) = plan_layout(input, plan.is_none());
+        let positions = crate::plan::position_rows(input);
+        let mask = plan.is_none().then(|| crate::plan::dense_mask(input)).flatten();
         LayerCtx { kind: CtxKind::Deepseek(self.rope_ctx(&positions, mask)), plan }
     }
     fn layer_forward(&self, i: usize, x: Tensor<B, 3>, ctx: &LayerCtx<B>) -> Tensor<B, 3> {
@@ -196,35 +199,26 @@ impl<B: Backend> LayerwiseLm<B> for DeepseekV3ForCausalLM<B> {
     }
 }
 
-macro_rules! dispatch {
-    ($self:ident, $m:ident => $e:expr) => {
-        match $self {
-            Model::Decoder($m) => $e,
-            Model::DeepseekV3($m) => $e,
-        }
-    };
-}
-
 impl<B: Backend> LayerwiseLm<B> for Model<B> {
     fn num_layers(&self) -> usize {
-        dispatch!(self, m => m.num_layers())
+        dispatch!(each Model, self, m => m.num_layers())
     }
     fn embed_ids(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        dispatch!(self, m => m.embed_ids(ids))
+        dispatch!(each Model, self, m => m.embed_ids(ids))
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
-        dispatch!(self, m => m.layer_ctx(input, attn))
+        dispatch!(each Model, self, m => m.layer_ctx(input, attn))
     }
     fn layer_forward(&self, i: usize, x: Tensor<B, 3>, ctx: &LayerCtx<B>) -> Tensor<B, 3> {
-        dispatch!(self, m => m.layer_forward(i, x, ctx))
+        dispatch!(each Model, self, m => m.layer_forward(i, x, ctx))
     }
     fn layer_attention_inputs(&self, i: usize, x: Tensor<B, 3>, ctx: &LayerCtx<B>) -> AttentionInputs<B> {
-        dispatch!(self, m => m.layer_attention_inputs(i, x, ctx))
+        dispatch!(each Model, self, m => m.layer_attention_inputs(i, x, ctx))
     }
     fn layer_after_attention(&self, i: usize, x: Tensor<B, 3>, attn: Tensor<B, 4>) -> Tensor<B, 3> {
-        dispatch!(self, m => m.layer_after_attention(i, x, attn))
+        dispatch!(each Model, self, m => m.layer_after_attention(i, x, attn))
     }
     fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        dispatch!(self, m => m.final_norm(x))
+        dispatch!(each Model, self, m => m.final_norm(x))
     }
 }

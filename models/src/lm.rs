@@ -10,11 +10,13 @@
 //!   to a preallocated per-slot cache so the engine can decode many sequences of different
 //!   lengths in one batched forward pass.
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::DType;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::layers::HfLinear;
 
 /// Which key positions each query may attend to in a full-sequence forward.
 #[derive(Clone, Debug)]
@@ -134,21 +136,67 @@ pub struct CachedInput<B: Backend> {
     pub lengths: Option<Vec<usize>>,
 }
 
+/// A model's output projection: logits are `hidden · weightᵀ`.
+pub struct OutputProjection<'a, B: Backend> {
+    /// `[vocab, hidden]`.
+    pub weight: &'a Param<Tensor<B, 2>>,
+    /// Its HF tensor name: `lm_head.weight`, or `model.embed_tokens.weight` when tied.
+    pub name: &'static str,
+}
+
+impl<'a, B: Backend> OutputProjection<'a, B> {
+    /// `lm_head` when the model has one, else the tied embedding table.
+    pub fn head_or_tied(lm_head: Option<&'a HfLinear<B>>, embed_tokens: &'a Param<Tensor<B, 2>>) -> Self {
+        match lm_head {
+            Some(head) => OutputProjection { weight: &head.weight, name: "lm_head.weight" },
+            None => OutputProjection { weight: embed_tokens, name: "model.embed_tokens.weight" },
+        }
+    }
+}
+
+/// Tokens cached per slot and the per-slot capacity: the bookkeeping every cache shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotLengths {
+    /// Tokens cached in each slot.
+    pub lens: Vec<usize>,
+    /// Maximum tokens per slot.
+    pub capacity: usize,
+}
+
+impl SlotLengths {
+    /// `slots` empty slots of `capacity` tokens each.
+    pub fn new(slots: usize, capacity: usize) -> Self {
+        SlotLengths { lens: vec![0; slots], capacity }
+    }
+}
+
 /// Per-slot key/value cache of one model: what the generation engine needs to know about it.
 ///
 /// A cache has a fixed number of slots (concurrent sequences) and a fixed capacity (tokens per
 /// slot), allocated up front so decode never reallocates.
 pub trait KvCache {
-    /// Number of sequences the cache holds at once.
-    fn num_slots(&self) -> usize;
-    /// Maximum tokens (prompt + generated) per slot.
-    fn capacity(&self) -> usize;
-    /// Tokens currently cached in `slot`.
-    fn len(&self, slot: usize) -> usize;
-    /// Forgets the sequence in `slot` (O(1): the memory is reused).
-    fn reset(&mut self, slot: usize);
+    /// Tokens per slot and capacity.
+    fn slot_lengths(&self) -> &SlotLengths;
+    /// Mutable [`Self::slot_lengths`] (a cached forward advances them).
+    fn slot_lengths_mut(&mut self) -> &mut SlotLengths;
     /// Bytes held by the cache tensors (for memory reporting).
     fn bytes(&self) -> usize;
+    /// Number of sequences the cache holds at once.
+    fn num_slots(&self) -> usize {
+        self.slot_lengths().lens.len()
+    }
+    /// Maximum tokens (prompt + generated) per slot.
+    fn capacity(&self) -> usize {
+        self.slot_lengths().capacity
+    }
+    /// Tokens currently cached in `slot`.
+    fn len(&self, slot: usize) -> usize {
+        self.slot_lengths().lens[slot]
+    }
+    /// Forgets the sequence in `slot` (O(1): the memory is reused).
+    fn reset(&mut self, slot: usize) {
+        self.slot_lengths_mut().lens[slot] = 0;
+    }
 }
 
 /// A decoder-only causal LM. Implemented by the Qwen2/Llama decoder, DeepSeek-V3 and the
@@ -174,9 +222,19 @@ pub trait CausalLm<B: Backend> {
     /// Same as [`Self::forward_hidden`] but also returns every layer's residual stream.
     fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B>;
 
+    /// The `[vocab, hidden]` output projection: `lm_head.weight`, or the embedding table when
+    /// embeddings are tied. Trainers that compute its gradient themselves (fused cross-entropy)
+    /// take it from here rather than searching the parameters by name.
+    fn output_projection(&self) -> OutputProjection<'_, B>;
+
     /// Projects final-norm hidden states `[B, T, H]` (or any chunk of them) to logits
-    /// `[B, T, vocab]` in the compute dtype (tied models use `embed_tokens.weight`).
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3>;
+    /// `[B, T, vocab]` in the compute dtype: `hidden · Wᵀ` with [`Self::output_projection`].
+    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, h] = hidden.dims();
+        let w = self.output_projection().weight.val();
+        let v = w.dims()[0];
+        crate::backend_ext::linear(hidden.reshape([b * t, h]), w).reshape([b, t, v])
+    }
 
     /// Full-sequence logits `[B, T, vocab]`.
     fn forward(&self, input: ForwardInput<B>) -> Tensor<B, 3> {

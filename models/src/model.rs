@@ -1,7 +1,9 @@
 //! [`Model`]: every architecture behind one type, so commands and stage crates load "a
 //! checkpoint" without caring which family it is.
 //!
-//! Adding an architecture = one variant here, one in [`ModelCache`], and one arm in each match.
+//! Adding an architecture = one variant in [`Model`] and [`ModelCache`], one arm in
+//! [`Model::load`], and one line in each rule of [`dispatch!`], the only place that matches
+//! on the variants (it also serves [`crate::LayerwiseLm`]).
 
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -11,7 +13,7 @@ use crate::decoder::DecoderForCausalLM;
 use crate::deepseek::{DeepseekV3ForCausalLM, MlaCache};
 use crate::error::ModelError;
 use crate::kv_cache::DecoderCache;
-use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
+use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache, OutputProjection, SlotLengths};
 use crate::weights::WeightSource;
 
 /// Any supported causal LM. Module paths skip the variant name (see [`crate::save_model`]),
@@ -35,6 +37,36 @@ pub enum ModelCache<B: Backend> {
     DeepseekV3(MlaCache<B>),
 }
 
+/// Enum dispatch over the architectures, generated in one place:
+/// * `dispatch!(each Model, value, m => expr)`: `expr` on whichever variant `value` holds
+///   (also `each ModelCache`);
+/// * `dispatch!(cache_of value, m => expr)`: `expr` builds the cache of the same variant;
+/// * `dispatch!(pair (model, cache), (m, c) => expr, else mismatch)`: a model with its own
+///   architecture's cache, `mismatch` otherwise.
+macro_rules! dispatch {
+    (each $enum:ident, $value:expr, $m:ident => $e:expr) => {
+        match $value {
+            $enum::Decoder($m) => $e,
+            $enum::DeepseekV3($m) => $e,
+        }
+    };
+    (cache_of $value:expr, $m:ident => $e:expr) => {
+        match $value {
+            Model::Decoder($m) => ModelCache::Decoder($e),
+            Model::DeepseekV3($m) => ModelCache::DeepseekV3($e),
+        }
+    };
+    (pair ($model:expr, $cache:expr), ($m:ident, $c:ident) => $e:expr, else $mismatch:expr) => {
+        match ($model, $cache) {
+            (Model::Decoder($m), ModelCache::Decoder($c)) => $e,
+            (Model::DeepseekV3($m), ModelCache::DeepseekV3($c)) => $e,
+            #[allow(unreachable_patterns)]
+            _ => $mismatch,
+        }
+    };
+}
+pub(crate) use dispatch;
+
 impl<B: Backend> Model<B> {
     /// Builds the architecture `config` names from `weights`.
     pub fn load<W: WeightSource<B>>(config: &ModelConfig, weights: &mut W) -> Result<Self, ModelError> {
@@ -50,30 +82,15 @@ impl<B: Backend> Model<B> {
     }
 }
 
-macro_rules! cache_dispatch {
-    ($self:ident, $c:ident => $e:expr) => {
-        match $self {
-            ModelCache::Decoder($c) => $e,
-            ModelCache::DeepseekV3($c) => $e,
-        }
-    };
-}
-
 impl<B: Backend> KvCache for ModelCache<B> {
-    fn num_slots(&self) -> usize {
-        cache_dispatch!(self, c => c.num_slots())
+    fn slot_lengths(&self) -> &SlotLengths {
+        dispatch!(each ModelCache, self, c => c.slot_lengths())
     }
-    fn capacity(&self) -> usize {
-        cache_dispatch!(self, c => c.capacity())
-    }
-    fn len(&self, slot: usize) -> usize {
-        cache_dispatch!(self, c => c.len(slot))
-    }
-    fn reset(&mut self, slot: usize) {
-        cache_dispatch!(self, c => c.reset(slot))
+    fn slot_lengths_mut(&mut self) -> &mut SlotLengths {
+        dispatch!(each ModelCache, self, c => c.slot_lengths_mut())
     }
     fn bytes(&self) -> usize {
-        cache_dispatch!(self, c => c.bytes())
+        dispatch!(each ModelCache, self, c => c.bytes())
     }
 }
 
@@ -81,54 +98,29 @@ impl<B: Backend> CausalLm<B> for Model<B> {
     type Cache = ModelCache<B>;
 
     fn config(&self) -> &ModelConfig {
-        match self {
-            Model::Decoder(m) => m.config(),
-            Model::DeepseekV3(m) => m.config(),
-        }
+        dispatch!(each Model, self, m => m.config())
     }
     fn device(&self) -> B::Device {
-        match self {
-            Model::Decoder(m) => m.device(),
-            Model::DeepseekV3(m) => m.device(),
-        }
+        dispatch!(each Model, self, m => m.device())
     }
     fn dtype(&self) -> DType {
-        match self {
-            Model::Decoder(m) => m.dtype(),
-            Model::DeepseekV3(m) => m.dtype(),
-        }
+        dispatch!(each Model, self, m => m.dtype())
     }
     fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
-        match self {
-            Model::Decoder(m) => m.forward_hidden(input),
-            Model::DeepseekV3(m) => m.forward_hidden(input),
-        }
+        dispatch!(each Model, self, m => m.forward_hidden(input))
     }
     fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B> {
-        match self {
-            Model::Decoder(m) => m.forward_hidden_states(input),
-            Model::DeepseekV3(m) => m.forward_hidden_states(input),
-        }
+        dispatch!(each Model, self, m => m.forward_hidden_states(input))
     }
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match self {
-            Model::Decoder(m) => m.logits(hidden),
-            Model::DeepseekV3(m) => m.logits(hidden),
-        }
+    fn output_projection(&self) -> OutputProjection<'_, B> {
+        dispatch!(each Model, self, m => m.output_projection())
     }
     fn new_cache(&self, slots: usize, capacity: usize) -> ModelCache<B> {
-        match self {
-            Model::Decoder(m) => ModelCache::Decoder(m.new_cache(slots, capacity)),
-            Model::DeepseekV3(m) => ModelCache::DeepseekV3(m.new_cache(slots, capacity)),
-        }
+        dispatch!(cache_of self, m => m.new_cache(slots, capacity))
     }
     fn forward_cached(&self, input: CachedInput<B>, cache: &mut ModelCache<B>) -> Result<Tensor<B, 3>, ModelError> {
-        match (self, cache) {
-            (Model::Decoder(m), ModelCache::Decoder(c)) => m.forward_cached(input, c),
-            (Model::DeepseekV3(m), ModelCache::DeepseekV3(c)) => m.forward_cached(input, c),
-            #[allow(unreachable_patterns)]
-            _ => Err(ModelError::InvalidInput("cache belongs to a different architecture".into())),
-        }
+        dispatch!(pair (self, cache), (m, c) => m.forward_cached(input, c),
+            else Err(ModelError::InvalidInput("cache belongs to a different architecture".into())))
     }
 }
 
@@ -149,6 +141,9 @@ impl<B: Backend, M: CausalLm<B>> CausalLm<B> for &M {
     }
     fn forward_hidden_states(&self, input: ForwardInput<B>) -> HiddenStates<B> {
         (**self).forward_hidden_states(input)
+    }
+    fn output_projection(&self) -> OutputProjection<'_, B> {
+        (**self).output_projection()
     }
     fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         (**self).logits(hidden)

@@ -1,22 +1,15 @@
 //! Small file helpers: every output is written to a temporary sibling and renamed, so a crash
-//! never leaves a half-written file under the final name.
+//! never leaves a half-written file under the final name. Single files go through
+//! `datasets::atomic`; the directory helpers (checkpoints) live here.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Result, StudentError};
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Writes `bytes` to `path` atomically: [`datasets::atomic::write_atomic`] (temp file in the
+/// same directory, fsync, rename, directory fsync), the one atomic writer of the workspace.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| StudentError::io(dir, e))?;
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| StudentError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| StudentError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| StudentError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| StudentError::io(path, e))
+    datasets::atomic::write_atomic(path, bytes).map_err(|e| StudentError::dataset(format!("writing {}", path.display()), e))
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.

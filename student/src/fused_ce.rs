@@ -9,16 +9,16 @@
 //! backward. Same math as the autodiff path (tested against it and against PyTorch), with
 //! one chunk of logits alive at a time and no log-softmax backward graph.
 //!
-//! It applies when `model.logits(h) = h · Wᵀ` for a parameter `lm_head.weight` (or the tied
-//! `model.embed_tokens.weight`) of shape `[vocab, hidden]`; [`LmProjection::probe`] checks that
-//! numerically once and the trainer falls back to the autodiff path otherwise.
+//! It applies when `model.logits(h) = h · Wᵀ` for the model's
+//! [`CausalLm::output_projection`] `W [vocab, hidden]` (`lm_head.weight` or the tied
+//! `model.embed_tokens.weight`); [`LmProjection::probe`] checks that numerically once and the
+//! trainer falls back to the autodiff path otherwise.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::ParamId;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, IndexingUpdateOp, Tensor, TensorData};
 
 use crate::loss::{loss_chunks, ShiftedTargets};
-use crate::params::PathStack;
 use models::CausalLm;
 
 /// The output projection of a model: its parameter id and HF name.
@@ -30,51 +30,17 @@ pub struct LmProjection {
     pub name: String,
 }
 
-struct FindParam<'a, B: Backend> {
-    stack: PathStack,
-    names: &'a [&'a str],
-    found: Vec<(String, ParamId, Tensor<B, 2>)>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for FindParam<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let path = self.stack.path();
-        if D == 2 && self.names.contains(&path.as_str()) {
-            let t = param.val();
-            let dims = t.dims();
-            self.found.push((path, param.id, t.reshape([dims[0], dims[1]])));
-        }
-    }
-}
-
-/// The `[vocab, hidden]` projection weight of `model` (lm_head, else tied embeddings).
-pub fn projection_weight<B: Backend, M: Module<B>>(model: &M) -> Option<(LmProjection, Tensor<B, 2>)> {
-    let names = ["lm_head.weight", "model.embed_tokens.weight"];
-    let mut f = FindParam::<B> {
-        stack: PathStack::default(),
-        names: &names,
-        found: Vec::new(),
-    };
-    model.visit(&mut f);
-    for want in names {
-        if let Some(i) = f.found.iter().position(|x| x.0 == want) {
-            let (name, id, t) = f.found.swap_remove(i);
-            return Some((LmProjection { id, name }, t));
-        }
-    }
-    None
+/// The `[vocab, hidden]` projection weight of `model` ([`CausalLm::output_projection`]:
+/// lm_head, else the tied embeddings).
+pub fn projection_weight<B: Backend, M: CausalLm<B>>(model: &M) -> Option<(LmProjection, Tensor<B, 2>)> {
+    let p = model.output_projection();
+    Some((LmProjection { id: p.weight.id, name: p.name.to_string() }, p.weight.val()))
 }
 
 impl LmProjection {
     /// Finds the projection and checks on a few random hidden states that `model.logits` is
     /// exactly `h · Wᵀ` (relative error ≤ 1e-3), so the hand-written gradient is the true one.
-    pub fn probe<B: Backend, M: CausalLm<B> + Module<B>>(model: &M) -> Option<Self> {
+    pub fn probe<B: Backend, M: CausalLm<B>>(model: &M) -> Option<Self> {
         let (proj, w) = projection_weight(model)?;
         let [v, h] = w.dims();
         if v != model.config().vocab_size && model.config().vocab_size != 0 {

@@ -15,17 +15,10 @@ use crate::error::{Result, StudentError};
 /// Version of the manifest layout.
 pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
 
-/// One hashed input file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct InputFile {
-    /// Path as used.
-    pub path: PathBuf,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the content (weights files: of the safetensors header only, which names
-    /// every tensor with its dtype, shape and offsets; hashing 15 GB per run is not useful).
-    pub sha256: String,
-}
+/// One hashed input file (path, size, SHA-256): the provenance record of `datasets`.
+pub use datasets::records::provenance::InputHash as InputFile;
+/// `DISTILL_GIT_REV`, else `git rev-parse HEAD` (+dirty), as every stage records it.
+pub use datasets::records::provenance::git_rev;
 
 /// What `run_manifest.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,19 +51,9 @@ pub struct RunManifest {
     pub resumed_from: Option<PathBuf>,
 }
 
-/// SHA-256 of a file's content, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| StudentError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| StudentError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+/// SHA-256 and size of a file ([`datasets::records::provenance::hash_file`]).
+fn hash_file(path: &Path) -> Result<InputFile> {
+    datasets::records::provenance::hash_file(path).map_err(|e| StudentError::dataset(format!("hashing {}", path.display()), e))
 }
 
 /// SHA-256 of a string.
@@ -84,14 +67,7 @@ pub fn hash_data(path: &Path) -> Result<Vec<InputFile>> {
         .map_err(|e| StudentError::dataset(format!("listing training files {}", path.display()), e))?;
     files
         .into_iter()
-        .map(|p| {
-            let bytes = std::fs::metadata(&p).map_err(|e| StudentError::io(&p, e))?.len();
-            Ok(InputFile {
-                sha256: sha256_file(&p)?,
-                path: p,
-                bytes,
-            })
-        })
+        .map(|p| hash_file(&p))
         .collect()
 }
 
@@ -116,22 +92,13 @@ pub fn hash_model_dir(dir: &Path) -> Result<Vec<InputFile>> {
             f.read_exact(&mut header).map_err(|e| StudentError::io(&p, e))?;
             hex::encode(Sha256::digest(&header))
         } else if name.ends_with(".json") {
-            sha256_file(&p)?
+            hash_file(&p)?.sha256
         } else {
             continue;
         };
         out.push(InputFile { path: p, bytes, sha256 });
     }
     Ok(out)
-}
-
-/// The git revision of the current directory, if it is a repository and git is installed.
-pub fn git_rev() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 /// The resolved config as TOML (what `train_config.toml` holds; re-loadable with `--config`).

@@ -36,23 +36,11 @@ pub enum TeacherError {
         source: toml::de::Error,
     },
     /// A JSON file (the run manifest) that does not parse.
-    #[error("{path}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What the JSON parser said.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// Filesystem failure.
-    #[error("{path}")]
-    Io {
-        /// File or directory involved.
-        path: PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Json(#[from] datasets::PathJsonError),
+    /// Filesystem failure on a named path.
+    #[error(transparent)]
+    Io(#[from] datasets::PathIoError),
     /// Problem set or tokenizer failure (names the file and line).
     #[error(transparent)]
     Dataset(#[from] datasets::DatasetError),
@@ -70,9 +58,6 @@ pub enum TeacherError {
 impl TeacherError {
     /// Shorthand for an I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TeacherError::Io {
-            path: path.into(),
-            source,
-        }
+        TeacherError::Io(datasets::PathIoError::new(path, source))
     }
 }

@@ -84,7 +84,7 @@ impl Manifest {
                 Ok(text) => {
                     return serde_json::from_str(&text)
                         .map(Some)
-                        .map_err(|source| TeacherError::Json { path, source })
+                        .map_err(|source| TeacherError::Json(datasets::PathError::new(path, source)))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(TeacherError::io(path, e)),

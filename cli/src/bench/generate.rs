@@ -78,24 +78,12 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Deterministic pseudo-random prompt ids (xorshift64*), enough for timing.
-fn random_prompt(state: &mut u64, len: usize, vocab: usize) -> Vec<u32> {
-    (0..len)
-        .map(|_| {
-            *state ^= *state >> 12;
-            *state ^= *state << 25;
-            *state ^= *state >> 27;
-            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % vocab as u32
-        })
-        .collect()
-}
-
 fn ours<B: Backend>(device: B::Device, a: &GenerateBenchArgs) -> anyhow::Result<Figures> {
     let cfg = qwen25_05b(a.layers)?;
     let t0 = Instant::now();
     let model = models::random_model::<B>(&cfg, &device, models::DType::F32, 0.02, 0)?;
     eprintln!("ours: built {:.3} B-param model in {:.1}s", model.param_count() as f64 / 1e9, t0.elapsed().as_secs_f64());
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = super::ids::TokenRng::new(0x9e37_79b9_7f4a_7c15);
     let vocab = cfg.vocab_size;
     let mut figures = Figures::default();
 
@@ -108,10 +96,10 @@ fn ours<B: Backend>(device: B::Device, a: &GenerateBenchArgs) -> anyhow::Result<
         engine.step()?;
         Ok(t.elapsed().as_secs_f64())
     };
-    prefill(random_prompt(&mut rng, 16, vocab))?; // warm-up
+    prefill(rng.ids(16, vocab))?; // warm-up
     let mut best = f64::INFINITY;
     for _ in 0..2 {
-        best = best.min(prefill(random_prompt(&mut rng, a.prompt_len, vocab))?);
+        best = best.min(prefill(rng.ids(a.prompt_len, vocab))?);
     }
     figures.prefill_tokens_per_s = a.prompt_len as f64 / best;
     eprintln!("ours: prefill {} tokens: {:.1} tok/s", a.prompt_len, figures.prefill_tokens_per_s);
@@ -120,7 +108,7 @@ fn ours<B: Backend>(device: B::Device, a: &GenerateBenchArgs) -> anyhow::Result<
         let cfg = EngineConfig { max_batch: b, max_seq_len: a.decode_prompt_len + a.decode_tokens + 2, ..Default::default() };
         let mut engine = Engine::new(&model, cfg);
         for _ in 0..b {
-            let p = random_prompt(&mut rng, a.decode_prompt_len, vocab);
+            let p = rng.ids(a.decode_prompt_len, vocab);
             engine.add_request(GenerationRequest::new(p, SamplingParams::greedy(a.decode_tokens + 1, vec![])))?;
         }
         engine.step()?; // prefill all + first tokens
@@ -160,7 +148,7 @@ fn peer(a: &GenerateBenchArgs) -> Result<Figures, String> {
 
 /// Runs the benchmark and prints ours next to transformers.
 pub fn run(a: GenerateBenchArgs) -> anyhow::Result<()> {
-    models::cpu_gemv::set_enabled(!a.matmul_only);
+    models::backend_ext::set_gemv_enabled(!a.matmul_only);
     let kind = a.device;
     let ours = with_backend!(kind, ours(&a)).context("native run")?;
     let peer = if a.no_peer { Err("skipped (--no-peer)".to_string()) } else { peer(&a) };

@@ -75,17 +75,10 @@ fn rollouts<B: Backend>(device: B::Device, a: &GrpoBenchArgs, path: &Path) -> an
     let config = models::ModelConfig::from_value(arch(a), Path::new("<bench arch>"))?;
     let model = models::random_model::<B>(&config, &device, models::DType::F32, 0.02, SEED)?;
     let mut requests = Vec::new();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = super::ids::TokenRng::new(0x9e37_79b9_7f4a_7c15);
     let mut prompts = Vec::new();
     for _ in 0..a.prompts {
-        let p: Vec<u32> = (0..a.prompt_len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % a.vocab as u64) as u32
-            })
-            .collect();
+        let p = rng.ids(a.prompt_len, a.vocab);
         for j in 0..a.generations {
             let params = SamplingParams {
                 max_new_tokens: a.completion_len,

@@ -5,6 +5,7 @@ pub mod client;
 pub mod generate;
 pub mod grade;
 pub mod grpo;
+mod ids;
 pub mod mla;
 pub mod serve;
 pub mod train;

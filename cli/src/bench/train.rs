@@ -360,16 +360,9 @@ fn train_on<B: Backend>(device: B::Device, cfg: &student::TrainConfig, opts: &st
 /// Deterministic pseudo-random token rows (labels = ids: every position trains).
 fn write_rows(path: &Path, a: &TrainBenchArgs, rows: usize) -> anyhow::Result<()> {
     let mut s = String::new();
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rng = super::ids::TokenRng::new(0x2545_F491_4F6C_DD1D);
     for _ in 0..rows {
-        let ids: Vec<u32> = (0..a.seq)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % a.vocab as u64) as u32
-            })
-            .collect();
+        let ids = rng.ids(a.seq, a.vocab);
         s.push_str(&serde_json::json!({ "input_ids": ids, "labels": ids }).to_string());
         s.push('\n');
     }

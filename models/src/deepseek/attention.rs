@@ -18,6 +18,7 @@ use burn::tensor::{
 
 use super::cache::{KvLayout, MlaCache};
 use crate::layers::{HfLinear, HfRmsNorm};
+use crate::plan::CachePlan;
 use super::rope::apply_rope;
 
 /// Per-forward inputs shared by every layer: rotary tables and the attention mask.
@@ -31,21 +32,6 @@ pub struct AttnCtx<B: Backend> {
     pub mask: Option<Tensor<B, 4, Bool>>,
     /// Pairwise-interleaved rope layout.
     pub interleaved: bool,
-}
-
-/// Where a cached forward writes and reads, per batch row.
-#[derive(Clone, Debug)]
-pub struct CacheRows {
-    /// Cache slot of each row.
-    pub slots: Vec<usize>,
-    /// Tokens already cached per row (the new tokens start there).
-    pub starts: Vec<usize>,
-    /// New tokens per row that are real (the rest is padding and is not stored).
-    pub valid: Vec<usize>,
-    /// Keys to read: `max(start + valid)`.
-    pub kv_len: usize,
-    /// Use the weight-absorbed latent attention (decode) instead of up-projecting the cache.
-    pub absorb: bool,
 }
 
 /// `self_attn` of a DeepSeek-V3 layer. Field names are the HF ones.
@@ -165,29 +151,31 @@ impl<B: Backend> MlaAttention<B> {
     }
 
     /// Cached attention: stores the new tokens in `cache` (layer `layer`) and attends over
-    /// everything cached for each row. `ctx.mask` must be `[b,1,t,rows.kv_len]`.
+    /// everything cached for each row. `ctx.mask` must be `[b,1,t,plan.key_len]`; `absorb` picks
+    /// the weight-absorbed latent attention (decode) over up-projecting the cache.
     pub fn forward_cached(
         &self,
         x: Tensor<B, 3>,
         ctx: &AttnCtx<B>,
         cache: &mut MlaCache<B>,
         layer: usize,
-        rows: &CacheRows,
+        plan: &CachePlan,
+        absorb: bool,
     ) -> Tensor<B, 3> {
         let (q_nope, q_pe) = self.queries(x.clone(), ctx);
         let lat = self.latent(x, ctx);
         match cache.layout() {
             KvLayout::Latent => {
                 for (r, (&slot, (&start, &valid))) in
-                    rows.slots.iter().zip(rows.starts.iter().zip(&rows.valid)).enumerate()
+                    plan.slots.iter().zip(plan.offsets.iter().zip(&plan.lengths)).enumerate()
                 {
                     if valid > 0 {
                         let row = lat.clone().narrow(0, r, 1).narrow(1, 0, valid);
                         cache.write_latent(layer, slot, start, row);
                     }
                 }
-                let all = cache.read_latent(layer, &rows.slots, rows.kv_len);
-                if rows.absorb {
+                let all = cache.read_latent(layer, &plan.slots, plan.key_len);
+                if absorb {
                     self.output(self.attend_absorbed(q_nope, q_pe, all, ctx.mask.clone()))
                 } else {
                     let (k, v) = self.expand(all);
@@ -198,7 +186,7 @@ impl<B: Backend> MlaAttention<B> {
             KvLayout::Expanded => {
                 let (k_new, v_new) = self.expand(lat);
                 for (r, (&slot, (&start, &valid))) in
-                    rows.slots.iter().zip(rows.starts.iter().zip(&rows.valid)).enumerate()
+                    plan.slots.iter().zip(plan.offsets.iter().zip(&plan.lengths)).enumerate()
                 {
                     if valid > 0 {
                         let k = k_new.clone().narrow(0, r, 1).narrow(2, 0, valid);
@@ -206,7 +194,7 @@ impl<B: Backend> MlaAttention<B> {
                         cache.write_expanded(layer, slot, start, k, v);
                     }
                 }
-                let (k, v) = cache.read_expanded(layer, &rows.slots, rows.kv_len);
+                let (k, v) = cache.read_expanded(layer, &plan.slots, plan.key_len);
                 let q = Tensor::cat(vec![q_nope, q_pe], 3);
                 self.output(self.attend(q, k, v, ctx.mask.clone()))
             }

@@ -11,8 +11,8 @@
 
 use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 
-use crate::kv_cache::assign_in_place;
-use crate::lm::KvCache;
+use crate::backend_ext::assign_in_place;
+use crate::lm::{KvCache, SlotLengths};
 
 /// What the cache stores per token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -38,8 +38,7 @@ pub(crate) enum LayerKv<B: Backend> {
 pub struct MlaCache<B: Backend> {
     pub(crate) layout: KvLayout,
     pub(crate) layers: Vec<LayerKv<B>>,
-    pub(crate) lens: Vec<usize>,
-    capacity: usize,
+    pub(crate) lengths: SlotLengths,
     bytes_per_token: usize,
 }
 
@@ -94,7 +93,7 @@ impl<B: Backend> MlaCache<B> {
             .collect();
         let bytes_per_token =
             shape.layers * shape.values_per_token_layer(layout) * dtype.size();
-        Self { layout, layers, lens: vec![0; slots], capacity, bytes_per_token }
+        Self { layout, layers, lengths: SlotLengths::new(slots, capacity), bytes_per_token }
     }
 
     /// Storage layout.
@@ -178,23 +177,15 @@ fn select_slots<B: Backend, const D: usize>(t: Tensor<B, D>, slots: &[usize]) ->
 }
 
 impl<B: Backend> KvCache for MlaCache<B> {
-    fn num_slots(&self) -> usize {
-        self.lens.len()
+    fn slot_lengths(&self) -> &SlotLengths {
+        &self.lengths
     }
 
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self, slot: usize) -> usize {
-        self.lens[slot]
-    }
-
-    fn reset(&mut self, slot: usize) {
-        self.lens[slot] = 0;
+    fn slot_lengths_mut(&mut self) -> &mut SlotLengths {
+        &mut self.lengths
     }
 
     fn bytes(&self) -> usize {
-        self.bytes_per_token * self.capacity * self.lens.len()
+        self.bytes_per_token * self.lengths.capacity * self.lengths.lens.len()
     }
 }

@@ -5,9 +5,9 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-use burn::tensor::{backend::Backend, Bool, DType, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Bool, DType, Tensor};
 
-use super::attention::{AttnCtx, CacheRows, MlaAttention};
+use super::attention::{AttnCtx, MlaAttention};
 use super::cache::{KvLayout, MlaCache, MlaCacheShape};
 use super::config::DeepseekV3Config;
 use super::moe::{DeepseekMoe, RouterChoices};
@@ -15,7 +15,8 @@ use super::rope::RopeFrequencies;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::layers::{HfLinear, HfRmsNorm, Mlp};
-use crate::lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache};
+use crate::lm::{CachedInput, CausalLm, ForwardInput, HiddenStates, OutputProjection};
+use crate::plan::CachePlan;
 
 /// Feed-forward of one layer: dense for the first `first_k_dense_replace` layers, MoE after.
 // A handful of these exist per model; boxing would only complicate the module paths.
@@ -84,67 +85,6 @@ pub struct DeepseekTrace<B: Backend> {
     pub hidden: HiddenStates<B>,
     /// Router choices of every layer.
     pub router: Vec<Option<RouterChoices>>,
-}
-
-/// Host-side view of a full-sequence input: positions per row and, when `dense`, the
-/// explicit mask (blockwise attention takes the layout instead).
-pub(crate) fn plan_layout<B: Backend>(
-    input: &ForwardInput<B>,
-    dense: bool,
-) -> (Vec<Vec<usize>>, Option<Tensor<B, 4, Bool>>) {
-    let [b, t] = input.input_ids.dims();
-    let device = input.input_ids.device();
-    let host_ints = |x: &Tensor<B, 2, Int>| -> Vec<i64> { x.clone().into_data().iter::<i64>().collect() };
-    let mut positions: Vec<Vec<usize>> = match &input.position_ids {
-        Some(p) => host_ints(p).chunks(t).map(|r| r.iter().map(|&x| x.max(0) as usize).collect()).collect(),
-        None => vec![(0..t).collect(); b],
-    };
-    let allowed: Option<Vec<bool>> = match &input.layout {
-        AttentionLayout::Causal => None,
-        AttentionLayout::CausalPadded { .. } if !dense => None,
-        AttentionLayout::CausalPadded { key_mask } => {
-            let km: Vec<bool> = key_mask.clone().into_data().iter::<bool>().collect();
-            let mut m = vec![false; b * t * t];
-            for r in 0..b {
-                for i in 0..t {
-                    for j in 0..=i {
-                        m[(r * t + i) * t + j] = km[r * t + j] || i == j;
-                    }
-                }
-            }
-            Some(m)
-        }
-        AttentionLayout::Packed { segment_ids } => {
-            let seg = host_ints(segment_ids);
-            let mut m = vec![false; if dense { b * t * t } else { 0 }];
-            for r in (0..b).filter(|_| dense) {
-                for i in 0..t {
-                    for j in 0..=i {
-                        m[(r * t + i) * t + j] = seg[r * t + i] == seg[r * t + j];
-                    }
-                }
-            }
-            let m = if dense { Some(m) } else { None };
-            if input.position_ids.is_none() {
-                for (r, row) in positions.iter_mut().enumerate() {
-                    let mut p = 0;
-                    for i in 0..t {
-                        if i > 0 && seg[r * t + i] != seg[r * t + i - 1] {
-                            p = 0;
-                        }
-                        row[i] = p;
-                        p += 1;
-                    }
-                }
-            }
-            m
-        }
-    };
-    let mask = allowed.map(|a| {
-        let masked: Vec<bool> = a.into_iter().map(|x| !x).collect();
-        Tensor::<B, 4, Bool>::from_data(TensorData::new(masked, [b, 1, t, t]), &device)
-    });
-    (positions, mask)
 }
 
 impl<B: Backend> DeepseekV3ForCausalLM<B> {
@@ -224,66 +164,15 @@ impl<B: Backend> DeepseekV3ForCausalLM<B> {
         cache: &mut MlaCache<B>,
         absorb: bool,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        let [n, t] = input.input_ids.dims();
-        if input.slots.len() != n {
-            return Err(ModelError::InvalidInput(format!(
-                "{} slots for {n} input rows",
-                input.slots.len()
-            )));
-        }
-        let mut seen = vec![false; cache.num_slots()];
-        for &s in &input.slots {
-            if s >= seen.len() || std::mem::replace(&mut seen[s], true) {
-                return Err(ModelError::InvalidInput(format!(
-                    "slot {s} is out of range or repeated (cache has {} slots)",
-                    seen.len()
-                )));
-            }
-        }
-        let valid = match &input.lengths {
-            Some(l) if l.len() != n || l.iter().any(|&v| v > t) => {
-                return Err(ModelError::InvalidInput(format!("lengths {l:?} do not fit {n} rows of {t}")))
-            }
-            Some(l) => l.clone(),
-            None => vec![t; n],
-        };
-        let starts: Vec<usize> = input.slots.iter().map(|&s| cache.len(s)).collect();
-        for r in 0..n {
-            if starts[r] + valid[r] > cache.capacity() {
-                return Err(ModelError::InvalidInput(format!(
-                    "slot {} would hold {} tokens, capacity is {}",
-                    input.slots[r],
-                    starts[r] + valid[r],
-                    cache.capacity()
-                )));
-            }
-        }
-        let kv_len = (0..n).map(|r| starts[r] + valid[r]).max().unwrap_or(0).max(1);
-        let positions: Vec<Vec<usize>> = starts.iter().map(|&s| (s..s + t).collect()).collect();
-        // Query i of row r (position start+i) sees keys 0..=start+i.
-        let uniform = starts.iter().all(|&s| s == starts[0]) && starts[0] + t == kv_len;
-        let mask = (!uniform).then(|| {
-            let mut m = vec![false; n * t * kv_len];
-            for r in 0..n {
-                for i in 0..t {
-                    for j in 0..kv_len {
-                        m[(r * t + i) * kv_len + j] = j > starts[r] + i;
-                    }
-                }
-            }
-            Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [n, 1, t, kv_len]), &self.device())
-        });
-        let ctx = self.rope_ctx(&positions, mask);
-        let rows = CacheRows { slots: input.slots.clone(), starts, valid: valid.clone(), kv_len, absorb };
+        let plan = CachePlan::new(&input, cache)?;
+        let ctx = self.rope_ctx(&plan.position_rows(), plan.mask(&self.device()));
         let mut x = self.model.embed_tokens.forward(input.input_ids);
         for (li, layer) in self.model.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
-            x = x + layer.self_attn.forward_cached(h, &ctx, cache, li, &rows);
+            x = x + layer.self_attn.forward_cached(h, &ctx, cache, li, &plan, absorb);
             x = x.clone() + layer.ffn(layer.post_attention_layernorm.forward(x), false).0;
         }
-        for (r, &s) in input.slots.iter().enumerate() {
-            cache.lens[s] += valid[r];
-        }
+        plan.commit(cache);
         Ok(self.model.norm.forward(x))
     }
 }
@@ -311,11 +200,8 @@ impl<B: Backend> CausalLm<B> for DeepseekV3ForCausalLM<B> {
         self.forward_traced(input).hidden
     }
 
-    fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
-        }
+    fn output_projection(&self) -> OutputProjection<'_, B> {
+        OutputProjection::head_or_tied(self.lm_head.as_ref(), &self.model.embed_tokens.weight)
     }
 
     fn new_cache(&self, slots: usize, capacity: usize) -> MlaCache<B> {

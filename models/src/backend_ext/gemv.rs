@@ -8,17 +8,10 @@
 //! batch of 8 costs about what a batch of 1 does. Output features are split across the rayon
 //! pool flex already uses.
 //!
-//! It is used only when the backend is `Flex` (checked by `TypeId`, so autodiff and GPU
-//! backends never see it), the dtype is f32 and the row count is small; otherwise callers fall
-//! back to `matmul`. The result equals `x · wᵀ` up to float summation order.
+//! The kernel works on plain `f32` slices; [`super::flex`] decides when a tensor qualifies (Flex
+//! backend, f32, small row count) and otherwise callers fall back to `matmul`. The result
+//! equals `x · wᵀ` up to float summation order.
 
-use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use burn::backend::flex::FlexTensor;
-use burn::backend::Flex;
-use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
 use rayon::prelude::*;
 
 /// Largest activation row count routed to the GEMV path.
@@ -29,44 +22,6 @@ pub const MAX_ROWS: usize = 16;
 pub const MIN_ROWS: usize = 2;
 /// Output features per parallel task.
 const CHUNK: usize = 32;
-
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the GEMV path on or off process-wide (on by default), so benchmarks can measure what
-/// it buys against plain `matmul`.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-fn to_flex<B: Backend>(t: Tensor<B, 2>) -> Option<FlexTensor> {
-    let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
-    let any: Box<dyn Any> = Box::new(p);
-    any.downcast::<FlexTensor>().ok().map(|b| *b)
-}
-
-fn from_flex<B: Backend>(t: FlexTensor) -> Tensor<B, 2> {
-    let any: Box<dyn Any> = Box::new(t);
-    let p = *any.downcast::<B::FloatTensorPrimitive>().expect("B is Flex");
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
-
-/// `x [rows, in] · wᵀ` for `w [out, in]`, when the fast path applies; `None` otherwise.
-pub fn try_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-    if !ENABLED.load(Ordering::Relaxed) || TypeId::of::<B>() != TypeId::of::<Flex>() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-        return None;
-    }
-    let [rows, k] = x.dims();
-    let [out, k2] = w.dims();
-    if !(MIN_ROWS..=MAX_ROWS).contains(&rows) || k != k2 {
-        return None;
-    }
-    let wf = to_flex(w.clone())?;
-    let ws = wf.as_slice::<f32>()?;
-    let xf = to_flex(x.clone())?.to_contiguous();
-    let xs = xf.as_slice::<f32>()?;
-    let y = gemv_rows(xs, rows, ws, out, k);
-    Some(from_flex::<B>(FlexTensor::from_data(TensorData::new(y, [rows, out]))))
-}
 
 /// Row-major `y [rows, out] = x [rows, k] · w[out, k]ᵀ`.
 pub fn gemv_rows(x: &[f32], rows: usize, w: &[f32], out: usize, k: usize) -> Vec<f32> {
@@ -319,32 +274,15 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn try_linear_applies_only_to_small_f32_flex_inputs() {
-        let dev = burn::backend::flex::FlexDevice;
-        let x = Tensor::<Flex, 2>::from_data(TensorData::new((0..24).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), [3, 8]), &dev);
-        let w = Tensor::<Flex, 2>::from_data(TensorData::new((0..40).map(|i| (i as f32 - 20.0) * 0.05).collect::<Vec<_>>(), [5, 8]), &dev);
-        let fast = try_linear(&x, &w).expect("fast path");
-        let slow = x.clone().matmul(w.clone().transpose());
-        let d = (fast - slow).abs().max().into_scalar();
-        assert!(d < 1e-5, "{d}");
-        let big = Tensor::<Flex, 2>::zeros([MAX_ROWS + 1, 8], &dev);
-        assert!(try_linear(&big, &w).is_none());
-        let one = Tensor::<Flex, 2>::zeros([1, 8], &dev);
-        assert!(try_linear(&one, &w).is_none());
-        type Ad = burn::backend::Autodiff<Flex>;
-        let xa = Tensor::<Ad, 2>::zeros([1, 8], &dev);
-        let wa = Tensor::<Ad, 2>::zeros([5, 8], &dev);
-        assert!(try_linear(&xa, &wa).is_none());
-    }
 }
 
 #[cfg(test)]
 mod speed {
     use super::*;
+    use burn::backend::Flex;
+    use burn::prelude::*;
 
-    /// Not a test: `cargo test --release -p models --lib speed -- --ignored --nocapture`
+    /// Not a test: `cargo test --release --workspace --lib -- backend_ext::gemv::speed -- --ignored --nocapture`
     /// prints GEMV vs `matmul` times on the Qwen2.5-0.5B lm_head and MLP shapes.
     #[test]
     #[ignore]

@@ -1,0 +1,225 @@
+//! The `Flex` (CPU) side of the seam: the only code in the crate that knows the Flex tensor
+//! type. Everything here answers "can this tensor take the fast path?" and returns `None` /
+//! `false` when not, so [`super`] falls back to the portable op.
+
+use std::any::{Any, TypeId};
+use std::ops::Range;
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::{bf16, f16, DType, TensorPrimitive};
+
+use super::gemv::{gemv_rows, MAX_ROWS, MIN_ROWS};
+
+/// The Flex primitive behind `t`; `None` on any other backend (GPU, autodiff) or for
+/// quantized tensors.
+pub(super) fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+        return None;
+    }
+    let TensorPrimitive::Float(p) = t.into_primitive() else {
+        return None;
+    };
+    let any: Box<dyn Any> = Box::new(p);
+    any.downcast::<FlexTensor>().ok().map(|b| *b)
+}
+
+/// Wraps a Flex primitive back into a tensor of `B` (only called after [`to_flex`] succeeded,
+/// so `B` is `Flex`).
+pub(super) fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(t);
+    let p = *any
+        .downcast::<B::FloatTensorPrimitive>()
+        .expect("primitive came from this backend");
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// `x [rows, in] · wᵀ` for `w [out, in]` through the GEMV kernel, when `B` is Flex, both are
+/// f32 and `rows` is in `MIN_ROWS..=MAX_ROWS`; `None` otherwise.
+pub(super) fn try_linear<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return None;
+    }
+    let [rows, k] = x.dims();
+    let [out, k2] = w.dims();
+    if !(MIN_ROWS..=MAX_ROWS).contains(&rows) || k != k2 {
+        return None;
+    }
+    let wf = to_flex(w.clone())?;
+    let ws = wf.as_slice::<f32>()?;
+    let xf = to_flex(x.clone())?.to_contiguous();
+    let xs = xf.as_slice::<f32>()?;
+    let y = gemv_rows(xs, rows, ws, out, k);
+    Some(from_flex::<B, 2>(FlexTensor::from_data(TensorData::new(
+        y,
+        [rows, out],
+    ))))
+}
+
+/// `cache[ranges] = value` written straight into `cache`'s buffer; false (cache untouched)
+/// when `B` is not Flex or the buffer cannot be written in place.
+pub(super) fn try_assign<B: Backend, const D: usize>(
+    cache: &mut Tensor<B, D>,
+    ranges: &[Range<usize>],
+    value: &Tensor<B, D>,
+) -> bool {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+        return false;
+    }
+    let device = cache.device();
+    let taken = std::mem::replace(cache, Tensor::empty([0; D], &device));
+    let (restored, done) = match (
+        to_flex::<B, D>(taken.clone()),
+        to_flex::<B, D>(value.clone()),
+    ) {
+        (Some(mut dst), Some(src)) => {
+            drop(taken);
+            let done = write_flex(&mut dst, ranges, &src.to_contiguous());
+            (from_flex::<B, D>(dst), done)
+        }
+        _ => (taken, false),
+    };
+    *cache = restored;
+    done
+}
+
+/// Copies contiguous `src` into `dst[ranges]`; false (nothing written) when `dst` is shared,
+/// strided or offset, the dtypes differ, or the shapes do not match.
+fn write_flex(dst: &mut FlexTensor, ranges: &[Range<usize>], src: &FlexTensor) -> bool {
+    let shape = dst.layout().shape().to_vec();
+    let lens: Vec<usize> = ranges
+        .iter()
+        .map(|r| r.end.saturating_sub(r.start))
+        .collect();
+    if !dst.is_unique()
+        || !dst.is_contiguous()
+        || dst.layout().start_offset() != 0
+        || dst.dtype() != src.dtype()
+        || shape.len() != ranges.len()
+        || ranges
+            .iter()
+            .zip(&shape)
+            .any(|(r, &n)| r.start > r.end || r.end > n)
+        || src.layout().shape().to_vec() != lens
+    {
+        return false;
+    }
+    match dst.dtype() {
+        DType::F32 => copy_block(
+            dst.try_storage_mut::<f32>(),
+            &shape,
+            ranges,
+            src.as_slice::<f32>(),
+        ),
+        DType::F16 => copy_block(
+            dst.try_storage_mut::<f16>(),
+            &shape,
+            ranges,
+            src.as_slice::<f16>(),
+        ),
+        DType::BF16 => copy_block(
+            dst.try_storage_mut::<bf16>(),
+            &shape,
+            ranges,
+            src.as_slice::<bf16>(),
+        ),
+        _ => false,
+    }
+}
+
+/// Row-major block copy of `src` (shape = range lengths) into `dst` (shape `shape`) at `ranges`,
+/// in runs as long as the trailing full dimensions allow.
+fn copy_block<E: Copy>(
+    dst: Option<&mut [E]>,
+    shape: &[usize],
+    ranges: &[Range<usize>],
+    src: Option<&[E]>,
+) -> bool {
+    let (Some(dst), Some(src)) = (dst, src) else {
+        return false;
+    };
+    let lens: Vec<usize> = ranges.iter().map(|r| r.end - r.start).collect();
+    if dst.len() != shape.iter().product::<usize>() || src.len() != lens.iter().product::<usize>() {
+        return false;
+    }
+    if src.is_empty() {
+        return true;
+    }
+    let nd = shape.len();
+    let mut strides = vec![1usize; nd];
+    for j in (0..nd.saturating_sub(1)).rev() {
+        strides[j] = strides[j + 1] * shape[j + 1];
+    }
+    // First dimension of the contiguous run: every later one is written whole.
+    let mut k = nd - 1;
+    while k > 0 && lens[k] == shape[k] {
+        k -= 1;
+    }
+    let run = lens[k] * strides[k];
+    let outer: Vec<usize> = lens[..k].to_vec();
+    let mut idx = vec![0usize; k];
+    for chunk in src.chunks_exact(run) {
+        let off: usize = (0..k)
+            .map(|j| (ranges[j].start + idx[j]) * strides[j])
+            .sum::<usize>()
+            + ranges[k].start * strides[k];
+        dst[off..off + run].copy_from_slice(chunk);
+        for j in (0..k).rev() {
+            idx[j] += 1;
+            if idx[j] < outer[j] {
+                break;
+            }
+            idx[j] = 0;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_linear_applies_only_to_small_f32_flex_inputs() {
+        let dev = burn::backend::flex::FlexDevice;
+        let x = Tensor::<Flex, 2>::from_data(
+            TensorData::new((0..24).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), [3, 8]),
+            &dev,
+        );
+        let w = Tensor::<Flex, 2>::from_data(
+            TensorData::new(
+                (0..40)
+                    .map(|i| (i as f32 - 20.0) * 0.05)
+                    .collect::<Vec<_>>(),
+                [5, 8],
+            ),
+            &dev,
+        );
+        let fast = try_linear(&x, &w).expect("fast path");
+        let slow = x.clone().matmul(w.clone().transpose());
+        let d = (fast - slow).abs().max().into_scalar();
+        assert!(d < 1e-5, "{d}");
+        let big = Tensor::<Flex, 2>::zeros([MAX_ROWS + 1, 8], &dev);
+        assert!(try_linear(&big, &w).is_none());
+        let one = Tensor::<Flex, 2>::zeros([1, 8], &dev);
+        assert!(try_linear(&one, &w).is_none());
+        type Ad = burn::backend::Autodiff<Flex>;
+        let xa = Tensor::<Ad, 2>::zeros([3, 8], &dev);
+        let wa = Tensor::<Ad, 2>::zeros([5, 8], &dev);
+        assert!(try_linear(&xa, &wa).is_none());
+    }
+
+    #[test]
+    fn try_assign_declines_other_backends() {
+        type Ad = burn::backend::Autodiff<Flex>;
+        let dev = Default::default();
+        let mut cache = Tensor::<Ad, 2>::zeros([2, 2], &dev);
+        assert!(!try_assign(
+            &mut cache,
+            &[0..1, 0..2],
+            &Tensor::<Ad, 2>::ones([1, 2], &dev)
+        ));
+        assert_eq!(cache.sum().into_scalar(), 0.0);
+    }
+}
