@@ -109,7 +109,7 @@ fn run_eval(a: RunArgs) -> anyhow::Result<()> {
         let backend = crate::with_backend!(a.device, build_backend(&cfg))?;
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(eval::run_eval(&cfg, backend))
-            .with_context(|| format!("eval run {} (rerun the same command to resume)", a.config.display()))?
+            .with_context(|| format!("eval run {}", a.config.display()))?
     };
     print!("{}", summary.to_markdown());
     eprintln!("\nwrote {}", cfg.out_dir.join("summary.json").display());
@@ -136,7 +136,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt
         .block_on(eval::sweep::run_sweep(&cfg, &budgets, &model))
-        .with_context(|| format!("eval sweep {} (rerun the same command to resume)", a.config.display()))?;
+        .with_context(|| format!("eval sweep {}", a.config.display()))?;
     print!("{}", eval::sweep::render_markdown(&report));
     eprintln!("\nwrote {}", cfg.out_dir.join("report.json").display());
     Ok(())
@@ -157,6 +157,12 @@ fn check_run_config(path: &std::path::Path, sets: &[String], cfg: &eval::EvalCon
     }
     if cfg.stats.bootstrap_resamples == 0 {
         anyhow::bail!("{}: stats.bootstrap_resamples must be at least 1 (it sizes the 95% CI)", path.display());
+    }
+    // Every problem file is read before the model loads: a malformed file is an input error
+    // to fix (named with its line), not something a rerun resumes past.
+    for bench in &cfg.benchmarks {
+        eval::benchmarks::load(&bench.name, bench.path.as_deref(), &bench.columns)
+            .with_context(|| format!("{}: benchmark `{}`", path.display(), bench.name))?;
     }
     Ok(())
 }

@@ -201,6 +201,24 @@ fn eval_run_needs_benchmarks_and_resamples() {
     );
 }
 
+/// A malformed problem file is an input error named with its line, found before any model
+/// loads, and the message does not tell the user to "rerun to resume".
+#[test]
+fn eval_run_reports_a_malformed_problem_file_before_loading_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let problems = dir.path().join("problems.jsonl");
+    std::fs::write(&problems, "{\"problem\": \"1+1\", \"answer\": \"2\"}\n{\"problem\": oops\n").unwrap();
+    let extra = format!("[[benchmarks]]\nname = \"mine\"\npath = \"{}\"\n", problems.display());
+    let mut c = distill();
+    c.args(["eval", "run", "--config"]).arg(eval_config(dir.path(), &extra));
+    let o = run_within(c, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("problems.jsonl") && err.contains("line 2"), "names the file and line: {err}");
+    assert!(!err.contains("resume"), "an input error is not resumable: {err}");
+    assert!(!err.contains("no/such/ckpt"), "the problem file is checked before the model loads: {err}");
+}
+
 /// A checkpoint directory with only a config.json (the checks run before weights are read).
 fn config_only_model(dir: &Path, layers: u64) -> PathBuf {
     let m = dir.join(format!("m{layers}"));
