@@ -178,7 +178,7 @@ fn two_nodes_on_loopback_match_one_process_with_doubled_grad_accum() {
             (child, log)
         })
         .collect();
-    wait_nodes(nodes, Duration::from_secs(600));
+    wait_nodes(nodes, Duration::from_secs(300));
     assert_same_run(&one, &two);
 }
 
