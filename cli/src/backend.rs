@@ -22,6 +22,17 @@ impl std::fmt::Display for DeviceKind {
     }
 }
 
+impl DeviceKind {
+    /// The data-parallel device entry of this kind (`cpu`, `cuda:0`).
+    pub fn spec(self) -> student::distributed::DeviceSpec {
+        match self {
+            DeviceKind::Cpu => student::distributed::DeviceSpec::Cpu,
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => student::distributed::DeviceSpec::Cuda(0),
+        }
+    }
+}
+
 /// The CPU backend every build has.
 pub type Cpu = burn::backend::Flex;
 /// The GPU backend of `--features cuda` builds.

@@ -10,6 +10,7 @@ mod data_cmd;
 mod eval_cmd;
 mod eval_grade;
 mod model_cmd;
+mod orchestrator;
 mod quickstart_cmd;
 mod report;
 mod serve_cmd;

@@ -44,7 +44,7 @@ struct PlanArgs {
     #[arg(long, default_value = "cpu")]
     gpu: String,
     /// Data-parallel devices (tokens per step ×N; with train.shard_optimizer, ZeRO-1 divides
-    /// optimizer states and f32 masters by N).
+    /// the optimizer states by N).
     #[arg(long, default_value_t = 1)]
     gpus: u64,
     /// Print one JSON object instead of the table.
@@ -80,6 +80,22 @@ struct TrainArgs {
     /// `train.devices`; replaces --device). N peers × grad_accum G = one device × N·G.
     #[arg(long, value_delimiter = ',')]
     devices: Vec<String>,
+    /// Machines in a multi-node run (sets `train.nodes`); each runs the peers of --devices.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// This machine's index, 0..nodes (sets `train.node_rank`). Node 0 hosts the orchestrator
+    /// and writes metrics, checkpoints and final/.
+    #[arg(long)]
+    node_rank: Option<usize>,
+    /// HOST:PORT of the global orchestrator, the same on every node (sets
+    /// `train.orchestrator`); node 0 listens on PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    orchestrator: Option<String>,
+    /// HOST:PORT the other nodes reach this node's tensor service at (sets
+    /// `train.node_address`; default: the address routing to the orchestrator, port = its port
+    /// + 1 + node rank).
+    #[arg(long, value_name = "HOST:PORT")]
+    node_address: Option<String>,
     /// Do not draw the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -93,6 +109,27 @@ struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The command line's --devices / --nodes / --node-rank / --orchestrator / --node-address
+    /// over the config's `[train]` keys, validated.
+    fn apply_layout(&self, t: &mut student::config::TrainSection) -> anyhow::Result<()> {
+        if !self.devices.is_empty() {
+            t.devices = self.devices.clone();
+        }
+        if let Some(n) = self.nodes {
+            t.nodes = n;
+        }
+        if let Some(r) = self.node_rank {
+            t.node_rank = r;
+        }
+        if let Some(o) = &self.orchestrator {
+            t.orchestrator = Some(o.clone());
+        }
+        if let Some(a) = &self.node_address {
+            t.node_address = Some(a.clone());
+        }
+        student::distributed::validate_nodes(t).map_err(|e| anyhow::anyhow!("--nodes/--node-rank/--orchestrator: {e}"))
+    }
+
     fn run_options(&self) -> student::RunOptions {
         student::RunOptions {
             resume: self.resume,
@@ -129,12 +166,21 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
     match args.command {
         StudentCommand::Train(a) => {
             let mut cfg = student::TrainConfig::load(&a.config, &a.set)?;
-            if !a.devices.is_empty() {
-                cfg.train.devices = a.devices.clone();
+            a.apply_layout(&mut cfg.train)?;
+            let mut specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!("--devices / train.devices: {e}"))?;
+            if specs.is_empty() && cfg.train.nodes > 1 {
+                specs.push(a.device.spec());
             }
-            let specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!("--devices / train.devices: {e}"))?;
             preflight(&cfg, a.device, a.gpu.as_deref(), a.force)?;
-            let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student train")?;
+            // Other nodes only compute (node 0 writes); they may share node 0's directory.
+            let _lock = if cfg.train.node_rank == 0 {
+                Some(datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student train")?)
+            } else {
+                None
+            };
+            if cfg.train.nodes > 1 && cfg.train.node_rank == 0 {
+                crate::orchestrator::host(cfg.train.orchestrator.as_deref().unwrap_or_default())?;
+            }
             let mut opts = a.run_options();
             if let Some(first) = specs.first() {
                 opts.bf16_supported = *first != DeviceSpec::Cpu;
@@ -142,7 +188,7 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
             let summary = if specs.is_empty() {
                 with_backend!(a.device, train_on(&cfg, &opts))?
             } else {
-                train_peers(&cfg, &specs, &opts)?
+                train_peers(&cfg, &specs, &opts, &student::DistributedOptions::default())?
             };
             eprintln!(
                 "trained {} steps; last loss {}; final model in {}",
@@ -156,10 +202,20 @@ pub fn run(args: StudentArgs) -> anyhow::Result<()> {
             Ok(())
         }
         StudentCommand::Grpo(a) => {
-            let cfg = student::GrpoConfig::load(&a.config, &a.set)?;
+            let mut cfg = student::GrpoConfig::load(&a.config, &a.set)?;
+            if a.nodes.is_some_and(|n| n > 1) {
+                anyhow::bail!("--nodes: multi-node runs are for `student train`; GRPO runs on the --devices of one machine");
+            }
+            if !a.devices.is_empty() {
+                cfg.train.devices = a.devices.clone();
+            }
+            let specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!("--devices / train.devices: {e}"))?;
             let _lock = datasets::lock::OutputLock::acquire(&cfg.output.dir, "distill student grpo")?;
-            let opts = a.run_options();
-            let summary = with_backend!(a.device, grpo_on(&cfg, &opts))?;
+            let mut opts = a.run_options();
+            if let Some(first) = specs.first() {
+                opts.bf16_supported = *first != DeviceSpec::Cpu;
+            }
+            let summary = if specs.is_empty() { with_backend!(a.device, grpo_on(&cfg, &opts))? } else { grpo_peers(&cfg, &specs, &opts)? };
             eprintln!(
                 "trained {} GRPO steps; last loss {}, last mean reward {}; final model in {}",
                 summary.steps,
@@ -263,13 +319,17 @@ fn grpo_on<B: Backend>(
     student::train_grpo::<Autodiff<B>>(cfg, &device, opts).context("student grpo")
 }
 
-/// Data-parallel training with one peer per entry of `train.devices`.
-pub(crate) fn train_peers(cfg: &student::TrainConfig, specs: &[DeviceSpec], opts: &student::RunOptions) -> anyhow::Result<student::TrainSummary> {
-    let dist = student::DistributedOptions::default();
+/// Data-parallel training with one peer per entry of `train.devices` (on each node).
+pub(crate) fn train_peers(
+    cfg: &student::TrainConfig,
+    specs: &[DeviceSpec],
+    opts: &student::RunOptions,
+    dist: &student::DistributedOptions,
+) -> anyhow::Result<student::TrainSummary> {
     let summary = match specs[0] {
         DeviceSpec::Cpu => {
             let devices = vec![burn::backend::flex::FlexDevice; specs.len()];
-            student::train_data_parallel::<Autodiff<crate::backend::Cpu>>(cfg, &devices, opts, &dist)
+            student::train_data_parallel::<Autodiff<crate::backend::Cpu>>(cfg, &devices, opts, dist)
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
@@ -280,12 +340,37 @@ pub(crate) fn train_peers(cfg: &student::TrainConfig, specs: &[DeviceSpec], opts
                     DeviceSpec::Cpu => unreachable!("parse_devices rejects mixed lists"),
                 })
                 .collect();
-            student::train_data_parallel::<Autodiff<crate::backend::Gpu>>(cfg, &devices, opts, &dist)
+            student::train_data_parallel::<Autodiff<crate::backend::Gpu>>(cfg, &devices, opts, dist)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => anyhow::bail!("train.devices names CUDA devices but this build has no `cuda` feature"),
     };
     summary.context("student train (data-parallel)")
+}
+
+/// Data-parallel GRPO with one peer per entry of `train.devices`.
+fn grpo_peers(cfg: &student::GrpoConfig, specs: &[DeviceSpec], opts: &student::RunOptions) -> anyhow::Result<student::GrpoSummary> {
+    let dist = student::DistributedOptions::default();
+    let summary = match specs[0] {
+        DeviceSpec::Cpu => {
+            let devices = vec![burn::backend::flex::FlexDevice; specs.len()];
+            student::train_grpo_data_parallel::<Autodiff<crate::backend::Cpu>>(cfg, &devices, opts, &dist)
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => {
+            let devices: Vec<_> = specs
+                .iter()
+                .map(|s| match s {
+                    DeviceSpec::Cuda(i) => burn::backend::cuda::CudaDevice::new(*i),
+                    DeviceSpec::Cpu => unreachable!("parse_devices rejects mixed lists"),
+                })
+                .collect();
+            student::train_grpo_data_parallel::<Autodiff<crate::backend::Gpu>>(cfg, &devices, opts, &dist)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => anyhow::bail!("train.devices names CUDA devices but this build has no `cuda` feature"),
+    };
+    summary.context("student grpo (data-parallel)")
 }
 
 fn merge_on<B: Backend>(

@@ -285,6 +285,21 @@ pub struct TrainSection {
     /// N peers equal one device with `grad_accum` multiplied by N.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Machines of a multi-node run, each running the peers of `devices` (world = nodes ×
+    /// devices). Default 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub nodes: usize,
+    /// This machine's index in 0..`nodes`; node 0 hosts the orchestrator and writes the files.
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub node_rank: usize,
+    /// `HOST:PORT` of burn-collective's global orchestrator (required when `nodes` > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<String>,
+    /// `HOST:PORT` the other nodes reach this node's tensor service at. Default: the address
+    /// this machine uses to reach the orchestrator, port = orchestrator port + 1 + node_rank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_address: Option<String>,
 }
 
 /// `[output]`.
@@ -363,6 +378,12 @@ pub struct DistillSection {
 
 fn yes() -> bool {
     true
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 fn one() -> usize {
     1
@@ -460,6 +481,10 @@ impl Default for TrainSection {
             eval_every: 0,
             eval_max_batches: 0,
             devices: Vec::new(),
+            nodes: 1,
+            node_rank: 0,
+            orchestrator: None,
+            node_address: None,
         }
     }
 }
@@ -537,6 +562,7 @@ impl TrainConfig {
         if let Err(e) = crate::distributed::parse_devices(&t.devices) {
             return Err(format!("train.devices: {e}"));
         }
+        crate::distributed::validate_nodes(t)?;
         if t.max_steps == 0 && t.epochs == 0 {
             return Err("one of train.max_steps or train.epochs must be > 0".into());
         }

@@ -39,7 +39,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use distributed::{train_data_parallel, DistributedOptions};
+pub use distributed::{train_data_parallel, train_grpo_data_parallel, DistributedOptions};
 pub use grpo::{train_grpo, GrpoConfig, GrpoSummary};
 pub use error::{Result, StudentError};
 pub use trainer::{read_metrics, train, RunOptions, TrainSummary};

@@ -74,6 +74,10 @@ pub struct AdamW<B: Backend> {
     /// Optimizer steps taken so far (PyTorch's per-param `step`, equal for all params here).
     pub step: u64,
     moments: HashMap<String, Moments<B>>,
+    /// ZeRO-1: which trainable parameters (by visit index) this peer updates; `None` = all.
+    /// A parameter it does not own is left unchanged and gets no moments (its owner updates
+    /// it and shares the new value; see `distributed::zero`).
+    owned: Option<Vec<bool>>,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -83,7 +87,46 @@ impl<B: Backend> AdamW<B> {
             params,
             step: 0,
             moments: HashMap::new(),
+            owned: None,
         }
+    }
+
+    /// Restricts updates and moments to the trainable parameters whose visit index is marked
+    /// in `owned` (ZeRO-1); moments of the others (a resumed full state) are dropped.
+    /// `names[i]` is the name of trainable parameter i.
+    pub fn shard(&mut self, owned: Vec<bool>, names: &[String]) {
+        let keep: std::collections::HashSet<&String> = names.iter().zip(&owned).filter(|(_, o)| **o).map(|(n, _)| n).collect();
+        self.moments.retain(|k, _| keep.contains(k));
+        self.owned = Some(owned);
+    }
+
+    /// Whether this optimizer updates trainable parameter `index` (always, unless sharded).
+    pub fn owns(&self, index: usize) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.get(index).copied().unwrap_or(false))
+    }
+
+    /// Elements per moment summed over the tracked parameters (each has two moments): what
+    /// this optimizer holds, in parameters.
+    pub fn state_elements(&self) -> usize {
+        self.moments.values().map(|m| store_len(&m.exp_avg)).sum()
+    }
+
+    /// The f32 moments `(exp_avg, exp_avg_sq)` of parameter `name`, if tracked.
+    pub fn moments_f32(&self, name: &str) -> Option<(Tensor<B, 1>, Tensor<B, 1>)> {
+        self.moments.get(name).map(|m| (m.exp_avg.to_f32(), m.exp_avg_sq.to_f32()))
+    }
+
+    /// An unsharded copy (same hyperparameters and step) holding `moments` (f32, stored as
+    /// this optimizer's settings say): the full state a sharded group gathers to save it.
+    pub fn with_moments(&self, moments: Vec<(String, Tensor<B, 1>, Tensor<B, 1>)>) -> Self {
+        let mut out = Self::new(self.params.clone());
+        out.step = self.step;
+        for (name, m, v) in moments {
+            let mode = self.params.mode(m.dims()[0]);
+            let stored = Moments { exp_avg: MomentStore::store(m, mode, true), exp_avg_sq: MomentStore::store(v, mode, false) };
+            out.moments.insert(name, stored);
+        }
+        out
     }
 
     /// Applies one update to every trainable float parameter of `module`.
@@ -168,6 +211,13 @@ impl<B: Backend> AdamW<B> {
     }
 }
 
+fn store_len<B: Backend>(s: &MomentStore<B>) -> usize {
+    match s {
+        MomentStore::F32(t) | MomentStore::Bf16(t) => t.dims()[0],
+        MomentStore::Q8(q, _) => q.codes.dims()[0],
+    }
+}
+
 struct AdamWMapper<'a, AB: AutodiffBackend> {
     opt: &'a mut AdamW<AB::InnerBackend>,
     grads: &'a mut GradientsParams,
@@ -193,6 +243,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let name = self.stack.path();
+        if !self.opt.owns(self.index as usize) {
+            // ZeRO-1: another peer updates it; keep the index so rounding seeds match.
+            self.index += 1;
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
         let p = tensor.inner();
         let param_dtype = p.dtype();
         let dims = p.dims();

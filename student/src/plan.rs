@@ -273,7 +273,9 @@ fn plan_once(p: &PlanInput, target: Target, budget: u64) -> Plan {
     let masters = if param_bytes == 4 && p.bf16 { stored } else { 0 };
     if masters > 0 {
         push(&mut parts, "weights", view, "bf16 compute copy of every parameter (cast view)".into());
-        push(&mut parts, "master_weights", masters / shard, format!("f32 masters{}", shard_note(shard)));
+        // The trainer's ZeRO-1 splits the optimizer states only: every peer keeps all f32
+        // masters (its forward casts them) and updates the share it owns.
+        push(&mut parts, "master_weights", masters, "f32 masters (whole on every device)".into());
     } else {
         push(&mut parts, "weights", stored + view, format!("{} parameters stored in {}", params, if param_bytes == 2 { "bf16" } else { "f32" }));
         push(&mut parts, "master_weights", 0, "none".into());
@@ -397,7 +399,7 @@ fn plan_once(p: &PlanInput, target: Target, budget: u64) -> Plan {
                 "data parallel over {} devices: tokens per step ×{}; {}",
                 p.gpus,
                 p.gpus,
-                if p.shard_optimizer { "ZeRO-1 (train.shard_optimizer) divides optimizer states and f32 masters" } else { "nothing divided (set train.shard_optimizer for ZeRO-1)" }
+                if p.shard_optimizer { "ZeRO-1 (train.shard_optimizer) divides the optimizer states (whole tensors, balanced by size)" } else { "nothing divided (set train.shard_optimizer for ZeRO-1)" }
             )
         } else {
             "one device".into()
@@ -627,6 +629,12 @@ mod tests {
         assert_eq!(sharded.part("optimizer_states"), (2 * n + 8 * n.div_ceil(256)) / 4);
         assert_eq!(sharded.tokens_per_step, 4 * 4096);
         assert!(sharded.sharding.contains("ZeRO-1"));
+        p.bf16 = true;
+        let (one, four) = (plan(&PlanInput { gpus: 1, ..p.clone() }, Target::H200, 1), plan(&p, Target::H200, 1));
+        assert!(four.part("master_weights") > 0);
+        assert_eq!(four.part("master_weights"), one.part("master_weights"), "masters are not sharded");
+        assert_eq!(four.part("optimizer_states"), one.part("optimizer_states") / 4);
+        p.bf16 = false;
         let json = to_json(&sharded);
         assert_eq!(json["total_bytes"].as_u64(), Some(sharded.total_bytes));
         assert_eq!(json["fits"].as_bool(), Some(false));

@@ -76,9 +76,13 @@ pub struct TrainBenchArgs {
     json: bool,
     /// Data-parallel scaling instead: one run per listed peer count (e.g. `1,2`), each peer
     /// `batch` rows per step on its own copy of --device; reports tokens/s and all-reduce
-    /// seconds per step.
+    /// seconds per step. Peer count 1 runs twice: plain (no collective) and as a group of
+    /// one through burn-collective, to show the collective's own overhead.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<usize>,
+    /// With --peers: also run each peer count > 1 with `train.shard_optimizer` (ZeRO-1).
+    #[arg(long)]
+    shard_optimizer: bool,
 }
 
 /// Runs the benchmark.
@@ -169,11 +173,24 @@ fn run_peers(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
         bf16_supported: args.device != DeviceKind::Cpu,
         ..Default::default()
     };
-    println!("peers  tokens/s  all-reduce s/step  (each peer {} × {} tokens per step)", args.batch, args.seq);
+    println!("peers  mode        tokens/s  all-reduce s/step  (each peer {} × {} tokens per step)", args.batch, args.seq);
+    let mut runs = Vec::new();
     for &n in &args.peers {
-        let out = work.join(format!("run-peers-{n}"));
+        let n = n.max(1);
+        if n == 1 {
+            runs.extend([(1, "plain", false, false), (1, "collective", true, false)]);
+        } else {
+            runs.push((n, "replicated", false, false));
+            if args.shard_optimizer {
+                runs.push((n, "zero-1", false, true));
+            }
+        }
+    }
+    for (n, mode, force_collective, shard) in runs {
+        let out = work.join(format!("run-peers-{n}-{mode}"));
         let mut cfg = bench_config(args, &train, &out)?;
-        cfg.train.devices = (0..n.max(1))
+        cfg.train.shard_optimizer = shard;
+        cfg.train.devices = (0..n)
             .map(|i| match args.device {
                 DeviceKind::Cpu => "cpu".to_string(),
                 #[allow(unreachable_patterns)]
@@ -181,13 +198,14 @@ fn run_peers(args: &TrainBenchArgs, work: &Path) -> anyhow::Result<()> {
             })
             .collect();
         let specs = student::distributed::parse_devices(&cfg.train.devices).map_err(|e| anyhow::anyhow!(e))?;
-        crate::student_cmd::train_peers(&cfg, &specs, &opts)?;
+        let dist = student::DistributedOptions { force_collective, ..Default::default() };
+        crate::student_cmd::train_peers(&cfg, &specs, &opts, &dist)?;
         let metrics = student::read_metrics(&out)?;
         let timed: Vec<_> = metrics.iter().skip(1).collect();
         let k = timed.len().max(1) as f64;
         let tps = timed.iter().map(|m| m.tokens_per_s).sum::<f64>() / k;
         let ar = timed.iter().map(|m| m.all_reduce_s.unwrap_or(0.0)).sum::<f64>() / k;
-        println!("{n:>5}  {tps:>8.0}  {ar:>17.4}");
+        println!("{n:>5}  {mode:<10}  {tps:>8.0}  {ar:>17.4}");
     }
     Ok(())
 }

@@ -12,18 +12,27 @@
 //!
 //! A peer that fails (error or panic) flags the group; the others give up their pending
 //! collective call within milliseconds and the run returns the failing peer's error.
+//!
+//! With `train.shard_optimizer` the AdamW states are split over the peers ([`zero`]); with
+//! `train.nodes` > 1 the peers of several processes/machines form one group through
+//! burn-collective's global orchestrator ([`nodes`]).
 
+mod nodes;
 mod peers;
 mod sync;
+mod zero;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use burn::tensor::backend::AutodiffBackend;
+use burn_collective::CollectiveConfig;
 
 pub use peers::{FaultInjection, Peer};
+pub use nodes::{validate_nodes, NodeSetup};
 pub use sync::sync_step;
+pub use zero::{balanced_owners, Layout, Shard};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, StudentError};
@@ -76,41 +85,83 @@ pub struct DistributedOptions {
     pub timeout: Duration,
     /// Make one peer fail on purpose (fault-tolerance tests). Default none.
     pub fault: Option<FaultInjection>,
+    /// Run even a single device as a group of one through burn-collective (measures the
+    /// collective's own overhead). Default false.
+    pub force_collective: bool,
 }
 
 impl Default for DistributedOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30 * 60), fault: None }
+        Self { timeout: Duration::from_secs(30 * 60), fault: None, force_collective: false }
     }
 }
 
-/// Trains with one peer per device (see the module docs); one device is the plain trainer.
-/// Returns peer 0's summary, or the error of the first peer that failed.
+/// Trains with one peer per device (see the module docs); one device on one node is the plain
+/// trainer. Returns this process's first peer's summary (with every local peer's
+/// optimizer-state size), or the error of the first peer that failed.
 pub fn train_data_parallel<AB: AutodiffBackend>(
     cfg: &TrainConfig,
     devices: &[AB::Device],
     opts: &RunOptions,
     dist: &DistributedOptions,
 ) -> Result<TrainSummary> {
+    let nodes = NodeSetup::from_train(&cfg.train).map_err(|msg| StudentError::Config { path: "[train]".into(), msg })?;
     match devices {
         [] => Err(StudentError::Config { path: "train.devices".into(), msg: "no device to train on".into() }),
-        [device] => train_peer::<AB>(cfg, device, opts, &Peer::solo()),
+        [device] if nodes.is_none() && !dist.force_collective => train_peer::<AB>(cfg, device, opts, &Peer::solo()),
         _ => {
-            let _one_group = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
-            run_group::<AB>(cfg, devices, opts, dist)
+            let mut all = run_group::<AB, _>(devices, opts, dist, nodes.as_ref(), |device, o, peer| train_peer::<AB>(cfg, device, o, peer))?;
+            let states = all.iter().flat_map(|s| s.optimizer_state.clone()).collect();
+            let mut first = all.swap_remove(0);
+            first.optimizer_state = states;
+            Ok(first)
         }
     }
 }
 
-fn run_group<AB: AutodiffBackend>(
-    cfg: &TrainConfig,
+/// GRPO with one peer per device (`train.devices`), as [`train_data_parallel`] for SFT; one
+/// device is the plain GRPO trainer. Single node only.
+pub fn train_grpo_data_parallel<AB: AutodiffBackend>(
+    cfg: &crate::grpo::GrpoConfig,
     devices: &[AB::Device],
     opts: &RunOptions,
     dist: &DistributedOptions,
-) -> Result<TrainSummary> {
-    let peers = Peer::group(devices.len(), dist.timeout, dist.fault);
-    tracing::info!(peers = peers.len(), "data-parallel training");
-    let mut results: Vec<Result<TrainSummary>> = std::thread::scope(|s| {
+) -> Result<crate::grpo::GrpoSummary> {
+    match devices {
+        [] => Err(StudentError::Config { path: "train.devices".into(), msg: "no device to train on".into() }),
+        [device] if !dist.force_collective => crate::grpo::trainer::train_grpo_peer::<AB>(cfg, device, opts, &Peer::solo()),
+        _ => {
+            let run = |device: &AB::Device, o: &RunOptions, peer: &Peer| crate::grpo::trainer::train_grpo_peer::<AB>(cfg, device, o, peer);
+            Ok(run_group::<AB, _>(devices, opts, dist, None, run)?.swap_remove(0))
+        }
+    }
+}
+
+/// Runs `train` once per local device, each as one peer of a group (this process's devices,
+/// or all nodes' with `nodes`), and returns every local peer's result in rank order, or the
+/// error of the first peer that failed. One group per process at a time.
+pub(crate) fn run_group<AB, S>(
+    devices: &[AB::Device],
+    opts: &RunOptions,
+    dist: &DistributedOptions,
+    nodes: Option<&NodeSetup>,
+    train: impl Fn(&AB::Device, &RunOptions, &Peer) -> Result<S> + Sync,
+) -> Result<Vec<S>>
+where
+    AB: AutodiffBackend,
+    S: Send,
+{
+    let _one_group = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+    let local = devices.len();
+    let config = CollectiveConfig::default().with_num_devices(local);
+    let (config, first, world) = match nodes {
+        Some(n) => (n.collective(config), n.node_rank * local, n.nodes * local),
+        None => (config, 0, local),
+    };
+    let peers = Peer::group(local, first, world, dist.timeout, dist.fault, config);
+    tracing::info!(local, world, first_rank = first, "data-parallel training");
+    let train = &train;
+    let mut results: Vec<Result<S>> = std::thread::scope(|s| {
         let handles: Vec<_> = peers
             .iter()
             .zip(devices)
@@ -119,7 +170,7 @@ fn run_group<AB: AutodiffBackend>(
                 o.progress &= peer.is_leader();
                 let spawned = std::thread::Builder::new()
                     .name(format!("peer-{}", peer.rank()))
-                    .spawn_scoped(s, move || run_peer::<AB>(cfg, device, &o, peer));
+                    .spawn_scoped(s, move || run_peer::<AB, S>(device, peer, || train(device, &o, peer)));
                 if let Err(e) = &spawned {
                     peer.fail(format!("cannot start its thread: {e}"));
                 }
@@ -135,10 +186,11 @@ fn run_group<AB: AutodiffBackend>(
             .collect()
     });
     let Some((rank, _)) = peers[0].first_failure() else {
-        return results.swap_remove(0);
+        return results.into_iter().collect();
     };
     burn_collective::reset_collective::<AB::InnerBackend>();
-    let source = match results.swap_remove(rank) {
+    // A failure on another node arrives here as this node's collective error.
+    let source = match results.swap_remove(rank.checked_sub(first).filter(|&i| i < local).unwrap_or(0)) {
         Err(e) => e,
         Ok(_) => StudentError::Collective { op: "train", rank, msg: "timed out waiting for the other peers".into() },
     };
@@ -147,16 +199,15 @@ fn run_group<AB: AutodiffBackend>(
 
 /// One peer's whole run: join the group, train, leave. Any failure (panics included) is
 /// recorded in the group so that the other peers stop.
-fn run_peer<AB: AutodiffBackend>(
-    cfg: &TrainConfig,
-    device: &AB::Device,
-    opts: &RunOptions,
-    peer: &Peer,
-) -> Result<TrainSummary> {
+fn run_peer<AB: AutodiffBackend, S>(device: &AB::Device, peer: &Peer, train: impl FnOnce() -> Result<S>) -> Result<S> {
     let r = catch_unwind(AssertUnwindSafe(|| {
         peer.register::<AB::InnerBackend>(device)?;
-        let summary = train_peer::<AB>(cfg, device, opts, peer)?;
-        peer.finish::<AB::InnerBackend>()?;
+        let summary = train()?;
+        // The run is complete here; leaving can fail when another node (the orchestrator's
+        // host) already exited, which must not turn a finished run into an error.
+        if let Err(e) = peer.finish::<AB::InnerBackend>() {
+            tracing::warn!(rank = peer.rank(), "leaving the collective group: {e}");
+        }
         Ok(summary)
     }));
     let r = r.unwrap_or_else(|p| Err(panicked(peer, p.as_ref())));

@@ -38,6 +38,8 @@ struct GroupState {
     /// Longest wait in one collective call before the group is declared dead.
     timeout: Duration,
     fault: Option<FaultInjection>,
+    /// What every local peer registers with (local device count; global level when multi-node).
+    config: CollectiveConfig,
 }
 
 /// A data-parallel peer. [`Peer::solo`] is the single-device trainer: every collective is
@@ -61,10 +63,18 @@ impl Peer {
         Self { rank: 0, world: 1, group: None }
     }
 
-    /// The `world` peers of one group sharing an abort flag.
-    pub(crate) fn group(world: usize, timeout: Duration, fault: Option<FaultInjection>) -> Vec<Peer> {
-        let state = Arc::new(GroupState { abort: AtomicBool::new(false), failure: Mutex::new(None), timeout, fault });
-        (0..world).map(|rank| Peer { rank, world, group: Some(state.clone()) }).collect()
+    /// The `local` peers this process runs of a group of `world`, ranks `first_rank..`, sharing
+    /// an abort flag; `config` says how they register with burn-collective.
+    pub(crate) fn group(
+        local: usize,
+        first_rank: usize,
+        world: usize,
+        timeout: Duration,
+        fault: Option<FaultInjection>,
+        config: CollectiveConfig,
+    ) -> Vec<Peer> {
+        let state = Arc::new(GroupState { abort: AtomicBool::new(false), failure: Mutex::new(None), timeout, fault, config });
+        (first_rank..first_rank + local).map(|rank| Peer { rank, world, group: Some(state.clone()) }).collect()
     }
 
     /// This peer's index, 0..world.
@@ -75,6 +85,12 @@ impl Peer {
     /// Number of peers.
     pub fn world(&self) -> usize {
         self.world
+    }
+
+    /// The single-device trainer (no group: every collective is the identity). A group of
+    /// one (`DistributedOptions::force_collective`) still goes through burn-collective.
+    pub fn is_solo(&self) -> bool {
+        self.group.is_none()
     }
 
     /// Peer 0 writes metrics, checkpoints and the final model; the others only compute.
@@ -127,7 +143,7 @@ impl Peer {
     /// Joins the process-local collective group (blocks until all peers joined).
     pub(crate) fn register<B: Backend>(&self, device: &B::Device) -> Result<()> {
         let (id, device) = (PeerId(self.rank as u32), device.clone());
-        let config = CollectiveConfig::default().with_num_devices(self.world);
+        let config = self.group.as_ref().expect("register on a solo peer").config.clone();
         self.wait("register", move || burn_collective::register::<B>(id, device, config))
     }
 
@@ -139,7 +155,7 @@ impl Peer {
 
     /// Element-wise sum of `t` over all peers (identity for a solo peer).
     pub(crate) fn all_reduce_sum<B: Backend>(&self, t: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
-        if self.world == 1 {
+        if self.is_solo() {
             return Ok(t);
         }
         let id = PeerId(self.rank as u32);

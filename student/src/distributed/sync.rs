@@ -17,6 +17,10 @@ use crate::error::Result;
 /// (a few collective calls per step instead of one per parameter, with bounded extra memory).
 const BUCKET_ELEMENTS: usize = 1 << 25;
 
+/// Fewest host values all-reduced in one call (zero-padded): the global (multi-node) ring
+/// all-reduce fails on a tensor shorter than the node count (`RingReduceImpossible`).
+const MIN_HOST_VALUES: usize = 64;
+
 /// Sums the gradients in `grads` of `module`'s trainable parameters, and the host-side
 /// values `host` (loss sums for the metrics), over all peers. A parameter this peer has no
 /// gradient for contributes zeros (AdamW treats a missing gradient as zero, so this is
@@ -29,15 +33,18 @@ pub fn sync_step<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     host: &mut [f64],
     device: &AB::Device,
 ) -> Result<()> {
-    if peer.world() == 1 {
+    if peer.is_solo() {
         return Ok(());
     }
     peer.injected_fault(step)?;
     let mut flat = Flatten::<AB> { grads, parts: Vec::new() };
     module.visit(&mut flat);
     let parts = flat.parts;
-    let host_vals: Vec<f32> = host.iter().map(|&v| v as f32).collect();
-    let host_t = Tensor::<AB::InnerBackend, 1>::from_data(TensorData::new(host_vals, [host.len()]), device);
+    // Padded: burn-collective's global ring all-reduce needs at least one element per node.
+    let mut host_vals: Vec<f32> = host.iter().map(|&v| v as f32).collect();
+    host_vals.resize(host.len().max(MIN_HOST_VALUES), 0.0);
+    let n_host = host_vals.len();
+    let host_t = Tensor::<AB::InnerBackend, 1>::from_data(TensorData::new(host_vals, [n_host]), device);
 
     let lens: Vec<usize> = parts.iter().map(|t| t.dims()[0]).collect();
     let mut parts = parts.into_iter();
@@ -62,7 +69,7 @@ pub fn sync_step<AB: AutodiffBackend, M: AutodiffModule<AB>>(
 
 /// Groups consecutive flat gradients (their lengths) into index ranges of at most
 /// [`BUCKET_ELEMENTS`] elements (a larger single gradient gets a bucket of its own).
-fn buckets(lens: &[usize]) -> Vec<Range<usize>> {
+pub(super) fn buckets(lens: &[usize]) -> Vec<Range<usize>> {
     let mut out: Vec<Range<usize>> = Vec::new();
     let mut size = 0;
     for (i, &n) in lens.iter().enumerate() {

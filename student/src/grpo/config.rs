@@ -181,6 +181,14 @@ pub struct GrpoTrainSection {
     /// Seed of problem order and sampling. Default 42.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Data-parallel peers, as SFT's `train.devices`: every peer holds the step's rollout
+    /// batch and computes the micro-batches m with m mod N = its rank; gradients and loss
+    /// sums are all-reduced. Default: one device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// ZeRO-1 over `devices`, as SFT's `train.shard_optimizer`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shard_optimizer: bool,
 }
 
 fn yes() -> bool {
@@ -242,6 +250,8 @@ impl Default for GrpoTrainSection {
             max_steps: 0,
             dtype: TrainDtype::F32,
             seed: default_seed(),
+            devices: Vec::new(),
+            shard_optimizer: false,
         }
     }
 }
@@ -310,6 +320,7 @@ impl GrpoConfig {
             distill: None,
         };
         probe.validate()?;
+        crate::distributed::parse_devices(&self.train.devices).map_err(|e| format!("train.devices: {e}"))?;
         let g = &self.grpo;
         if g.num_generations < 2 {
             return Err(format!("grpo.num_generations must be >= 2 (a group needs a baseline), got {}", g.num_generations));

@@ -1,6 +1,11 @@
 //! The GRPO run: setup, the rollout stage (one batch per `num_iterations` optimizer steps,
 //! old/reference logprobs filled in), the shared policy step with the GRPO objective,
 //! metrics, checkpoints with the batch being reused, final model.
+//!
+//! Data-parallel (`train.devices`, see [`crate::distributed`]): every peer holds the same
+//! rollout batch, so advantages are computed over whole groups everywhere; peer r computes
+//! the micro-batches m with m mod N = r, and the gradients and loss sums are all-reduced
+//! before the update. Only the leader writes files.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,6 +22,7 @@ use super::metrics::{token_means, BatchStats, GrpoStepMetrics};
 use super::native::NativeSampler;
 use super::rollout::{batches_of, read_rollouts, RolloutBatch};
 use crate::checkpoint::TrainerState;
+use crate::distributed::{Peer, Shard};
 use crate::error::{Result, StudentError};
 use crate::fused_ce::LmProjection;
 use crate::manifest;
@@ -27,7 +33,10 @@ use crate::trainer::policy::Policy;
 use crate::trainer::save::Saver;
 use crate::trainer::setup::{self, Resume};
 use crate::trainer::progress::StepProgress;
-use crate::trainer::RunOptions;
+use crate::trainer::{save_checkpoint, shard_policy, share_updated, sync_accumulated, RunOptions};
+
+/// The GRPO objective's loss-sum parts (summed over the peers with the total).
+const SUM_PARTS: [&str; 5] = ["tokens", "kl", "entropy", "clip_low", "clip_high"];
 
 /// File holding the rollout batch in a checkpoint (`rollouts-<batch index>.jsonl`).
 const ROLLOUTS_PREFIX: &str = "rollouts-";
@@ -75,12 +84,29 @@ struct Run<'a, AB: AutodiffBackend> {
     objective: GrpoObjective,
     schedule: LrSchedule,
     pad_id: u32,
+    peer: &'a Peer,
+    /// This peer's ZeRO-1 share, when the optimizer is sharded.
+    shard: Option<Shard>,
 }
 
-/// Trains with GRPO as `cfg` says. Generic over the autodiff backend.
+/// Trains with GRPO as `cfg` says, on one device. Generic over the autodiff backend.
+/// Several devices: [`crate::distributed::train_grpo_data_parallel`].
 pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, opts: &RunOptions) -> Result<GrpoSummary> {
+    if cfg.train.devices.len() > 1 {
+        return Err(StudentError::Config {
+            path: "train.devices".into(),
+            msg: "several devices need one peer each: run through distributed::train_grpo_data_parallel (the CLI does)".into(),
+        });
+    }
+    train_grpo_peer::<AB>(cfg, device, opts, &Peer::solo())
+}
+
+/// [`train_grpo`] as one data-parallel peer (`Peer::solo()` = single device).
+pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, opts: &RunOptions, peer: &Peer) -> Result<GrpoSummary> {
     let out = cfg.output.dir.clone();
-    crate::trainer::outdir::prepare(&out, opts)?;
+    if peer.is_leader() {
+        crate::trainer::outdir::prepare(&out, opts)?;
+    }
     let resolved = toml::to_string_pretty(cfg).map_err(|e| StudentError::Config {
         path: "grpo config".into(),
         msg: e.to_string(),
@@ -99,6 +125,7 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
         n => n,
     };
     let fused = if cfg.grpo.fused { LmProjection::probe(&policy.view()) } else { None };
+    let shard = shard_policy(cfg.train.shard_optimizer, &mut policy, peer);
     let run = Run::<AB> {
         cfg,
         device,
@@ -107,8 +134,12 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
         objective: GrpoObjective::new(loss_spec(cfg), cfg.grpo.loss_chunk, fused.clone()),
         schedule: LrSchedule::new(&cfg.schedule, cfg.optim.lr, total_steps),
         pad_id: pad_id(&start.generation, &start.config),
+        peer,
+        shard,
     };
-    crate::fsutil::write_atomic(&out.join("train_config.toml"), resolved.as_bytes())?;
+    if peer.is_leader() {
+        crate::fsutil::write_atomic(&out.join("train_config.toml"), resolved.as_bytes())?;
+    }
     let saver = Saver {
         out: &out,
         model_config: &start.config,
@@ -119,10 +150,10 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
         resolved_config: &resolved,
     };
     let mut tstate = resume.trainer_state(total_steps, cfg.train.seed, &config_sha);
-    let mut metrics = MetricsWriter::open(&out, tstate.step)?;
+    let mut metrics = if peer.is_leader() { Some(MetricsWriter::open(&out, tstate.step)?) } else { None };
     let mut current = resume.dir().and_then(saved_batch);
     tracing::info!(total_steps, start_step = tstate.step, source = ?cfg.source(), "grpo training");
-    let mut bar = StepProgress::new(opts.progress, true, total_steps, tstate.step);
+    let mut bar = StepProgress::new(opts.progress, peer.is_leader(), total_steps, tstate.step);
     let (mut last_loss, mut last_reward) = (None, None);
     while tstate.step < total_steps {
         let index = tstate.step / cfg.grpo.num_iterations as u64;
@@ -131,16 +162,18 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
         let m;
         (policy, m) = run.step(policy, batch, &mut tstate, index)?;
         let m = GrpoStepMetrics { generate_s: t_gen, score_s: t_score, ..m };
-        metrics.write(&m)?;
+        if let Some(w) = metrics.as_mut() {
+            w.write(&m)?;
+        }
         (last_loss, last_reward) = (Some(m.loss), Some(m.reward_mean));
         bar.step(m.step, || format!("loss {:.4}, reward {:.3}, lr {:.2e}", m.loss, m.reward_mean, m.lr));
         if cfg.output.save_every > 0 && tstate.step % cfg.output.save_every == 0 && tstate.step < total_steps {
             let keep = |dir: &Path| batch.save(&dir.join(format!("{ROLLOUTS_PREFIX}{index}.jsonl")));
-            saver.checkpoint(&policy, &tstate, cfg.output.keep_last, keep)?;
+            save_checkpoint(&saver, &mut policy, &tstate, cfg.output.keep_last, (peer, run.shard.as_ref()), device, keep)?;
         }
     }
     bar.finish();
-    let final_dir = saver.final_model(&policy, &tstate, cfg.output.save_dtype)?;
+    let final_dir = if peer.is_leader() { saver.final_model(&policy, &tstate, cfg.output.save_dtype)? } else { out.join("final") };
     Ok(GrpoSummary {
         steps: tstate.step,
         last_loss,
@@ -192,9 +225,17 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
         };
         let mbs = grpo_batches(batch, &adv, &agg, g.micro_batch_tokens, self.pad_id);
         let lr = self.schedule.lr(step);
-        let mut acc = policy.accumulate(&self.objective, &mbs, 0, self.device);
+        let peer = self.peer;
+        let mine = mbs.iter().enumerate().filter(|(m, _)| peer.computes(*m)).map(|(_, mb)| mb);
+        let mut acc = policy.accumulate(&self.objective, mine, 0, self.device);
+        if !peer.is_solo() {
+            sync_accumulated(peer, step, &policy, &mut acc, &SUM_PARTS, self.device)?;
+        }
         let loss = acc.sums.total;
-        let (policy, grad_norm) = policy.update(&mut acc.grads, loss, step, lr, cfg.optim.max_grad_norm)?;
+        let (mut policy, grad_norm) = policy.update(&mut acc.grads, loss, step, lr, cfg.optim.max_grad_norm)?;
+        if let Some(s) = &self.shard {
+            policy = share_updated(policy, s, peer, self.device)?;
+        }
         let (kl, entropy, clip_low, clip_high, loss_tokens) = token_means(&acc.sums);
         let stats = BatchStats::of(batch);
         tstate.step = step;

@@ -31,7 +31,7 @@ use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
 use crate::objective::kd::KdObjective;
 use crate::objective::sft::SftObjective;
 use crate::objective::{LossSums, Objective};
-use crate::distributed::{sync_step, Peer};
+use crate::distributed::{sync_step, Peer, Shard};
 use crate::schedule::LrSchedule;
 use policy::Policy;
 use progress::StepProgress;
@@ -74,6 +74,9 @@ pub struct TrainSummary {
     pub resumed_from: Option<PathBuf>,
     /// Whether the fused cross-entropy (hand-written projection gradient) was used.
     pub fused_ce: bool,
+    /// Optimizer-state elements (per moment) each data-parallel peer held at the end, by
+    /// rank: the whole trainable size everywhere, or about 1/N each with ZeRO-1.
+    pub optimizer_state: Vec<usize>,
 }
 
 /// An SFT-family objective over packed/padded micro-batches.
@@ -82,12 +85,13 @@ type SftObjectiveBox<AB> = Box<dyn Objective<AB, Batch = MicroBatch>>;
 /// Trains as `cfg` says. Generic over the autodiff backend; the caller picks the device.
 /// Several devices: [`crate::distributed::train_data_parallel`].
 pub fn train<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::Device, opts: &RunOptions) -> Result<TrainSummary> {
-    if cfg.train.devices.len() > 1 {
+    if cfg.train.devices.len() > 1 || cfg.train.nodes > 1 {
         return Err(StudentError::Config {
             path: "train.devices".into(),
             msg: format!(
-                "{} devices need one peer each: run through distributed::train_data_parallel (the CLI does)",
-                cfg.train.devices.len()
+                "{} devices × {} nodes need one peer each: run through distributed::train_data_parallel (the CLI does)",
+                cfg.train.devices.len().max(1),
+                cfg.train.nodes
             ),
         });
     }
@@ -130,6 +134,7 @@ pub(crate) fn train_peer<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::De
         ..Default::default()
     });
     let (objective, fused) = sft_objective(cfg, &policy, tok_dir.as_deref(), device)?;
+    let shard = shard_policy(cfg.train.shard_optimizer, &mut policy, peer);
     if peer.is_leader() {
         records::write_sft_records(cfg, &resolved, &config_sha, &data, total_steps, &resume)?;
     }
@@ -154,8 +159,10 @@ pub(crate) fn train_peer<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::De
         metrics: if peer.is_leader() { Some(MetricsWriter::open(&out, tstate.step)?) } else { None },
         total_steps,
         peer,
+        shard: shard.as_ref(),
     };
     let (policy, last_loss, last_eval) = steps.run(policy, &mut tstate, opts.progress)?;
+    let optimizer_state = vec![policy.opt.state_elements()];
     let final_dir = if peer.is_leader() {
         saver.final_model(&policy, &tstate, cfg.output.save_dtype)?
     } else {
@@ -168,7 +175,47 @@ pub(crate) fn train_peer<AB: AutodiffBackend>(cfg: &TrainConfig, device: &AB::De
         final_dir,
         resumed_from: resume.from.map(|r| r.1),
         fused_ce: fused,
+        optimizer_state,
     })
+}
+
+/// ZeRO-1 (`train.shard_optimizer`, data-parallel runs only): restricts the optimizer to this
+/// peer's share of the trainable parameters.
+pub(crate) fn shard_policy<AB: AutodiffBackend>(enabled: bool, policy: &mut Policy<AB>, peer: &Peer) -> Option<Shard> {
+    if !enabled || peer.is_solo() {
+        return None;
+    }
+    Some(match &policy.lora {
+        Some(l) => Shard::apply::<AB, _, _>(&l.adapters, peer, &mut policy.opt),
+        None => Shard::apply::<AB, _, _>(&policy.model, peer, &mut policy.opt),
+    })
+}
+
+/// Writes `checkpoint-<step>/` from the leader. Under ZeRO-1 every peer must call it: the
+/// optimizer moments are gathered to the leader first, so the checkpoint holds the full state.
+pub(crate) fn save_checkpoint<AB: AutodiffBackend>(
+    saver: &Saver<'_>,
+    policy: &mut Policy<AB>,
+    tstate: &TrainerState,
+    keep_last: usize,
+    dp: (&Peer, Option<&Shard>),
+    device: &AB::Device,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let (peer, shard) = dp;
+    let full = match shard {
+        Some(s) => s.gather_optimizer(peer, &policy.opt, device)?,
+        None => None,
+    };
+    if !peer.is_leader() {
+        return Ok(());
+    }
+    let own = full.map(|f| std::mem::replace(&mut policy.opt, f));
+    let written = saver.checkpoint(policy, tstate, keep_last, extra);
+    if let Some(o) = own {
+        policy.opt = o;
+    }
+    written
 }
 
 /// The parts the SFT step loop runs with.
@@ -183,6 +230,8 @@ struct SftLoop<'a, AB: AutodiffBackend> {
     metrics: Option<MetricsWriter>,
     total_steps: u64,
     peer: &'a Peer,
+    /// This peer's ZeRO-1 share, when the optimizer is sharded.
+    shard: Option<&'a Shard>,
 }
 
 impl<AB: AutodiffBackend> SftLoop<'_, AB> {
@@ -207,7 +256,7 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
                 break;
             };
             let m;
-            (policy, m) = sft_step(policy, self.objective, &mbs, &self.schedule, tstate, epoch, cfg, self.device, self.peer)?;
+            (policy, m) = sft_step(policy, self.objective, &mbs, &self.schedule, tstate, epoch, cfg, self.device, (self.peer, self.shard))?;
             tstate.rows_consumed = stream.consumed();
             if let Some(w) = self.metrics.as_mut() {
                 w.write(&m)?;
@@ -218,8 +267,9 @@ impl<AB: AutodiffBackend> SftLoop<'_, AB> {
             if !data.eval_rows.is_empty() && cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && mid_run {
                 last_eval = Some(self.eval(&policy, step)?);
             }
-            if cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && mid_run {
-                self.saver.checkpoint(&policy, tstate, cfg.output.keep_last, |_| Ok(()))?;
+            if cfg.output.save_every > 0 && step % cfg.output.save_every == 0 && step < self.total_steps {
+                let dp = (self.peer, self.shard);
+                save_checkpoint(self.saver, &mut policy, tstate, cfg.output.keep_last, dp, self.device, |_| Ok(()))?;
             }
         }
         bar.finish();
@@ -270,8 +320,9 @@ fn sft_step<AB: AutodiffBackend>(
     epoch: u64,
     cfg: &TrainConfig,
     device: &AB::Device,
-    peer: &Peer,
+    dp: (&Peer, Option<&Shard>),
 ) -> Result<(Policy<AB>, StepMetrics)> {
+    let (peer, shard) = dp;
     let step = tstate.step + 1;
     let t0 = Instant::now();
     let loss_tokens: usize = mbs.iter().map(|m| m.targets.num_loss_tokens()).sum();
@@ -285,15 +336,21 @@ fn sft_step<AB: AutodiffBackend>(
     } else {
         let mine = mbs.iter().enumerate().filter(|(m, _)| peer.computes(*m)).map(|(_, mb)| mb);
         let mut acc = policy.accumulate(objective, mine, loss_tokens, device);
-        if peer.world() > 1 {
+        if !peer.is_solo() {
             let t_sync = Instant::now();
-            acc.sums = sync_step_sums(peer, step, &policy, &mut acc, kd, device)?;
+            let parts: &[&'static str] = if kd { &["ce", "kd"] } else { &[] };
+            sync_accumulated(peer, step, &policy, &mut acc, parts, device)?;
             all_reduce_s = Some(t_sync.elapsed().as_secs_f64());
         }
         let loss = acc.sums.total / loss_tokens as f64;
         let t_opt = Instant::now();
         let grad_norm;
         (policy, grad_norm) = policy.update(&mut acc.grads, loss, step, lr, cfg.optim.max_grad_norm)?;
+        if let Some(s) = shard {
+            let t_share = Instant::now();
+            policy = share_updated(policy, s, peer, device)?;
+            *all_reduce_s.get_or_insert(0.0) += t_share.elapsed().as_secs_f64();
+        }
         tracing::debug!(
             step,
             forward_s = acc.forward_s,
@@ -326,27 +383,40 @@ fn sft_step<AB: AutodiffBackend>(
     Ok((policy, m))
 }
 
-/// Sums this step's gradients (in place) and loss sums over the data-parallel peers; returns
-/// the global loss sums.
-fn sync_step_sums<AB: AutodiffBackend>(
+/// Sums this step's gradients and loss sums (the total and the named `parts`) over the
+/// data-parallel peers, in place: afterwards every peer holds what one device accumulating
+/// all the step's micro-batches holds.
+pub(crate) fn sync_accumulated<AB: AutodiffBackend>(
     peer: &Peer,
     step: u64,
     policy: &Policy<AB>,
     acc: &mut policy::Accumulated,
-    kd: bool,
+    parts: &[&'static str],
     device: &AB::Device,
-) -> Result<LossSums> {
-    let mut host = [acc.sums.total, acc.sums.part("ce"), acc.sums.part("kd")];
+) -> Result<()> {
+    let mut host: Vec<f64> = std::iter::once(acc.sums.total).chain(parts.iter().map(|p| acc.sums.part(p))).collect();
     match &policy.lora {
         Some(l) => sync_step::<AB, _>(peer, step, &l.adapters, &mut acc.grads, &mut host, device)?,
         None => sync_step::<AB, _>(peer, step, &policy.model, &mut acc.grads, &mut host, device)?,
     }
     let mut sums = LossSums { total: host[0], ..Default::default() };
-    if kd {
-        sums.add_part("ce", host[1]);
-        sums.add_part("kd", host[2]);
+    for (p, v) in parts.iter().zip(&host[1..]) {
+        sums.add_part(p, *v);
     }
-    Ok(sums)
+    acc.sums = sums;
+    Ok(())
+}
+
+/// ZeRO-1: every peer receives the parameters the others just updated.
+pub(crate) fn share_updated<AB: AutodiffBackend>(mut policy: Policy<AB>, shard: &Shard, peer: &Peer, device: &AB::Device) -> Result<Policy<AB>> {
+    match policy.lora.take() {
+        Some(mut l) => {
+            l.adapters = shard.share_params::<AB, _>(peer, l.adapters, device)?;
+            policy.lora = Some(l);
+        }
+        None => policy.model = shard.share_params::<AB, _>(peer, policy.model, device)?,
+    }
+    Ok(policy)
 }
 
 fn base_name(cfg: &TrainConfig) -> String {

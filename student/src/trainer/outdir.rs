@@ -23,6 +23,11 @@ pub const RUN_FILES: [&str; 3] = ["metrics.jsonl", "train_config.toml", "run_man
 /// a change.
 pub const RESUME_EXEMPT_KEYS: [&str; 4] = ["output.dir", "output.save_every", "output.keep_last", "output.max_shard_bytes"];
 
+/// `[train]` keys that only say how a step is spread over devices and machines. A resume may
+/// change them freely as long as the micro-batches per step (`grad_accum` × devices × nodes)
+/// stay the same: the steps then see the same rows in the same order and the same gradients.
+pub const LAYOUT_KEYS: [&str; 6] = ["devices", "nodes", "node_rank", "orchestrator", "node_address", "shard_optimizer"];
+
 /// Makes `out` ready for a run as `opts` say: created, stale temporaries removed, an existing
 /// run refused ([`StudentError::RunExists`]) unless resumed or overwritten; with
 /// `opts.overwrite` the old run's files (only those the trainer writes) are deleted.
@@ -99,15 +104,32 @@ pub fn check_config(ckpt: &Path, recorded_sha: &str, resolved: &str, config_sha:
 }
 
 /// The dotted keys whose values differ between two TOML documents (present in one only, or
-/// different), minus [`RESUME_EXEMPT_KEYS`].
+/// different), minus [`RESUME_EXEMPT_KEYS`]; the data-parallel layout ([`LAYOUT_KEYS`]) is
+/// compared as micro-batches per step (reported as `train.grad_accum`).
 pub fn changed_keys(old: &str, new: &str) -> std::result::Result<Vec<String>, String> {
-    let parse = |s: &str| s.parse::<toml::Table>().map_err(|e| e.to_string());
+    let parse = |s: &str| s.parse::<toml::Table>().map(per_step_layout).map_err(|e| e.to_string());
     let (old, new) = (parse(old)?, parse(new)?);
     let mut out = Vec::new();
     diff_tables("", &old, &new, &mut out);
     out.retain(|k| !RESUME_EXEMPT_KEYS.contains(&k.as_str()));
     out.sort();
     Ok(out)
+}
+
+/// Replaces `train.grad_accum` by the micro-batches per step over all peers and drops the
+/// [`LAYOUT_KEYS`].
+fn per_step_layout(mut t: toml::Table) -> toml::Table {
+    if let Some(toml::Value::Table(train)) = t.get_mut("train") {
+        let devices = train.get("devices").and_then(|v| v.as_array()).map_or(1, |a| a.len().max(1)) as i64;
+        let nodes = train.get("nodes").and_then(|v| v.as_integer()).unwrap_or(1).max(1);
+        if let Some(accum) = train.get("grad_accum").and_then(|v| v.as_integer()) {
+            train.insert("grad_accum".into(), toml::Value::Integer(accum * devices * nodes));
+        }
+        for k in LAYOUT_KEYS {
+            train.remove(k);
+        }
+    }
+    t
 }
 
 fn diff_tables(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
@@ -133,6 +155,16 @@ mod tests {
         assert_eq!(changed_keys(old, new).unwrap(), vec!["optim.lr", "train.max_steps"]);
         assert!(changed_keys(old, old).unwrap().is_empty());
         assert!(changed_keys("x = [", old).is_err());
+    }
+
+    #[test]
+    fn the_peer_layout_may_change_when_the_micro_batches_per_step_stay() {
+        let two = "[train]\ngrad_accum = 1\ndevices = [\"cpu\", \"cpu\"]\nshard_optimizer = true\n";
+        let one = "[train]\ngrad_accum = 2\n";
+        assert!(changed_keys(two, one).unwrap().is_empty());
+        let nodes = "[train]\ngrad_accum = 1\nnodes = 2\nnode_rank = 1\norchestrator = \"h:1\"\n";
+        assert!(changed_keys(nodes, one).unwrap().is_empty());
+        assert_eq!(changed_keys(two, "[train]\ngrad_accum = 1\n").unwrap(), vec!["train.grad_accum"]);
     }
 
     #[test]
