@@ -7,6 +7,7 @@
 //! the request is cancelled in the engine, freeing its cache slot at once.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,6 +23,9 @@ use tokio::sync::mpsc;
 pub enum EngineEvent {
     /// Newly generated ids (usually one per step).
     Tokens(Vec<u32>),
+    /// Logprobs of the ids of the `Tokens` event that follows: per id its raw logprob and the
+    /// requested top alternatives (see [`models::sampling::SampledToken`]).
+    Logprobs(Vec<f32>, Vec<Vec<(u32, f32)>>),
     /// The request finished; carries the full output.
     Finished(GenerationOutput),
     /// The request was rejected or the engine failed.
@@ -48,7 +52,16 @@ enum Command {
         request: GenerationRequest,
         events: mpsc::UnboundedSender<EngineEvent>,
     },
+    /// Load new weights (see [`EngineHandle::reload`]).
+    Reload {
+        path: PathBuf,
+        reply: tokio::sync::oneshot::Sender<Result<(), ModelError>>,
+    },
 }
+
+/// Builds a model of the running architecture from a checkpoint directory, on the engine
+/// thread (weight reloads).
+pub type Reloader<M> = Box<dyn Fn(&Path) -> Result<M, ModelError> + Send>;
 
 /// Sizing and identity of a running engine, for validation on the async side.
 #[derive(Clone, Debug)]
@@ -80,6 +93,21 @@ impl EngineHandle {
         M: CausalLm<B> + 'static,
         F: FnOnce() -> Result<M, ModelError> + Send + 'static,
     {
+        Self::spawn_reloadable::<B, M, F>(make, None, config)
+    }
+
+    /// As [`EngineHandle::spawn`], with `reload` building a new model from a checkpoint
+    /// directory for [`EngineHandle::reload`] (without it, reloads are refused).
+    pub fn spawn_reloadable<B, M, F>(
+        make: F,
+        reload: Option<Reloader<M>>,
+        config: EngineConfig,
+    ) -> Result<(Self, JoinHandle<()>), ModelError>
+    where
+        B: Backend,
+        M: CausalLm<B> + 'static,
+        F: FnOnce() -> Result<M, ModelError> + Send + 'static,
+    {
         let (tx, rx) = std_mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<EngineInfo, ModelError>>();
         let thread = std::thread::Builder::new()
@@ -102,7 +130,7 @@ impl EngineHandle {
                 if ready_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                run_loop(engine, rx);
+                run_loop(engine, rx, reload);
             })
             .map_err(|e| ModelError::InvalidInput(format!("cannot start engine thread: {e}")))?;
         let info = ready_rx.recv().map_err(|_| {
@@ -114,6 +142,23 @@ impl EngineHandle {
     /// The engine's sizing.
     pub fn info(&self) -> &EngineInfo {
         &self.info
+    }
+
+    /// Replaces the weights with those of checkpoint `path` (same architecture): requests
+    /// already running finish on the old weights, requests arriving meanwhile wait, and the
+    /// swap happens once the engine is idle (SGLang's `update_weights_from_disk` also drains
+    /// first). Resolves when the new weights serve, or with why they could not be loaded (the
+    /// old weights then keep serving).
+    pub async fn reload(&self, path: PathBuf) -> Result<(), EngineFailure> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Command::Reload { path, reply })
+            .map_err(|_| EngineFailure::Stopped)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EngineFailure::Rejected(Arc::new(e))),
+            Err(_) => Err(EngineFailure::Stopped),
+        }
     }
 
     /// Queues a request; tokens arrive on the returned channel. Dropping the receiver cancels it.
@@ -129,20 +174,33 @@ impl EngineHandle {
     }
 }
 
-fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::Receiver<Command>) {
+type PendingReload = (PathBuf, tokio::sync::oneshot::Sender<Result<(), ModelError>>);
+
+fn run_loop<B: Backend, M: CausalLm<B>>(
+    mut engine: Engine<B, M>,
+    rx: std_mpsc::Receiver<Command>,
+    reloader: Option<Reloader<M>>,
+) {
     let mut routes: HashMap<u64, mpsc::UnboundedSender<EngineEvent>> = HashMap::new();
+    let mut pending: Option<PendingReload> = None;
     loop {
-        if !engine.has_work() {
+        if pending.is_some() && !engine.has_work() {
+            let (path, reply) = pending.take().expect("checked");
+            let result = swap_weights(&mut engine, reloader.as_ref(), &path);
+            let _ = reply.send(result);
+        }
+        if pending.is_none() && !engine.has_work() {
             // Idle: block until a request arrives (or every handle is dropped).
             match rx.recv() {
-                Ok(cmd) => accept(&mut engine, cmd, &mut routes),
+                Ok(cmd) => accept(&mut engine, cmd, &mut routes, &mut pending),
                 Err(_) => return,
             }
         }
-        // Everything that arrived meanwhile joins this step.
-        loop {
+        // Everything that arrived meanwhile joins this step (nothing new while a reload
+        // waits for the running requests to drain).
+        while pending.is_none() {
             match rx.try_recv() {
-                Ok(cmd) => accept(&mut engine, cmd, &mut routes),
+                Ok(cmd) => accept(&mut engine, cmd, &mut routes, &mut pending),
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => {
                     if !engine.has_work() {
@@ -172,6 +230,7 @@ fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::
                         continue;
                     };
                     if !ev.new_tokens.is_empty() {
+                        let _ = tx.send(EngineEvent::Logprobs(ev.new_logprobs, ev.new_top));
                         let _ = tx.send(EngineEvent::Tokens(ev.new_tokens));
                     }
                     if let Some(out) = ev.finished {
@@ -193,12 +252,59 @@ fn run_loop<B: Backend, M: CausalLm<B>>(mut engine: Engine<B, M>, rx: std_mpsc::
     }
 }
 
+/// Loads `path` with `reloader` and, when its architecture matches, rebuilds the (idle)
+/// engine around it with the same sizing; on any error the old model keeps serving.
+fn swap_weights<B: Backend, M: CausalLm<B>>(
+    engine: &mut Engine<B, M>,
+    reloader: Option<&Reloader<M>>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let reloader = reloader.ok_or_else(|| {
+        ModelError::InvalidInput("this engine was started without weight reloading".into())
+    })?;
+    let model = reloader(path)?;
+    let (old, new) = (engine.model().config(), model.config());
+    let shape = |c: &models::ModelConfig| {
+        (
+            c.architecture,
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+            c.tie_word_embeddings,
+        )
+    };
+    if shape(old) != shape(new) {
+        return Err(ModelError::InvalidInput(format!(
+            "{}: architecture differs from the served model ({:?} vs {:?}); a reload needs the same architecture",
+            path.display(),
+            shape(new),
+            shape(old)
+        )));
+    }
+    let config = engine.config().clone();
+    *engine = Engine::new(model, config);
+    tracing::info!(path = %path.display(), "weights reloaded");
+    Ok(())
+}
+
 fn accept<B: Backend, M: CausalLm<B>>(
     engine: &mut Engine<B, M>,
     cmd: Command,
     routes: &mut HashMap<u64, mpsc::UnboundedSender<EngineEvent>>,
+    pending: &mut Option<PendingReload>,
 ) {
     match cmd {
+        Command::Reload { path, reply } => {
+            if let Some((_, earlier)) = pending.replace((path, reply)) {
+                let _ = earlier.send(Err(ModelError::InvalidInput(
+                    "superseded by a later reload".into(),
+                )));
+            }
+        }
         Command::Submit { request, events } => match engine.add_request(request) {
             Ok(id) => {
                 routes.insert(id, events);

@@ -8,7 +8,10 @@
 //! - [`text`]: the one text generator — prompt → ids, then token stream → text with EOS
 //!   handling, incremental detokenisation and stop strings, in linear time.
 //! - [`native`]: a checkpoint run in-process ([`native::NativeModel`]) behind [`Backend`].
-//! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine.
+//! - [`server`]: `distill serve`, the OpenAI-compatible HTTP server over the native engine;
+//!   [`serve_params`] (request fields, generation_config defaults, seeds), [`serve_choice`]
+//!   and [`logprobs`] (choices on the wire), [`reasoning_parser`] (`<think>` split) and
+//!   [`reload`] (`/update_weights_from_disk`) are its parts.
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
 //! - [`instant_server`] and [`byte_tokenizer`]: a zero-cost responder and a byte-level
 //!   tokenizer for tests and benchmarks of the serving path.
@@ -18,8 +21,13 @@ pub mod byte_tokenizer;
 pub mod drive;
 pub mod engine_worker;
 pub mod instant_server;
+pub mod logprobs;
 pub mod native;
 pub mod openai;
+pub mod reasoning_parser;
+pub mod reload;
+pub mod serve_choice;
+pub mod serve_params;
 pub mod server;
 pub mod text;
 pub mod wire;
