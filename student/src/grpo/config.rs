@@ -403,5 +403,9 @@ mod tests {
         assert!(e.to_string().contains("epsilon"), "{e}");
         let e = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"native\"".into()], "x", None).unwrap_err();
         assert!(e.to_string().contains("rollouts.problems"), "{e}");
+        let e = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"openai\"".into(), "rollouts.problems=\"p.jsonl\"".into()], "x", None).unwrap_err();
+        assert!(e.to_string().contains("rollouts.base_url"), "{e}");
+        let c = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"openai\"".into(), "rollouts.problems=\"p.jsonl\"".into(), "rollouts.base_url=\"http://h:1/v1\"".into()], "x", None).unwrap();
+        assert_eq!(c.rollouts.reload_endpoint, ReloadEndpoint::Sglang);
     }
 }
