@@ -134,7 +134,9 @@ impl ReasoningStream {
 fn partial_suffix(text: &str, tag: &str) -> usize {
     (1..tag.len().min(text.len() + 1))
         .rev()
-        .find(|&n| text.is_char_boundary(text.len() - n) && tag.starts_with(&text[text.len() - n..]))
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n) && tag.starts_with(&text[text.len() - n..])
+        })
         .unwrap_or(0)
 }
 
@@ -146,7 +148,10 @@ mod tests {
     fn splits_like_vllm_deepseek_r1() {
         let p = ReasoningParser::DeepSeekR1;
         let s = |a: Option<&str>, b: Option<&str>| (a.map(String::from), b.map(String::from));
-        assert_eq!(p.split("plan\n</think>\n\nThe answer is 4."), s(Some("plan\n"), Some("\n\nThe answer is 4.")));
+        assert_eq!(
+            p.split("plan\n</think>\n\nThe answer is 4."),
+            s(Some("plan\n"), Some("\n\nThe answer is 4."))
+        );
         assert_eq!(p.split("<think>plan</think>4"), s(Some("plan"), Some("4")));
         assert_eq!(p.split("still thinking"), s(Some("still thinking"), None));
         assert_eq!(p.split("</think>only answer"), s(None, Some("only answer")));
@@ -164,7 +169,10 @@ mod tests {
             let (mut r, mut c) = (String::new(), String::new());
             for piece in chars.chunks(chunk) {
                 let o = st.push(&piece.iter().collect::<String>());
-                assert!(!o.reasoning.contains('<') || o.reasoning.contains("</th1"), "{o:?}");
+                assert!(
+                    !o.reasoning.contains('<') || o.reasoning.contains("</th1"),
+                    "{o:?}"
+                );
                 r.push_str(&o.reasoning);
                 c.push_str(&o.content);
             }

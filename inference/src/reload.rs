@@ -54,7 +54,11 @@ pub async fn update_weights_from_disk(
     };
     let req: UpdateWeightsRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return fail(format!("invalid body (expected {{\"model_path\": \"...\"}}): {e}")),
+        Err(e) => {
+            return fail(format!(
+                "invalid body (expected {{\"model_path\": \"...\"}}): {e}"
+            ))
+        }
     };
     if let Some(f) = req.load_format.as_deref().filter(|f| *f != "auto") {
         return fail(format!("load_format `{f}` is not supported; use \"auto\""));
@@ -78,6 +82,9 @@ pub async fn update_weights_from_disk(
                 ),
             },
         ),
-        Err(e) => fail(format!("Failed to update model weights: {}", crate::error_chain(&e))),
+        Err(e) => fail(format!(
+            "Failed to update model weights: {}",
+            crate::error_chain(&e)
+        )),
     }
 }

@@ -171,7 +171,11 @@ impl ChoiceRenderer {
     pub fn on_done(&mut self, finish: FinishReason, stop_reason: Option<&StopReason>) -> Choice {
         let split = self.split("", true);
         let pending = std::mem::take(&mut self.pending);
-        let logprobs = if pending.is_empty() { None } else { self.logprobs(&pending) };
+        let logprobs = if pending.is_empty() {
+            None
+        } else {
+            self.logprobs(&pending)
+        };
         Choice {
             logprobs,
             finish_reason: Some(finish.as_str().to_string()),

@@ -122,8 +122,14 @@ const COMMON: &[(&str, Kind)] = &[
     ("logit_bias", Kind::Neutral(is_empty, "{}")),
     ("echo", Kind::Neutral(is_false, "false")),
     ("skip_special_tokens", Kind::Neutral(is_true, "true")),
-    ("spaces_between_special_tokens", Kind::Neutral(is_true, "true")),
-    ("include_stop_str_in_output", Kind::Neutral(is_false, "false")),
+    (
+        "spaces_between_special_tokens",
+        Kind::Neutral(is_true, "true"),
+    ),
+    (
+        "include_stop_str_in_output",
+        Kind::Neutral(is_false, "false"),
+    ),
 ];
 
 /// Fields of `/v1/chat/completions` only.
@@ -135,8 +141,14 @@ const CHAT: &[(&str, Kind)] = &[
     ("continue_final_message", Kind::Neutral(is_false, "false")),
     ("tools", Kind::Neutral(is_empty, "[]")),
     ("tool_choice", Kind::Neutral(is_no_tool, "\"none\"")),
-    ("parallel_tool_calls", Kind::Neutral(is_anything, "any value")),
-    ("response_format", Kind::Neutral(is_text_format, "{\"type\": \"text\"}")),
+    (
+        "parallel_tool_calls",
+        Kind::Neutral(is_anything, "any value"),
+    ),
+    (
+        "response_format",
+        Kind::Neutral(is_text_format, "{\"type\": \"text\"}"),
+    ),
 ];
 
 /// Fields of `/v1/completions` only.
@@ -148,11 +160,17 @@ const COMPLETIONS: &[(&str, Kind)] = &[
 ];
 
 /// Checks `bytes` field by field, then deserialises it. Errors name the field.
-pub fn parse_request<T: DeserializeOwned>(bytes: &[u8], endpoint: Endpoint) -> Result<T, FieldError> {
+pub fn parse_request<T: DeserializeOwned>(
+    bytes: &[u8],
+    endpoint: Endpoint,
+) -> Result<T, FieldError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| FieldError::new(format!("invalid JSON body: {e}"), None))?;
     let Value::Object(map) = &value else {
-        return Err(FieldError::new("the request body must be a JSON object", None));
+        return Err(FieldError::new(
+            "the request body must be a JSON object",
+            None,
+        ));
     };
     let specific = match endpoint {
         Endpoint::Chat => CHAT,
@@ -173,13 +191,23 @@ pub fn parse_request<T: DeserializeOwned>(bytes: &[u8], endpoint: Endpoint) -> R
             .iter()
             .flat_map(|t| t.iter())
             .map(|(n, _)| *n)
-            .find(|n| path == *n || path.starts_with(&format!("{n}[")) || path.starts_with(&format!("{n}.")));
+            .find(|n| {
+                path == *n
+                    || path.starts_with(&format!("{n}["))
+                    || path.starts_with(&format!("{n}."))
+            });
         let inner = e.inner().to_string();
         // A missing top-level field is reported at path "."; name it as the param.
         let missing = inner
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next())
-            .and_then(|f| [CHAT, COMPLETIONS].iter().flat_map(|t| t.iter()).map(|(n, _)| *n).find(|n| *n == f));
+            .and_then(|f| {
+                [CHAT, COMPLETIONS]
+                    .iter()
+                    .flat_map(|t| t.iter())
+                    .map(|(n, _)| *n)
+                    .find(|n| *n == f)
+            });
         let message = if path == "." || path.is_empty() {
             inner
         } else {
@@ -215,9 +243,10 @@ fn check_field(name: &'static str, kind: Kind, v: &Value) -> Result<(), FieldErr
             }
         }
         Kind::IntList => {
-            let ok = v
-                .as_array()
-                .is_some_and(|a| a.iter().all(|x| x.as_u64().is_some_and(|i| i <= u32::MAX as u64)));
+            let ok = v.as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|x| x.as_u64().is_some_and(|i| i <= u32::MAX as u64))
+            });
             if ok {
                 Ok(())
             } else {
@@ -324,7 +353,10 @@ pub fn extra_params(
     defaults: &SamplingDefaults,
     max_tokens: usize,
 ) -> Result<ExtraParams, FieldError> {
-    let repetition_penalty = c.repetition_penalty.or(defaults.repetition_penalty).unwrap_or(1.0);
+    let repetition_penalty = c
+        .repetition_penalty
+        .or(defaults.repetition_penalty)
+        .unwrap_or(1.0);
     if !(repetition_penalty > 0.0 && repetition_penalty.is_finite()) {
         return Err(FieldError::new(
             format!("repetition_penalty must be > 0, got {repetition_penalty}"),
@@ -354,12 +386,19 @@ pub fn extra_params(
                 Endpoint::Chat => "true or false",
                 Endpoint::Completions => "an integer",
             };
-            return Err(FieldError::new(format!("logprobs must be {want} on this endpoint"), Some("logprobs")));
+            return Err(FieldError::new(
+                format!("logprobs must be {want} on this endpoint"),
+                Some("logprobs"),
+            ));
         }
     };
     if let Some(n) = logprobs {
         if n > MAX_LOGPROBS {
-            let param = if endpoint == Endpoint::Chat { "top_logprobs" } else { "logprobs" };
+            let param = if endpoint == Endpoint::Chat {
+                "top_logprobs"
+            } else {
+                "logprobs"
+            };
             return Err(FieldError::new(
                 format!("{param} must be ≤ {MAX_LOGPROBS}, got {n}"),
                 Some(param),
@@ -412,22 +451,40 @@ mod tests {
         let m = r#""messages": [{"role": "user", "content": "hi"}]"#;
         let e = chat(&format!("{{{m}, \"max_tokens\": -1}}")).unwrap_err();
         assert_eq!(e.param, Some("max_tokens"));
-        assert!(e.message.contains("max_tokens must be ≥ 1"), "{}", e.message);
+        assert!(
+            e.message.contains("max_tokens must be ≥ 1"),
+            "{}",
+            e.message
+        );
         let e = chat(r#"{"model": "x"}"#).unwrap_err();
-        assert!(e.message.contains("missing field `messages`"), "{}", e.message);
+        assert!(
+            e.message.contains("missing field `messages`"),
+            "{}",
+            e.message
+        );
         let e = chat(&format!("{{{m}, \"presence_penalty\": 0.5}}")).unwrap_err();
         assert_eq!(e.param, Some("presence_penalty"));
         assert!(e.message.contains("not implemented"), "{}", e.message);
-        chat(&format!("{{{m}, \"presence_penalty\": 0, \"user\": \"u\", \"logprobs\": null}}")).unwrap();
+        chat(&format!(
+            "{{{m}, \"presence_penalty\": 0, \"user\": \"u\", \"logprobs\": null}}"
+        ))
+        .unwrap();
         let e = chat(&format!("{{{m}, \"best_of\": 2}}")).unwrap_err();
         assert!(e.message.contains("`best_of`"), "{}", e.message);
         let e = chat(&format!("{{{m}, \"temperature\": \"hot\"}}")).unwrap_err();
         assert_eq!(e.param, Some("temperature"));
         let e = chat(r#"{"messages": [{"content": "hi"}]}"#).unwrap_err();
         assert_eq!(e.param, Some("messages"));
-        assert!(e.message.contains("messages[0]") && e.message.contains("role"), "{}", e.message);
-        let e = parse_request::<CompletionRequest>(br#"{"prompt": "x", "logprobs": true}"#, Endpoint::Completions)
-            .unwrap_err();
+        assert!(
+            e.message.contains("messages[0]") && e.message.contains("role"),
+            "{}",
+            e.message
+        );
+        let e = parse_request::<CompletionRequest>(
+            br#"{"prompt": "x", "logprobs": true}"#,
+            Endpoint::Completions,
+        )
+        .unwrap_err();
         assert_eq!(e.param, Some("logprobs"));
         assert!(chat("[1]").unwrap_err().message.contains("JSON object"));
     }
@@ -436,15 +493,53 @@ mod tests {
     fn logprob_fields_per_endpoint() {
         let d = SamplingDefaults::default();
         let f = |v: serde_json::Value| serde_json::from_value::<SamplingFields>(v).unwrap();
-        let x = extra_params(&f(serde_json::json!({"logprobs": true, "top_logprobs": 3})), Endpoint::Chat, &d, 8).unwrap();
+        let x = extra_params(
+            &f(serde_json::json!({"logprobs": true, "top_logprobs": 3})),
+            Endpoint::Chat,
+            &d,
+            8,
+        )
+        .unwrap();
         assert_eq!(x.logprobs, Some(3));
-        assert!(extra_params(&f(serde_json::json!({"top_logprobs": 3})), Endpoint::Chat, &d, 8).is_err());
-        let x = extra_params(&f(serde_json::json!({"logprobs": 2})), Endpoint::Completions, &d, 8).unwrap();
+        assert!(extra_params(
+            &f(serde_json::json!({"top_logprobs": 3})),
+            Endpoint::Chat,
+            &d,
+            8
+        )
+        .is_err());
+        let x = extra_params(
+            &f(serde_json::json!({"logprobs": 2})),
+            Endpoint::Completions,
+            &d,
+            8,
+        )
+        .unwrap();
         assert_eq!(x.logprobs, Some(2));
-        assert!(extra_params(&f(serde_json::json!({"logprobs": 21})), Endpoint::Completions, &d, 8).is_err());
-        assert!(extra_params(&f(serde_json::json!({"min_tokens": 9})), Endpoint::Completions, &d, 8).is_err());
-        let d = SamplingDefaults { repetition_penalty: Some(1.3), ..Default::default() };
-        assert_eq!(extra_params(&f(serde_json::json!({})), Endpoint::Chat, &d, 8).unwrap().repetition_penalty, 1.3);
+        assert!(extra_params(
+            &f(serde_json::json!({"logprobs": 21})),
+            Endpoint::Completions,
+            &d,
+            8
+        )
+        .is_err());
+        assert!(extra_params(
+            &f(serde_json::json!({"min_tokens": 9})),
+            Endpoint::Completions,
+            &d,
+            8
+        )
+        .is_err());
+        let d = SamplingDefaults {
+            repetition_penalty: Some(1.3),
+            ..Default::default()
+        };
+        assert_eq!(
+            extra_params(&f(serde_json::json!({})), Endpoint::Chat, &d, 8)
+                .unwrap()
+                .repetition_penalty,
+            1.3
+        );
     }
 
     #[test]

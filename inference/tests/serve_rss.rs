@@ -27,24 +27,50 @@ async fn rss_stays_flat_over_2000_requests() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/qwen2");
     inference::byte_tokenizer::write_tiny_checkpoint(&fixture, dir.path()).unwrap();
-    let engine = models::EngineConfig { max_batch: 8, max_seq_len: 128, ..Default::default() };
-    let model = NativeModel::load::<Flex>(dir.path(), FlexDevice, burn::tensor::DType::F32, engine, None).unwrap();
+    let engine = models::EngineConfig {
+        max_batch: 8,
+        max_seq_len: 128,
+        ..Default::default()
+    };
+    let model = NativeModel::load::<Flex>(
+        dir.path(),
+        FlexDevice,
+        burn::tensor::DType::F32,
+        engine,
+        None,
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(inference::server::serve(listener, router(model, None, ServerLimits::default()), std::future::pending()));
+    tokio::spawn(inference::server::serve(
+        listener,
+        router(model, None, ServerLimits::default()),
+        std::future::pending(),
+    ));
     let client = reqwest::Client::new();
     let one = |i: usize| {
         let (client, base) = (client.clone(), base.clone());
         async move {
-            let (path, mut body) = if i % 2 == 0 {
-                ("chat/completions", json!({"messages": [{"role": "user", "content": format!("q{i}")}], "logprobs": true, "top_logprobs": 2}))
+            let (path, mut body) = if i.is_multiple_of(2) {
+                (
+                    "chat/completions",
+                    json!({"messages": [{"role": "user", "content": format!("q{i}")}], "logprobs": true, "top_logprobs": 2}),
+                )
             } else {
-                ("completions", json!({"prompt": format!("p{i}"), "logprobs": 1}))
+                (
+                    "completions",
+                    json!({"prompt": format!("p{i}"), "logprobs": 1}),
+                )
             };
             body["max_tokens"] = json!(6);
             body["temperature"] = json!(1.0);
-            body["stream"] = json!(i % 3 == 0);
-            let r = client.post(format!("{base}/{path}")).json(&body).send().await.unwrap();
+            body["stream"] = json!(i.is_multiple_of(3));
+            let r = client
+                .post(format!("{base}/{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status().as_u16(), 200);
             r.bytes().await.unwrap().len()
         }
@@ -53,7 +79,11 @@ async fn rss_stays_flat_over_2000_requests() {
         let one = &one;
         async move {
             use futures::StreamExt;
-            futures::stream::iter(from..to).map(one).buffer_unordered(8).collect::<Vec<_>>().await
+            futures::stream::iter(from..to)
+                .map(one)
+                .buffer_unordered(8)
+                .collect::<Vec<_>>()
+                .await
         }
     };
     run(0, 100).await;
@@ -64,8 +94,19 @@ async fn rss_stays_flat_over_2000_requests() {
     for k in 0..4 {
         run(100 + k * 500, 100 + (k + 1) * 500).await;
         last = rss_kib();
-        println!("serve RSS after {} more requests: {} MiB", (k + 1) * 500, last / 1024);
+        println!(
+            "serve RSS after {} more requests: {} MiB",
+            (k + 1) * 500,
+            last / 1024
+        );
     }
-    println!("2000 requests in {:.1}s; RSS growth {} KiB", t.elapsed().as_secs_f64(), last as i64 - start as i64);
-    assert!(last < start + 32 * 1024, "RSS grew from {start} KiB to {last} KiB over 2000 requests");
+    println!(
+        "2000 requests in {:.1}s; RSS growth {} KiB",
+        t.elapsed().as_secs_f64(),
+        last as i64 - start as i64
+    );
+    assert!(
+        last < start + 32 * 1024,
+        "RSS grew from {start} KiB to {last} KiB over 2000 requests"
+    );
 }

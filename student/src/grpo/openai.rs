@@ -9,10 +9,10 @@
 //! does not return ids that way is an error, never a re-tokenised guess.
 //!
 //! Old logprobs: servers report logprobs of the raw model distribution (vLLM's default
-//! `raw_logprobs`, `distill serve`), which are the sampling distribution's only at temperature
-//! 1. At temperature 1 they are used as the rollouts' old logprobs; at any other temperature
-//! they are left out and the trainer recomputes them from the current policy at the sampling
-//! temperature — the same weights the server sampled with, since they are synced every step.
+//! `raw_logprobs`, `distill serve`), which equal the sampling distribution's only at
+//! temperature one. There they are used as the rollouts' old logprobs; at any other
+//! temperature they are left out and the trainer recomputes them from the current policy at
+//! the sampling temperature — the weights the server sampled with, synced every step.
 //!
 //! Weight sync: after each optimizer step the policy is written in HF layout (f32, tokenizer
 //! included) to `<output.dir>/rollout-policy/` (temp + rename) and the server is told to load
