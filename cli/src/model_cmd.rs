@@ -354,6 +354,7 @@ fn generate_cmd<B: Backend>(device: B::Device, a: GenerateArgs) -> anyhow::Resul
         top_k: a.top_k,
         seed: a.seed,
         stop_token_ids: stop_ids.clone(),
+        ..Default::default()
     };
     let config = models::EngineConfig {
         max_batch: 1,

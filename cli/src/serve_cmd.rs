@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use inference::native::NativeModel;
-use inference::server::{router, serve_with, ConnOptions, ServerLimits};
+use inference::reasoning_parser::ReasoningParser;
+use inference::serve_params::SamplingDefaults;
+use inference::server::{router_with_options, serve_with, ConnOptions, ServeOptions, ServerLimits};
 
 use crate::backend::DeviceKind;
 
@@ -54,6 +56,29 @@ pub struct ServeArgs {
     /// Device to run on.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
+    /// Split the chat answer's `<think>…</think>` into `reasoning_content` (vLLM's and
+    /// SGLang's flag; only `deepseek-r1` is offered).
+    #[arg(long = "reasoning-parser", value_name = "NAME")]
+    reasoning_parser: Option<String>,
+    /// Where sampling defaults for requests that omit them come from (vLLM's flag): `auto` =
+    /// the model's generation_config.json, `vllm` = none (temperature 1, top_p 1), or a
+    /// directory holding a generation_config.json.
+    #[arg(long = "generation-config", default_value = "auto")]
+    generation_config: String,
+}
+
+/// The `--generation-config` defaults.
+fn sampling_defaults(args: &ServeArgs) -> anyhow::Result<SamplingDefaults> {
+    let dir = match args.generation_config.as_str() {
+        "vllm" => return Ok(SamplingDefaults::default()),
+        "auto" => args.model.clone(),
+        other => std::path::PathBuf::from(other),
+    };
+    let cfg = models::ModelConfig::from_dir(&args.model)
+        .with_context(|| format!("reading {}", args.model.display()))?;
+    let gen = models::GenerationConfig::from_dir(&dir, &cfg)
+        .with_context(|| format!("--generation-config {}", dir.display()))?;
+    Ok(SamplingDefaults::from_generation_config(&gen))
 }
 
 fn load<B: burn::prelude::Backend>(
@@ -95,9 +120,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.max_prompts_per_request > 0 && args.max_request_tokens > 0,
         "--max-prompts-per-request and --max-request-tokens must be at least 1"
     );
+    let reasoning_parser = match args.reasoning_parser.as_deref() {
+        None => None,
+        Some(n) => Some(ReasoningParser::from_name(n).with_context(|| {
+            format!("--reasoning-parser `{n}` is not supported (available: deepseek-r1)")
+        })?),
+    };
+    let defaults = sampling_defaults(&args)?;
     let model = crate::with_backend!(args.device, load(&args))
-        .with_context(|| format!("loading {}", args.model.display()))?;
+        .with_context(|| format!("loading {}", args.model.display()))?
+        .with_defaults(defaults.clone());
     let name = model.name().to_string();
+    if defaults != SamplingDefaults::default() {
+        eprintln!(
+            "distill serve: defaults for requests that omit them (--generation-config {}): {}",
+            args.generation_config,
+            defaults.describe()
+        );
+    }
     let limits = ServerLimits {
         max_body_bytes: args.max_body_bytes,
         max_tokens: args.max_tokens_limit,
@@ -117,7 +157,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!(model = %name, auth = api_key.is_some(), "serving on http://{local}/v1");
         eprintln!("distill serve: `{name}` on http://{local}/v1");
-        let app = router(model, api_key, limits);
+        let options = ServeOptions { reasoning_parser };
+        let app = router_with_options(model, api_key, limits, options);
         let conn = ConnOptions { header_timeout };
         serve_with(listener, app, conn, async {
             let _ = tokio::signal::ctrl_c().await;

@@ -72,6 +72,7 @@ impl NativeSession<'_> {
             top_k: self.params.top_k,
             seed,
             stop_token_ids: self.model.eos_ids().to_vec(),
+            ..Default::default()
         };
         let mut request = GenerationRequest::new(ids, sampling);
         if stop_at_close {
@@ -85,7 +86,7 @@ impl NativeSession<'_> {
             .map_err(engine_failure)?;
         let out = loop {
             match rx.recv().await {
-                Some(EngineEvent::Tokens(_)) => {}
+                Some(EngineEvent::Tokens(_) | EngineEvent::Logprobs(..)) => {}
                 Some(EngineEvent::Finished(out)) => break out,
                 Some(EngineEvent::Failed(f)) => return Err(engine_failure(f)),
                 None => return Err(engine_failure(EngineFailure::Stopped)),
@@ -239,6 +240,7 @@ impl NativeBudgetBackend {
             top_k: 0,
             seed: req.seed.unwrap_or(0),
             stop: req.stop.clone(),
+            ..Default::default()
         };
         let latency = || started.elapsed().as_millis() as u64;
         match self.generate(ids, &params).await {

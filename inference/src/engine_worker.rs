@@ -10,6 +10,7 @@
 //! runs, or from the engine, freeing its cache slot — before the next step.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ use crate::scheduler::{group_cap, FairQueue};
 pub enum EngineEvent {
     /// Newly generated ids (usually one per step).
     Tokens(Vec<u32>),
+    /// Logprobs of the ids of the `Tokens` event that follows: per id its raw logprob and the
+    /// requested top alternatives (see [`models::sampling::SampledToken`]).
+    Logprobs(Vec<f32>, Vec<Vec<(u32, f32)>>),
     /// The request finished; carries the full output.
     Finished(GenerationOutput),
     /// The request was rejected or the engine failed.
@@ -55,6 +59,11 @@ enum Command {
         request: GenerationRequest,
         events: mpsc::UnboundedSender<EngineEvent>,
     },
+    /// Load new weights (see [`EngineHandle::reload`]).
+    Reload {
+        path: PathBuf,
+        reply: tokio::sync::oneshot::Sender<Result<(), ModelError>>,
+    },
 }
 
 /// Live counters of the engine thread, for metrics and for tests that check a cancelled
@@ -72,6 +81,10 @@ pub struct EngineStats {
     /// Generations waiting for a slot now.
     pub queued: AtomicUsize,
 }
+
+/// Builds a model of the running architecture from a checkpoint directory, on the engine
+/// thread (weight reloads).
+pub type Reloader<M> = Box<dyn Fn(&Path) -> Result<M, ModelError> + Send>;
 
 /// Sizing and identity of a running engine, for validation on the async side.
 #[derive(Clone, Debug)]
@@ -105,6 +118,21 @@ impl EngineHandle {
         M: CausalLm<B> + 'static,
         F: FnOnce() -> Result<M, ModelError> + Send + 'static,
     {
+        Self::spawn_reloadable::<B, M, F>(make, None, config)
+    }
+
+    /// As [`EngineHandle::spawn`], with `reload` building a new model from a checkpoint
+    /// directory for [`EngineHandle::reload`] (without it, reloads are refused).
+    pub fn spawn_reloadable<B, M, F>(
+        make: F,
+        reload: Option<Reloader<M>>,
+        config: EngineConfig,
+    ) -> Result<(Self, JoinHandle<()>), ModelError>
+    where
+        B: Backend,
+        M: CausalLm<B> + 'static,
+        F: FnOnce() -> Result<M, ModelError> + Send + 'static,
+    {
         let (tx, rx) = std_mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<EngineInfo, ModelError>>();
         let stats = Arc::new(EngineStats::default());
@@ -129,7 +157,7 @@ impl EngineHandle {
                 if ready_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                Worker::new(engine, worker_stats).run(rx);
+                Worker::new(engine, worker_stats, reload).run(rx);
             })
             .map_err(|e| ModelError::InvalidInput(format!("cannot start engine thread: {e}")))?;
         let info = ready_rx.recv().map_err(|_| {
@@ -147,6 +175,23 @@ impl EngineHandle {
     /// The engine's sizing.
     pub fn info(&self) -> &EngineInfo {
         &self.info
+    }
+
+    /// Replaces the weights with those of checkpoint `path` (same architecture): requests
+    /// already running finish on the old weights, requests arriving meanwhile wait, and the
+    /// swap happens once the engine is idle (SGLang's `update_weights_from_disk` also drains
+    /// first). Resolves when the new weights serve, or with why they could not be loaded (the
+    /// old weights then keep serving).
+    pub async fn reload(&self, path: PathBuf) -> Result<(), EngineFailure> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Command::Reload { path, reply })
+            .map_err(|_| EngineFailure::Stopped)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EngineFailure::Rejected(Arc::new(e))),
+            Err(_) => Err(EngineFailure::Stopped),
+        }
     }
 
     /// Live counters of the engine thread.
@@ -207,10 +252,16 @@ struct Worker<B: Backend, M: CausalLm<B>> {
     queue: FairQueue<Pending>,
     group_cap: usize,
     stats: Arc<EngineStats>,
+    /// Builds the next weights for [`EngineHandle::reload`] (`None`: reloads refused).
+    reloader: Option<Reloader<M>>,
+    /// A reload waiting for the running generations to drain.
+    pending: Option<PendingReload>,
 }
 
+type PendingReload = (PathBuf, tokio::sync::oneshot::Sender<Result<(), ModelError>>);
+
 impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
-    fn new(engine: Engine<B, M>, stats: Arc<EngineStats>) -> Self {
+    fn new(engine: Engine<B, M>, stats: Arc<EngineStats>, reloader: Option<Reloader<M>>) -> Self {
         let group_cap = group_cap(engine.config().max_batch);
         Worker {
             engine,
@@ -218,6 +269,8 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
             queue: FairQueue::default(),
             group_cap,
             stats,
+            reloader,
+            pending: None,
         }
     }
 
@@ -228,6 +281,12 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
     fn run(mut self, rx: std_mpsc::Receiver<Command>) {
         let mut open = true;
         loop {
+            if self.pending.is_some() && !self.engine.has_work() {
+                // The running generations have drained: swap (queued ones then run on the
+                // new weights).
+                let (path, reply) = self.pending.take().expect("checked");
+                let _ = reply.send(swap_weights(&mut self.engine, self.reloader.as_ref(), &path));
+            }
             if self.idle() {
                 if !open {
                     return;
@@ -247,7 +306,9 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
                 }
             }
             self.drop_cancelled();
-            self.admit();
+            if self.pending.is_none() {
+                self.admit();
+            }
             self.publish();
             if self.engine.has_work() {
                 self.step();
@@ -263,6 +324,11 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
                 request,
                 events,
             } => self.queue.push(group, Pending { request, events }),
+            Command::Reload { path, reply } => {
+                if let Some((_, earlier)) = self.pending.replace((path, reply)) {
+                    let _ = earlier.send(Err(ModelError::InvalidInput("superseded by a later reload".into())));
+                }
+            }
         }
     }
 
@@ -339,6 +405,7 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
                         continue;
                     };
                     if !ev.new_tokens.is_empty() {
+                        let _ = route.events.send(EngineEvent::Logprobs(ev.new_logprobs, ev.new_top));
                         let _ = route.events.send(EngineEvent::Tokens(ev.new_tokens));
                     }
                     if let Some(out) = ev.finished {
@@ -372,4 +439,43 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
             Ordering::Relaxed,
         );
     }
+}
+
+/// Loads `path` with `reloader` and, when its architecture matches, rebuilds the (idle)
+/// engine around it with the same sizing; on any error the old model keeps serving.
+fn swap_weights<B: Backend, M: CausalLm<B>>(
+    engine: &mut Engine<B, M>,
+    reloader: Option<&Reloader<M>>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let reloader = reloader.ok_or_else(|| {
+        ModelError::InvalidInput("this engine was started without weight reloading".into())
+    })?;
+    let model = reloader(path)?;
+    let (old, new) = (engine.model().config(), model.config());
+    let shape = |c: &models::ModelConfig| {
+        (
+            c.architecture,
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+            c.tie_word_embeddings,
+        )
+    };
+    if shape(old) != shape(new) {
+        return Err(ModelError::InvalidInput(format!(
+            "{}: architecture differs from the served model ({:?} vs {:?}); a reload needs the same architecture",
+            path.display(),
+            shape(new),
+            shape(old)
+        )));
+    }
+    let config = engine.config().clone();
+    *engine = Engine::new(model, config);
+    tracing::info!(path = %path.display(), "weights reloaded");
+    Ok(())
 }

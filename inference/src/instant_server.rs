@@ -21,6 +21,7 @@ fn response(object: &str, choices: Vec<Choice>, usage: Option<Usage>) -> Complet
         choices,
         usage,
         error: None,
+        system_fingerprint: None,
     }
 }
 

@@ -16,6 +16,9 @@
 //!   [`scheduler`] (fair slot admission across requests) inside the engine thread.
 //! - [`budget`], [`budget_native`], [`budget_openai`]: thinking budgets (s1's budget forcing)
 //!   on the in-process engine (token ids) and over HTTP (continuation requests).
+//!   [`serve_params`] (request fields, generation_config defaults, seeds), [`serve_choice`]
+//!   and [`logprobs`] (choices on the wire), [`reasoning_parser`] (`<think>` split) and
+//!   [`reload`] (`/update_weights_from_disk`) are its parts.
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
 //! - [`sample`]: problem → messages → request, completion → shared row columns, for both the
 //!   teacher sampler and the evaluator.
@@ -33,6 +36,7 @@ pub mod drive;
 pub mod engine_worker;
 pub mod http_serve;
 pub mod instant_server;
+pub mod logprobs;
 pub mod native;
 pub mod openai;
 mod openai_stream;
@@ -40,6 +44,10 @@ pub mod sample;
 pub mod scheduler;
 pub mod serve_guard;
 pub mod serve_limits;
+pub mod reasoning_parser;
+pub mod reload;
+pub mod serve_choice;
+pub mod serve_params;
 pub mod server;
 pub mod server_info;
 pub mod stub_server;

@@ -23,6 +23,8 @@ use crate::backend::{
     split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt,
 };
 use crate::engine_worker::{EngineEvent, EngineFailure, EngineHandle};
+use crate::logprobs::TokenLogprob;
+use crate::serve_params::SamplingDefaults;
 use crate::text::{self, TextStream};
 use crate::InferenceError;
 
@@ -41,6 +43,54 @@ pub struct GenParams {
     pub seed: u64,
     /// Stop strings (not included in the output).
     pub stop: Vec<String>,
+    /// Extra ids that end generation (vLLM's `stop_token_ids`), besides EOS.
+    pub stop_token_ids: Vec<u32>,
+    /// HF repetition penalty over prompt and output (1 = off).
+    pub repetition_penalty: f32,
+    /// Neither EOS, stop ids nor stop strings end the generation before this many tokens.
+    pub min_tokens: usize,
+    /// EOS does not end the generation (its text is still not shown); stop ids still do.
+    pub ignore_eos: bool,
+    /// Report per-token logprobs with this many top alternatives (`None` = no logprobs).
+    pub logprobs: Option<usize>,
+}
+
+impl Default for GenParams {
+    fn default() -> Self {
+        GenParams {
+            max_tokens: 16,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            stop: Vec::new(),
+            stop_token_ids: Vec::new(),
+            repetition_penalty: 1.0,
+            min_tokens: 0,
+            ignore_eos: false,
+            logprobs: None,
+        }
+    }
+}
+
+/// What ended a generation that finished with `stop`, as vLLM's `stop_reason` reports it:
+/// the matched stop string or the requested stop token id (`None` for EOS and `length`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A stop string matched.
+    String(String),
+    /// One of the request's `stop_token_ids` was generated.
+    Token(u32),
+}
+
+impl StopReason {
+    /// The wire value: a string or an integer.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            StopReason::String(s) => serde_json::Value::String(s.clone()),
+            StopReason::Token(id) => serde_json::Value::from(*id),
+        }
+    }
 }
 
 /// Why a generation produced no result.
@@ -62,10 +112,15 @@ pub enum GenerateError {
 pub enum TextEvent {
     /// Text safe to show (stop strings never appear).
     Delta(String),
+    /// Logprobs of generated ids, sent before the text they produce (only when
+    /// [`GenParams::logprobs`] asks for them; one entry per generated id, EOS included).
+    Logprobs(Vec<TokenLogprob>),
     /// The end: why, and token counts.
     Done {
         /// `Stop` (EOS or stop string) or `Length`.
         finish_reason: FinishReason,
+        /// The stop string or stop id that ended it (vLLM's `stop_reason`).
+        stop_reason: Option<StopReason>,
         /// Prompt length in tokens.
         prompt_tokens: u32,
         /// Generated tokens (up to and including the one completing a stop string / EOS).
@@ -82,10 +137,14 @@ pub struct TextOutput {
     pub text: String,
     /// Why it ended.
     pub finish_reason: FinishReason,
+    /// The stop string or stop id that ended it.
+    pub stop_reason: Option<StopReason>,
     /// Prompt tokens.
     pub prompt_tokens: u32,
     /// Generated tokens.
     pub completion_tokens: u32,
+    /// Per-token logprobs (empty unless requested).
+    pub tokens: Vec<TokenLogprob>,
 }
 
 /// A loaded model with its tokenizer, ready to generate text.
@@ -95,6 +154,9 @@ pub struct NativeModel {
     tokenizer: Arc<TextTokenizer>,
     name: String,
     eos: Vec<u32>,
+    defaults: SamplingDefaults,
+    /// Bumped by every weight reload (part of `system_fingerprint`).
+    weights_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NativeModel {
@@ -112,7 +174,35 @@ impl NativeModel {
             tokenizer,
             name,
             eos,
+            defaults: SamplingDefaults::default(),
+            weights_version: Default::default(),
         }
+    }
+
+    /// Sampling defaults for requests that omit a field (vLLM's `--generation-config auto`:
+    /// the checkpoint's `generation_config.json`).
+    pub fn with_defaults(mut self, defaults: SamplingDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// The sampling defaults requests fall back to.
+    pub fn defaults(&self) -> &SamplingDefaults {
+        &self.defaults
+    }
+
+    /// How many times the weights were reloaded.
+    pub fn weights_version(&self) -> u64 {
+        self.weights_version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the served weights with checkpoint `dir`'s (same architecture and tokenizer;
+    /// see [`EngineHandle::reload`]). Needs a model from [`NativeModel::load`].
+    pub async fn reload(&self, dir: PathBuf) -> Result<(), EngineFailure> {
+        self.engine.reload(dir).await?;
+        self.weights_version
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Loads checkpoint `dir` (weights, config, tokenizer files) on `device` in `dtype` and
@@ -128,8 +218,13 @@ impl NativeModel {
         let model_cfg = ModelConfig::from_dir(dir)?;
         let gen = GenerationConfig::from_dir(dir, &model_cfg)?;
         let owned: PathBuf = dir.to_path_buf();
-        let (handle, _thread) = EngineHandle::spawn::<B, _, _>(
+        let reload_device = device.clone();
+        let reloader: crate::engine_worker::Reloader<models::Model<B>> = Box::new(move |p| {
+            models::loader::load_model::<B>(p, &reload_device, dtype).map(|l| l.model)
+        });
+        let (handle, _thread) = EngineHandle::spawn_reloadable::<B, _, _>(
             move || models::loader::load_model::<B>(&owned, &device, dtype).map(|l| l.model),
+            Some(reloader),
             engine,
         )?;
         let name = name.unwrap_or_else(|| {
@@ -137,7 +232,8 @@ impl NativeModel {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into())
         });
-        Ok(Self::new(handle, tokenizer, name, gen.eos_token_ids))
+        let defaults = SamplingDefaults::from_generation_config(&gen);
+        Ok(Self::new(handle, tokenizer, name, gen.eos_token_ids.clone()).with_defaults(defaults))
     }
 
     /// The served model name.
@@ -153,6 +249,11 @@ impl NativeModel {
     /// Every id that ends generation (generation_config and tokenizer EOS).
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos
+    }
+
+    /// The tokenizer, shared (for per-choice renderers that outlive a borrow).
+    pub fn shared_tokenizer(&self) -> Arc<TextTokenizer> {
+        self.tokenizer.clone()
     }
 
     /// The engine handle (sizing information).
@@ -185,13 +286,18 @@ impl NativeModel {
     ) -> mpsc::UnboundedReceiver<TextEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let prompt_tokens = prompt_ids.len() as u32;
+        let mut stop_ids = if params.ignore_eos { Vec::new() } else { self.eos.clone() };
+        stop_ids.extend(params.stop_token_ids.iter().filter(|id| !self.eos.contains(id)));
         let sampling = SamplingParams {
             max_new_tokens: params.max_tokens,
             temperature: params.temperature,
             top_p: params.top_p,
             top_k: params.top_k,
             seed: params.seed,
-            stop_token_ids: self.eos.clone(),
+            stop_token_ids: stop_ids,
+            repetition_penalty: params.repetition_penalty,
+            min_new_tokens: params.min_tokens,
+            top_logprobs: params.logprobs.unwrap_or(0),
         };
         let mut engine_rx = match self
             .engine
@@ -204,61 +310,16 @@ impl NativeModel {
             }
         };
         let tokenizer = self.tokenizer.clone();
-        let eos = self.eos.clone();
-        let stops = params.stop.clone();
+        let stream = TextStream::new(self.eos.clone(), &params.stop).with_min_tokens(params.min_tokens);
+        let user_stop_ids: Vec<u32> = params
+            .stop_token_ids
+            .iter()
+            .copied()
+            .filter(|id| params.ignore_eos || !self.eos.contains(id))
+            .collect();
+        let want_logprobs = params.logprobs.is_some();
         tokio::spawn(async move {
-            let mut stream = TextStream::new(eos, &stops);
-            let send = |ev: TextEvent| tx.send(ev).is_ok();
-            loop {
-                // A caller that goes away cancels at once, even while the generation is still
-                // queued and no token would ever reveal the closed channel.
-                let ev = tokio::select! {
-                    ev = engine_rx.recv() => ev,
-                    _ = tx.closed() => return,
-                };
-                let Some(ev) = ev else { break };
-                match ev {
-                    EngineEvent::Tokens(ids) => {
-                        for id in ids {
-                            let step = match stream.push(tokenizer.as_ref(), id) {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    send(TextEvent::Error(GenerateError::Detokenize(Arc::new(e))));
-                                    return;
-                                }
-                            };
-                            if !step.text.is_empty() && !send(TextEvent::Delta(step.text)) {
-                                return; // caller gone: dropping engine_rx cancels
-                            }
-                            if step.stopped {
-                                send(TextEvent::Done {
-                                    finish_reason: FinishReason::Stop,
-                                    prompt_tokens,
-                                    completion_tokens: stream.generated(),
-                                });
-                                return;
-                            }
-                        }
-                    }
-                    EngineEvent::Finished(out) => {
-                        let tail = stream.finish(tokenizer.as_ref()).unwrap_or_default();
-                        if !tail.text.is_empty() {
-                            send(TextEvent::Delta(tail.text));
-                        }
-                        send(TextEvent::Done {
-                            finish_reason: text::finish_reason(tail.stopped, out.finish_reason),
-                            prompt_tokens: out.prompt_tokens as u32,
-                            completion_tokens: out.completion_tokens as u32,
-                        });
-                        return;
-                    }
-                    EngineEvent::Failed(f) => {
-                        send(TextEvent::Error(f.into()));
-                        return;
-                    }
-                }
-            }
-            send(TextEvent::Error(EngineFailure::Stopped.into()));
+            forward_events(&mut engine_rx, tx, stream, tokenizer, user_stop_ids, want_logprobs, prompt_tokens).await;
         });
         rx
     }
@@ -273,24 +334,122 @@ impl NativeModel {
     }
 }
 
+/// Turns one request's engine events into text events (see [`NativeModel::generate_stream`]).
+async fn forward_events(
+    engine_rx: &mut mpsc::UnboundedReceiver<EngineEvent>,
+    tx: mpsc::UnboundedSender<TextEvent>,
+    mut stream: TextStream,
+    tokenizer: Arc<TextTokenizer>,
+    user_stop_ids: Vec<u32>,
+    want_logprobs: bool,
+    prompt_tokens: u32,
+) {
+    let send = |ev: TextEvent| tx.send(ev).is_ok();
+    let mut pending_lp: (Vec<f32>, Vec<Vec<(u32, f32)>>) = (Vec::new(), Vec::new());
+    loop {
+        // A caller that goes away cancels at once, even while the generation is still queued
+        // and no token would ever reveal the closed channel.
+        let ev = tokio::select! {
+            ev = engine_rx.recv() => ev,
+            _ = tx.closed() => return,
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            EngineEvent::Logprobs(lp, top) => pending_lp = (lp, top),
+            EngineEvent::Tokens(ids) => {
+                if want_logprobs {
+                    let (lp, top) = std::mem::take(&mut pending_lp);
+                    let mut top = top.into_iter();
+                    let infos = ids
+                        .iter()
+                        .zip(lp)
+                        .map(|(&id, logprob)| TokenLogprob {
+                            id,
+                            logprob,
+                            top: top.next().unwrap_or_default(),
+                        })
+                        .collect();
+                    if !send(TextEvent::Logprobs(infos)) {
+                        return;
+                    }
+                }
+                for id in ids {
+                    let step = match stream.push(tokenizer.as_ref(), id) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            send(TextEvent::Error(GenerateError::Detokenize(Arc::new(e))));
+                            return;
+                        }
+                    };
+                    if !step.text.is_empty() && !send(TextEvent::Delta(step.text)) {
+                        return; // caller gone: dropping engine_rx cancels
+                    }
+                    if let Some(matched) = step.stop_string {
+                        send(TextEvent::Done {
+                            finish_reason: FinishReason::Stop,
+                            stop_reason: Some(StopReason::String(matched)),
+                            prompt_tokens,
+                            completion_tokens: stream.generated(),
+                        });
+                        return;
+                    }
+                }
+            }
+            EngineEvent::Finished(out) => {
+                let tail = stream.finish(tokenizer.as_ref()).unwrap_or_default();
+                if !tail.text.is_empty() {
+                    send(TextEvent::Delta(tail.text));
+                }
+                let stop_reason = match (&tail.stop_string, out.new_ids.last()) {
+                    (Some(m), _) => Some(StopReason::String(m.clone())),
+                    (None, Some(&last))
+                        if out.finish_reason == models::FinishReason::Stop
+                            && user_stop_ids.contains(&last) =>
+                    {
+                        Some(StopReason::Token(last))
+                    }
+                    _ => None,
+                };
+                send(TextEvent::Done {
+                    finish_reason: text::finish_reason(tail.stopped, out.finish_reason),
+                    stop_reason,
+                    prompt_tokens: out.prompt_tokens as u32,
+                    completion_tokens: out.completion_tokens as u32,
+                });
+                return;
+            }
+            EngineEvent::Failed(f) => {
+                send(TextEvent::Error(f.into()));
+                return;
+            }
+        }
+    }
+    send(TextEvent::Error(EngineFailure::Stopped.into()));
+}
+
 /// Reads a [`NativeModel::generate_stream`] channel to the end into one [`TextOutput`].
 pub async fn collect_text(
     mut rx: mpsc::UnboundedReceiver<TextEvent>,
 ) -> Result<TextOutput, GenerateError> {
     let mut text = String::new();
+    let mut tokens = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             TextEvent::Delta(t) => text.push_str(&t),
+            TextEvent::Logprobs(t) => tokens.extend(t),
             TextEvent::Done {
                 finish_reason,
+                stop_reason,
                 prompt_tokens,
                 completion_tokens,
             } => {
                 return Ok(TextOutput {
                     text,
                     finish_reason,
+                    stop_reason,
                     prompt_tokens,
                     completion_tokens,
+                    tokens,
                 })
             }
             TextEvent::Error(e) => return Err(e),
@@ -326,6 +485,7 @@ impl NativeBackend {
             top_k: 0,
             seed: req.seed.unwrap_or(0),
             stop: req.stop.clone(),
+            ..Default::default()
         };
         match self.model.generate(ids, &params).await {
             Ok(out) => {

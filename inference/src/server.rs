@@ -21,17 +21,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::backend::{FinishReason, Message, Prompt};
+use crate::backend::{Message, Prompt};
 pub use crate::http_serve::{serve_with, ConnOptions};
 use crate::native::{collect_text, GenParams, NativeModel, TextEvent};
+use crate::reasoning_parser::ReasoningParser;
+use crate::serve_choice::{ChoiceKind, ChoiceOptions, ChoiceRenderer};
 use crate::serve_guard::GuardConfig;
 use crate::serve_limits::{check_prompt_count, check_request_work, tokenize};
+use crate::serve_params::{self as params, Endpoint};
 use crate::wire::{
-    AssistantMessage, ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest,
-    CompletionResponse, ErrorBody, MessageContent, ModelCard, ModelList, PromptInput,
-    SamplingFields, StopInput, Usage,
+    ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest, CompletionResponse,
+    ErrorBody, MessageContent, ModelCard, ModelList, PromptInput, SamplingFields, StopInput,
+    Usage,
 };
 
 /// Limits that protect the server from oversized or abusive requests.
@@ -65,16 +68,34 @@ impl Default for ServerLimits {
     }
 }
 
+/// Behaviour switches of `distill serve` that are not limits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServeOptions {
+    /// `--reasoning-parser`: split `<think>` into `reasoning_content` on the chat endpoint.
+    pub reasoning_parser: Option<ReasoningParser>,
+}
+
 struct ServerState {
     model: NativeModel,
     api_key: Option<String>,
     limits: ServerLimits,
+    options: ServeOptions,
     next_id: AtomicU64,
 }
 
 /// The router with every endpoint; `api_key` enables the bearer-token check (an empty key
 /// admits nobody: see [`crate::auth`]). Every request passes [`crate::serve_guard::guard`].
 pub fn router(model: NativeModel, api_key: Option<String>, limits: ServerLimits) -> Router {
+    router_with_options(model, api_key, limits, ServeOptions::default())
+}
+
+/// [`router`] with [`ServeOptions`].
+pub fn router_with_options(
+    model: NativeModel,
+    api_key: Option<String>,
+    limits: ServerLimits,
+    options: ServeOptions,
+) -> Router {
     let body_limit = limits.max_body_bytes;
     if api_key.as_deref().is_some_and(str::is_empty) {
         tracing::error!("the API key is empty: every request will be refused");
@@ -88,12 +109,14 @@ pub fn router(model: NativeModel, api_key: Option<String>, limits: ServerLimits)
         model,
         api_key,
         limits,
+        options,
         next_id: AtomicU64::new(1),
     });
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route(crate::reload::UPDATE_WEIGHTS_ROUTE, post(update_weights))
         .route("/health", get(|| async { "ok" }))
         .fallback(|| async {
             api_error(
@@ -205,6 +228,23 @@ async fn list_models(State(state): State<Arc<ServerState>>, headers: HeaderMap) 
     .into_response()
 }
 
+/// `POST /update_weights_from_disk` (SGLang's route): see [`crate::reload`].
+async fn update_weights(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(r) = check_auth(&state, &headers) {
+        return r.into_response();
+    }
+    let bytes = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("could not read the request body: {e}"), None).into_response(),
+    };
+    let (status, reply) = crate::reload::update_weights_from_disk(&state.model, &bytes).await;
+    (status, Json(reply)).into_response()
+}
+
 /// Validated request: prompts (as ids) × n choices with their parameters.
 struct Plan {
     prompts: Vec<Vec<u32>>,
@@ -213,20 +253,23 @@ struct Plan {
     seed: Option<u64>,
     stream: bool,
     include_usage: bool,
+    choice: ChoiceOptions,
 }
 
 /// The request body after the API-key check (an unauthorised request is not even parsed).
-fn authorized_body<T: for<'de> Deserialize<'de>>(
+fn authorized_body<T: DeserializeOwned>(
     state: &ServerState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
 ) -> Result<T, ApiError> {
     check_auth(state, headers)?;
-    parse_body(body)
+    parse_body(body, endpoint)
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(
+fn parse_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         let status = e.status();
@@ -237,7 +280,7 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
             None,
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
+    params::parse_request(&bytes, endpoint).map_err(|e| bad_request(e.message, e.param))
 }
 
 fn message_text(m: &ChatMessageIn, i: usize) -> Result<Message, ApiError> {
@@ -289,8 +332,10 @@ fn plan(
     state: &ServerState,
     prompts: Vec<Vec<u32>>,
     c: &SamplingFields,
+    endpoint: Endpoint,
 ) -> Result<Plan, ApiError> {
     let limits = &state.limits;
+    let defaults = state.model.defaults();
     let info = state.model.engine().info();
     if let Some(m) = &c.model {
         if m != state.model.name() {
@@ -312,18 +357,18 @@ fn plan(
             Some("n"),
         ));
     }
-    let temperature = c.temperature.unwrap_or(1.0);
+    let temperature = c.temperature.or(defaults.temperature).unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(bad_request(
             "temperature must be between 0 and 2",
             Some("temperature"),
         ));
     }
-    let top_p = c.top_p.unwrap_or(1.0);
+    let top_p = c.top_p.or(defaults.top_p).unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(bad_request("top_p must be in (0, 1]", Some("top_p")));
     }
-    let top_k = match c.top_k {
+    let top_k = match c.top_k.or(defaults.top_k.map(|k| k as i64)) {
         None | Some(-1) | Some(0) => 0,
         Some(k) if k > 0 => k as usize,
         Some(k) => {
@@ -352,12 +397,7 @@ fn plan(
     }
     let room = info.max_seq_len.saturating_sub(longest);
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
-        Some(0) => {
-            return Err(bad_request(
-                "max_tokens must be at least 1",
-                Some("max_tokens"),
-            ))
-        }
+        Some(0) => return Err(bad_request("max_tokens must be ≥ 1", Some("max_tokens"))),
         Some(m) if m > limits.max_tokens => {
             return Err(bad_request(
                 format!(
@@ -368,7 +408,9 @@ fn plan(
             ))
         }
         Some(m) => m as usize,
-        None => room.min(limits.max_tokens as usize),
+        None => room
+            .min(limits.max_tokens as usize)
+            .min(defaults.max_tokens.map_or(usize::MAX, |m| m.max(1) as usize)),
     };
     check_request_work(limits, prompts.len(), n, max_tokens)?;
     if room == 0 || longest + max_tokens > info.max_seq_len {
@@ -384,27 +426,36 @@ fn plan(
         ));
     }
     let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let extra = params::extra_params(c, endpoint, defaults, max_tokens)
+        .map_err(|e| bad_request(e.message, e.param))?;
+    let mut params = GenParams {
+        max_tokens,
+        temperature,
+        top_p,
+        top_k,
+        seed: 0,
+        stop: stop_list(&c.stop)?,
+        ..Default::default()
+    };
+    extra.apply(&mut params);
+    let choice = ChoiceOptions {
+        kind: match endpoint {
+            Endpoint::Chat => ChoiceKind::Chat,
+            Endpoint::Completions => ChoiceKind::Text,
+        },
+        reasoning: state.options.reasoning_parser,
+        logprobs: extra.logprobs.is_some(),
+        tokens_as_ids: extra.tokens_as_ids,
+    };
     Ok(Plan {
         prompts,
         n,
-        params: GenParams {
-            max_tokens,
-            temperature,
-            top_p,
-            top_k,
-            seed: 0,
-            stop: stop_list(&c.stop)?,
-        },
+        params,
         seed: c.seed.map(|s| s as u64),
         stream: c.stream.unwrap_or(false),
         include_usage,
+        choice,
     })
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Chat,
-    Text,
 }
 
 async fn chat_completions(
@@ -412,7 +463,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body: ChatCompletionRequest = match authorized_body(&state, &headers, body) {
+    let body: ChatCompletionRequest = match authorized_body(&state, &headers, body, Endpoint::Chat) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -436,8 +487,8 @@ async fn chat_completions(
             .into_response()
         }
     };
-    match plan(&state, vec![ids], &body.sampling) {
-        Ok(p) => respond(state, p, Kind::Chat).await,
+    match plan(&state, vec![ids], &body.sampling, Endpoint::Chat) {
+        Ok(p) => respond(state, p).await,
         Err(r) => r.into_response(),
     }
 }
@@ -447,7 +498,8 @@ async fn completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body: CompletionRequest = match authorized_body(&state, &headers, body) {
+    let body: CompletionRequest =
+        match authorized_body(&state, &headers, body, Endpoint::Completions) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -465,16 +517,17 @@ async fn completions(
         Ok(p) => p,
         Err(e) => return bad_request(e, Some("prompt")).into_response(),
     };
-    match plan(&state, prompts, &body.sampling) {
-        Ok(p) => respond(state, p, Kind::Text).await,
+    match plan(&state, prompts, &body.sampling, Endpoint::Completions) {
+        Ok(p) => respond(state, p).await,
         Err(r) => r.into_response(),
     }
 }
 
-/// Seeds per choice: `seed + i` when the client gave one (reproducible), random otherwise.
+/// Seeds per choice: a hash of (seed, i) when the client gave one (reproducible, and never the
+/// seed of another request's choice), random otherwise.
 fn choice_seeds(seed: Option<u64>, count: usize) -> Vec<u64> {
     match seed {
-        Some(s) => (0..count as u64).map(|i| s.wrapping_add(i)).collect(),
+        Some(s) => (0..count as u64).map(|i| params::choice_seed(s, i)).collect(),
         None => (0..count).map(|_| rand::random::<u64>()).collect(),
     }
 }
@@ -504,17 +557,29 @@ fn start_choices(
     out
 }
 
-async fn respond(state: Arc<ServerState>, p: Plan, kind: Kind) -> Response {
+async fn respond(state: Arc<ServerState>, p: Plan) -> Response {
     let id_num = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let (id, object) = match kind {
-        Kind::Chat => (format!("chatcmpl-{id_num:016x}"), "chat.completion"),
-        Kind::Text => (format!("cmpl-{id_num:016x}"), "text_completion"),
+    let (id, object) = match p.choice.kind {
+        ChoiceKind::Chat => (format!("chatcmpl-{id_num:016x}"), "chat.completion"),
+        ChoiceKind::Text => (format!("cmpl-{id_num:016x}"), "text_completion"),
     };
-    let created = unix_now();
-    let model = state.model.name().to_string();
+    let head = CompletionResponse {
+        id,
+        object: object.into(),
+        created: unix_now(),
+        model: state.model.name().to_string(),
+        system_fingerprint: Some(params::system_fingerprint(
+            state.model.name(),
+            state.model.weights_version(),
+        )),
+        ..Default::default()
+    };
     let receivers = start_choices(&state, &p);
+    let renderers: Vec<ChoiceRenderer> = (0..receivers.len())
+        .map(|i| ChoiceRenderer::new(i as u32, p.choice, state.model.shared_tokenizer()))
+        .collect();
     if p.stream {
-        let events = sse_events(receivers, kind, id, created, model, p.include_usage);
+        let events = sse_events(receivers, renderers, p.choice.kind, head, p.include_usage);
         return Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response();
@@ -523,9 +588,9 @@ async fn respond(state: Arc<ServerState>, p: Plan, kind: Kind) -> Response {
     let (mut prompt_tokens, mut completion_tokens) = (0u64, 0u64);
     let mut choices = Vec::with_capacity(results.len());
     let per_prompt = p.n as usize;
-    for (index, r) in results.into_iter().enumerate() {
-        let (text, finish, pt, ct) = match r {
-            Ok(o) => (o.text, o.finish_reason, o.prompt_tokens, o.completion_tokens),
+    for ((index, r), renderer) in results.into_iter().enumerate().zip(renderers) {
+        let o = match r {
+            Ok(o) => o,
             Err(e) => {
                 let message = crate::error_chain(&e);
                 return api_error(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None)
@@ -533,93 +598,44 @@ async fn respond(state: Arc<ServerState>, p: Plan, kind: Kind) -> Response {
             }
         };
         if index % per_prompt == 0 {
-            prompt_tokens += u64::from(pt);
+            prompt_tokens += u64::from(o.prompt_tokens);
         }
-        completion_tokens += u64::from(ct);
-        choices.push(choice(kind, index, Some(text), Some(finish), false));
+        completion_tokens += u64::from(o.completion_tokens);
+        choices.push(renderer.full(&o));
     }
     Json(CompletionResponse {
-        id,
-        object: object.into(),
-        created,
-        model,
         choices,
         usage: Some(Usage::new(prompt_tokens, completion_tokens)),
-        error: None,
+        ..head
     })
     .into_response()
 }
 
-/// One choice on the wire: a chat `message` (or `delta` when streamed) or a completion `text`.
-fn choice(
-    kind: Kind,
-    index: usize,
-    text: Option<String>,
-    finish: Option<FinishReason>,
-    streamed: bool,
-) -> Choice {
-    let finish_reason = finish.map(|f| f.as_str().to_string());
-    match kind {
-        Kind::Chat => {
-            let msg = AssistantMessage {
-                role: (!streamed).then(|| "assistant".to_string()),
-                content: text,
-                ..Default::default()
-            };
-            Choice {
-                index: index as u32,
-                message: (!streamed).then(|| msg.clone()),
-                delta: streamed.then_some(msg),
-                finish_reason,
-                ..Default::default()
-            }
-        }
-        Kind::Text => Choice {
-            index: index as u32,
-            text: Some(text.unwrap_or_default()),
-            finish_reason,
-            ..Default::default()
-        },
-    }
-}
-
 fn sse_events(
     receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<TextEvent>>,
-    kind: Kind,
-    id: String,
-    created: u64,
-    model: String,
+    mut renderers: Vec<ChoiceRenderer>,
+    kind: ChoiceKind,
+    head: CompletionResponse,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-    let (object, n) = match kind {
-        Kind::Chat => ("chat.completion.chunk", receivers.len()),
-        Kind::Text => ("text_completion", receivers.len()),
+    let object = match kind {
+        ChoiceKind::Chat => "chat.completion.chunk",
+        ChoiceKind::Text => "text_completion",
     };
-    let chunk_of = {
-        let (id, model) = (id.clone(), model.clone());
-        move |choices: Vec<Choice>, usage: Option<Usage>| CompletionResponse {
-            id: id.clone(),
-            object: object.into(),
-            created,
-            model: model.clone(),
-            choices,
-            usage,
-            error: None,
-        }
+    let chunk_of = move |choices: Vec<Choice>, usage: Option<Usage>| CompletionResponse {
+        object: object.into(),
+        choices,
+        usage,
+        ..head.clone()
     };
     let event = |body: &CompletionResponse| {
         Event::default().data(serde_json::to_string(body).expect("chunk serialises"))
     };
     // Chat streams open each choice with the assistant role, as OpenAI does.
-    let openers: Vec<Event> = if kind == Kind::Chat {
-        (0..n)
-            .map(|i| {
-                let mut c = choice(kind, i, Some(String::new()), None, true);
-                if let Some(d) = c.delta.as_mut() {
-                    d.role = Some("assistant".into());
-                }
-                event(&chunk_of(vec![c], None))
-            })
+    let openers: Vec<Event> = if kind == ChoiceKind::Chat {
+        renderers
+            .iter()
+            .map(|r| event(&chunk_of(vec![r.opener()], None)))
             .collect()
     } else {
         Vec::new()
@@ -635,11 +651,18 @@ fn sse_events(
     let usage = Arc::new(std::sync::Mutex::new((0u64, 0u64, 0usize)));
     let usage_in = usage.clone();
     let body_chunk = chunk_of.clone();
-    let body = merged.map(move |(i, ev)| {
-        let ev = match ev {
-            TextEvent::Delta(t) => event(&body_chunk(vec![choice(kind, i, Some(t), None, true)], None)),
+    let body = merged.filter_map(move |(i, ev)| {
+        let out = match ev {
+            TextEvent::Logprobs(t) => {
+                renderers[i].on_logprobs(t);
+                None
+            }
+            TextEvent::Delta(t) => renderers[i]
+                .on_delta(&t)
+                .map(|c| event(&body_chunk(vec![c], None))),
             TextEvent::Done {
                 finish_reason,
+                stop_reason,
                 prompt_tokens,
                 completion_tokens,
             } => {
@@ -647,15 +670,15 @@ fn sse_events(
                 u.0 = u.0.max(u64::from(prompt_tokens));
                 u.1 += u64::from(completion_tokens);
                 u.2 += 1;
-                let text = (kind == Kind::Text).then(String::new);
-                event(&body_chunk(vec![choice(kind, i, text, Some(finish_reason), true)], None))
+                let c = renderers[i].on_done(finish_reason, stop_reason.as_ref());
+                Some(event(&body_chunk(vec![c], None)))
             }
-            TextEvent::Error(e) => Event::default().data(
+            TextEvent::Error(e) => Some(Event::default().data(
                 serde_json::to_string(&ErrorBody::new(crate::error_chain(&e), "server_error", None))
                     .expect("error serialises"),
-            ),
+            )),
         };
-        Ok(ev)
+        futures::future::ready(out.map(Ok))
     });
     let tail = stream::once(async move {
         let mut out = Vec::new();

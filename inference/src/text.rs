@@ -56,6 +56,8 @@ pub struct TextStep {
     pub text: String,
     /// A stop string matched: generation must end (the stop string is not in any text).
     pub stopped: bool,
+    /// The stop string that matched in this step.
+    pub stop_string: Option<String>,
 }
 
 /// Generated ids → text, one id at a time: EOS ids produce no text, pieces come out whole
@@ -68,6 +70,7 @@ pub struct TextStream {
     matcher: StopStringMatcher,
     eos: Vec<u32>,
     generated: u32,
+    min_tokens: u32,
 }
 
 impl TextStream {
@@ -78,7 +81,15 @@ impl TextStream {
             matcher: StopStringMatcher::new(stops),
             eos,
             generated: 0,
+            min_tokens: 0,
         }
+    }
+
+    /// Stop strings are not looked for in the text of the first `n` ids (vLLM's
+    /// `min_tokens`: no stop condition applies before `n` tokens).
+    pub fn with_min_tokens(mut self, n: usize) -> Self {
+        self.min_tokens = n.min(u32::MAX as usize) as u32;
+        self
     }
 
     /// Ids consumed so far (EOS and the id completing a stop string included).
@@ -101,6 +112,7 @@ impl TextStream {
             return Ok(TextStep {
                 text: String::new(),
                 stopped: true,
+                stop_string: None,
             });
         }
         self.generated += 1;
@@ -108,10 +120,18 @@ impl TextStream {
             return Ok(TextStep::default());
         }
         let piece = self.decoder.push(tok, id)?;
+        if self.generated <= self.min_tokens {
+            // Nothing is held back yet (every earlier piece bypassed the matcher too).
+            return Ok(TextStep {
+                text: piece,
+                ..Default::default()
+            });
+        }
         let out = self.matcher.push(&piece);
         Ok(TextStep {
             text: out.emit,
             stopped: out.stopped.is_some(),
+            stop_string: out.stopped,
         })
     }
 
@@ -122,6 +142,7 @@ impl TextStream {
             return Ok(TextStep {
                 text: String::new(),
                 stopped: true,
+                stop_string: None,
             });
         }
         let tail = self.decoder.finish(tok)?;
@@ -132,6 +153,7 @@ impl TextStream {
         Ok(TextStep {
             text: out.emit,
             stopped: out.stopped.is_some(),
+            stop_string: out.stopped,
         })
     }
 }
@@ -219,6 +241,26 @@ mod tests {
             assert!(calls <= 2 * ids.len() + 2, "{calls} calls for {} ids", ids.len());
             assert!(decoded <= 10 * ids.len(), "{decoded} ids decoded for {} ids", ids.len());
         }
+    }
+
+    #[test]
+    fn min_tokens_delays_stop_strings_and_the_match_is_reported() {
+        let (_d, tok) = tokenizer();
+        let ids = tok.encode("ab ab ab", false).unwrap();
+        let run = |min: usize| {
+            let mut s = TextStream::new(vec![EOS_ID], &["b"]).with_min_tokens(min);
+            let mut text = String::new();
+            for &id in &ids {
+                let step = s.push(&tok, id).unwrap();
+                text.push_str(&step.text);
+                if step.stopped {
+                    return (text, step.stop_string);
+                }
+            }
+            (text, None)
+        };
+        assert_eq!(run(0), ("a".to_string(), Some("b".to_string())));
+        assert_eq!(run(3), ("ab a".to_string(), Some("b".to_string())));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! `distill serve` reads and sends. One definition on both sides means a field the server
 //! writes is a field the client can read, checked by the compiler.
 //!
-//! Readers are lenient the way OpenAI-compatible servers are: unknown fields are ignored (clients
-//! send `user`, `logprobs: null`, …; servers add `system_fingerprint`, …) and optional fields
-//! default, so the client reads SGLang, vLLM and the DeepSeek API as well as our own server.
+//! Readers are lenient the way OpenAI-compatible servers are: unknown fields are ignored and
+//! optional fields default, so the client reads SGLang, vLLM and the DeepSeek API as well as our
+//! own server. `distill serve` does not rely on that leniency for requests: it checks every
+//! request field first ([`crate::serve_params::parse_request`]) and answers 400 for a field it
+//! does not implement, so nothing a client asks for is silently ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +122,90 @@ pub struct SamplingFields {
     /// Streaming options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// Chat: `true` for per-token logprobs; completions: how many top alternatives per token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<LogprobsField>,
+    /// Chat: top alternatives per token (needs `logprobs: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    /// HF/vLLM repetition penalty (1 = off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+    /// No stop condition before this many tokens (vLLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tokens: Option<u32>,
+    /// Keep generating past EOS (vLLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
+    /// Extra ids that end generation (vLLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_token_ids: Option<Vec<u32>>,
+    /// Logprob tokens written as `token_id:<id>` instead of text (vLLM), so a client gets the
+    /// exact generated ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_tokens_as_token_ids: Option<bool>,
+}
+
+/// `logprobs`: a flag on the chat endpoint, a count on the completions endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a boolean (chat) or a non-negative integer (completions)")]
+pub enum LogprobsField {
+    /// Chat's `logprobs: true|false`.
+    Flag(bool),
+    /// Completions' `logprobs: N`.
+    Count(u32),
+}
+
+/// Chat `logprobs` of a choice: one entry per generated token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatLogprobs {
+    /// The entries.
+    #[serde(default)]
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+/// One chat logprob entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatTokenLogprob {
+    /// The token's text (or `token_id:<id>`).
+    pub token: String,
+    /// Its logprob.
+    pub logprob: f32,
+    /// UTF-8 bytes of `token`.
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+    /// The most likely alternatives at this position.
+    #[serde(default)]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One alternative of a chat logprob entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token's text (or `token_id:<id>`).
+    pub token: String,
+    /// Its logprob.
+    pub logprob: f32,
+    /// UTF-8 bytes of `token`.
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Completions `logprobs` of a choice (the legacy parallel-list shape).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionLogprobs {
+    /// Token texts (or `token_id:<id>`).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Logprob of each token.
+    #[serde(default)]
+    pub token_logprobs: Vec<Option<f32>>,
+    /// Per token, the top alternatives (and the chosen token) by text.
+    #[serde(default)]
+    pub top_logprobs: Vec<Option<std::collections::BTreeMap<String, f32>>>,
+    /// Character offset of each token in the choice's text.
+    #[serde(default)]
+    pub text_offset: Vec<usize>,
 }
 
 /// `POST /v1/chat/completions` body.
@@ -209,12 +295,16 @@ pub struct Choice {
     /// Text completion (or its streamed piece).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// Always `null` here (log-probabilities are not served); written for client compatibility.
+    /// [`ChatLogprobs`] or [`CompletionLogprobs`] when requested, else `null`.
     #[serde(default)]
     pub logprobs: Option<serde_json::Value>,
     /// `stop`, `length`, …; `null` until a streamed choice ends.
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// vLLM's `stop_reason`: the stop string or stop token id that ended the choice; `null`
+    /// for EOS, `length`, and servers that do not send it.
+    #[serde(default)]
+    pub stop_reason: Option<serde_json::Value>,
 }
 
 /// A completion response, or one chunk of a streamed one (then `choices` hold deltas and only
@@ -239,6 +329,9 @@ pub struct CompletionResponse {
     /// Token counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Identifies the serving configuration (model and weights version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
     /// An error reported inside a stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,

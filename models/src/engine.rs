@@ -49,6 +49,9 @@ pub struct StepEvent {
     pub new_tokens: Vec<u32>,
     /// Log-probabilities of `new_tokens`.
     pub new_logprobs: Vec<f32>,
+    /// Per new token, the `top_logprobs` most likely (id, logprob) of its raw distribution
+    /// (empty lists when the request asked for none).
+    pub new_top: Vec<Vec<(u32, f32)>>,
     /// Set when the request finished in this step; it is then removed from the engine.
     pub finished: Option<GenerationOutput>,
 }
@@ -211,18 +214,20 @@ impl<B: Backend, M: CausalLm<B>> Engine<B, M> {
 
     fn admit(&mut self, w: Waiting, events: &mut Vec<StepEvent>) -> Result<(), ModelError> {
         let GenerationRequest { prompt, params, stop_check } = w.request;
+        let mut sampler = Sampler::new(params);
+        sampler.observe_prompt(&prompt);
         let mut r = Running {
             id: w.id,
             slot: usize::MAX,
-            max_new_tokens: params.max_new_tokens,
-            sampler: Sampler::new(params),
+            max_new_tokens: sampler.params().max_new_tokens,
+            sampler,
             stop_check,
             prompt_tokens: prompt.len(),
             new_ids: Vec::new(),
             logprobs: Vec::new(),
         };
         if r.max_new_tokens == 0 {
-            events.push(StepEvent { id: r.id, new_tokens: vec![], new_logprobs: vec![], finished: Some(Self::output(&r, FinishReason::Length)) });
+            events.push(StepEvent { id: r.id, new_tokens: vec![], new_logprobs: vec![], new_top: vec![], finished: Some(Self::output(&r, FinishReason::Length)) });
             return Ok(());
         }
         let slot = self.free_slots.pop().expect("caller checked a free slot");
@@ -279,7 +284,7 @@ impl<B: Backend, M: CausalLm<B>> Engine<B, M> {
         } else {
             None
         };
-        StepEvent { id: r.id, new_tokens: vec![tok.id], new_logprobs: vec![tok.logprob], finished }
+        StepEvent { id: r.id, new_tokens: vec![tok.id], new_logprobs: vec![tok.logprob], new_top: vec![tok.top], finished }
     }
 
     fn output(r: &Running, reason: FinishReason) -> GenerationOutput {

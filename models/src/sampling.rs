@@ -23,6 +23,15 @@ pub struct SamplingParams {
     /// Generating any of these ids finishes with `Stop` (the id is kept in `new_ids`, as
     /// transformers does). Usually the EOS ids of generation_config.json.
     pub stop_token_ids: Vec<u32>,
+    /// HF/vLLM repetition penalty over the prompt and the generated ids: a seen token's
+    /// positive logit is divided by it, a negative one multiplied. `1.0` disables it.
+    pub repetition_penalty: f32,
+    /// `stop_token_ids` cannot be sampled before this many tokens are generated (vLLM's
+    /// `min_tokens`). `0` disables it.
+    pub min_new_tokens: usize,
+    /// Also report this many most likely tokens of the raw distribution per step
+    /// ([`SampledToken::top`]); `0` reports none.
+    pub top_logprobs: usize,
 }
 
 impl Default for SamplingParams {
@@ -34,6 +43,9 @@ impl Default for SamplingParams {
             top_k: 0,
             seed: 0,
             stop_token_ids: Vec::new(),
+            repetition_penalty: 1.0,
+            min_new_tokens: 0,
+            top_logprobs: 0,
         }
     }
 }
@@ -59,6 +71,9 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
+        }
         Ok(())
     }
 }
@@ -69,23 +84,73 @@ pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
     scratch: Vec<(f32, u32)>,
+    /// Ids seen in the prompt and the output (repetition penalty), sorted.
+    seen: Vec<u32>,
+    /// Tokens sampled so far (min_new_tokens).
+    generated: usize,
 }
 
 /// A chosen token and its log-probability under the unmodified model distribution
-/// (temperature 1, no truncation), which is what OpenAI-style `logprobs` report.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// (temperature 1, no penalty, no truncation), which is what vLLM's default `logprobs`
+/// (`raw_logprobs`) and this crate's logprob consumers report.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SampledToken {
     /// The token id.
     pub id: u32,
     /// `log softmax(logits)[id]`.
     pub logprob: f32,
+    /// The `top_logprobs` most likely ids of the same raw distribution with their logprobs,
+    /// most likely first (ties by ascending id).
+    pub top: Vec<(u32, f32)>,
 }
 
 impl Sampler {
     /// A sampler seeded from `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Sampler { params, rng, scratch: Vec::new() }
+        Sampler { params, rng, scratch: Vec::new(), seen: Vec::new(), generated: 0 }
+    }
+
+    /// Records the prompt, whose ids the repetition penalty also covers (as in HF and vLLM).
+    pub fn observe_prompt(&mut self, prompt: &[u32]) {
+        if self.params.repetition_penalty != 1.0 {
+            for &id in prompt {
+                self.mark_seen(id);
+            }
+        }
+    }
+
+    fn mark_seen(&mut self, id: u32) {
+        if let Err(pos) = self.seen.binary_search(&id) {
+            self.seen.insert(pos, id);
+        }
+    }
+
+    /// The logits sampling sees: raw, or with the repetition penalty and min_new_tokens
+    /// applied (a copy only when one of them is active).
+    fn processed<'a>(&self, logits: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        let p = &self.params;
+        let penalize = p.repetition_penalty != 1.0 && !self.seen.is_empty();
+        let suppress = self.generated < p.min_new_tokens && !p.stop_token_ids.is_empty();
+        if !penalize && !suppress {
+            return std::borrow::Cow::Borrowed(logits);
+        }
+        let mut out = logits.to_vec();
+        if penalize {
+            for &id in &self.seen {
+                if let Some(l) = out.get_mut(id as usize) {
+                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                }
+            }
+        }
+        if suppress {
+            for &id in &p.stop_token_ids {
+                if let Some(l) = out.get_mut(id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        std::borrow::Cow::Owned(out)
     }
 
     /// The parameters this sampler follows.
@@ -97,8 +162,15 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let lse = max + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln() as f32;
-        let id = if self.params.is_greedy() { argmax(logits) } else { self.sample_stochastic(logits) };
-        SampledToken { id, logprob: logits[id as usize] - lse }
+        let processed = self.processed(logits);
+        let id = if self.params.is_greedy() { argmax(&processed) } else { self.sample_stochastic(&processed) };
+        drop(processed);
+        self.generated += 1;
+        if self.params.repetition_penalty != 1.0 {
+            self.mark_seen(id);
+        }
+        let top = top_logprobs(logits, lse, self.params.top_logprobs);
+        SampledToken { id, logprob: logits[id as usize] - lse, top }
     }
 
     fn sample_stochastic(&mut self, logits: &[f32]) -> u32 {
@@ -142,6 +214,22 @@ impl Sampler {
     }
 }
 
+/// The `k` largest entries of `logits` as (id, logit − lse), most likely first, ties by
+/// ascending id.
+fn top_logprobs(logits: &[f32], lse: f32, k: usize) -> Vec<(u32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let by_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let mut cand: Vec<(f32, u32)> = logits.iter().enumerate().map(|(i, &l)| (l, i as u32)).collect();
+    if k < cand.len() {
+        cand.select_nth_unstable_by(k - 1, by_desc);
+        cand.truncate(k);
+    }
+    cand.sort_unstable_by(by_desc);
+    cand.into_iter().map(|(l, i)| (i, l - lse)).collect()
+}
+
 /// Index of the largest logit (lowest index on ties, as `torch.argmax`).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
@@ -183,6 +271,28 @@ mod tests {
         assert_eq!(distinct.len(), 3, "200 draws from 3 similar tokens should hit all");
         let other = run(&SamplingParams { seed: 8, ..params });
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn repetition_penalty_min_tokens_and_top_logprobs() {
+        // HF semantics: seen positive logits are divided, negative multiplied.
+        let logits = [2.0f32, 1.9, -1.0, 0.5];
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy(4, vec![]) });
+        s.observe_prompt(&[0]);
+        assert_eq!(s.processed(&logits).to_vec(), vec![1.0, 1.9, -1.0, 0.5]);
+        let t = s.sample(&logits);
+        assert_eq!(t.id, 1, "the prompt's token 0 is penalised below token 1");
+        // The raw distribution's logprob is reported, not the penalised one.
+        let lse = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+        assert!((t.logprob - (1.9 - lse)).abs() < 1e-6);
+        // Token 1 is now seen too: 1.9 / 2 < 1.0.
+        assert_eq!(s.sample(&logits).id, 0);
+        // min_new_tokens: the stop id cannot be chosen for the first two tokens.
+        let mut s = Sampler::new(SamplingParams { min_new_tokens: 2, top_logprobs: 2, ..SamplingParams::greedy(4, vec![0]) });
+        let a = s.sample(&logits);
+        assert_eq!((a.id, s.sample(&logits).id, s.sample(&logits).id), (1, 1, 0));
+        assert_eq!(a.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![0, 1], "top from the raw logits");
+        assert!((a.top[0].1 - (2.0 - lse)).abs() < 1e-6);
     }
 
     #[test]

@@ -112,6 +112,17 @@ pub enum StudentError {
         /// What happened.
         msg: String,
     },
+    /// The rollout server of `[rollouts] source = "openai"` failed or answered unusably.
+    #[error("rollout server {url}: {msg}")]
+    RolloutServer {
+        /// The URL called.
+        url: String,
+        /// What went wrong.
+        msg: String,
+        /// The HTTP client's error, when there is one.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
 }
 
 impl StudentError {

@@ -41,6 +41,23 @@ pub enum RolloutSource {
     File,
     /// Sample from the current policy in-process with the native engine.
     Native,
+    /// Sample from an OpenAI-compatible server (vLLM, SGLang, `distill serve`) serving the
+    /// policy, with logprobs; after each optimizer step the policy is saved in HF layout and
+    /// the server told to reload it (`rollouts.reload_endpoint`).
+    Openai,
+}
+
+/// How the rollout server is told to load the new policy after an optimizer step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadEndpoint {
+    /// SGLang's `POST /update_weights_from_disk {"model_path": dir}` (also served by
+    /// `distill serve`). Default.
+    #[default]
+    Sglang,
+    /// Do not call the server (it is reloaded some other way, or the run is off-policy on
+    /// purpose).
+    None,
 }
 
 /// `[rollouts]`.
@@ -55,9 +72,28 @@ pub struct RolloutsSection {
     /// Problem set (`id`, `problem`, `answer`) for sampled rollouts.
     #[serde(default)]
     pub problems: Option<PathBuf>,
-    /// `file` or `native`. Default: `file` when `file` is set, else `native`.
+    /// `file`, `native` or `openai`. Default: `file` when `file` is set, else `native`.
     #[serde(default)]
     pub source: Option<RolloutSource>,
+    /// `openai` source: the server's OpenAI base URL, with `/v1` (e.g.
+    /// `http://127.0.0.1:8000/v1`). Required for `openai`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `openai` source: the served model name sent as `model`. Default: the first model of
+    /// `GET <base_url>/models`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `openai` source: how the server reloads the policy after each optimizer step.
+    /// Default `sglang`.
+    #[serde(default)]
+    pub reload_endpoint: ReloadEndpoint,
+    /// `openai` source: the reload URL. Default: `base_url` without its trailing `/v1`, plus
+    /// `/update_weights_from_disk`.
+    #[serde(default)]
+    pub reload_url: Option<String>,
+    /// `openai` source: seconds one rollout request may take. Default 3600.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_s: u64,
     /// Groups (prompts) per rollout batch; 0 = the whole file as one batch (file source).
     /// Default 0 for files; native sampling requires >= 1 (default used there: 8).
     #[serde(default)]
@@ -218,6 +254,9 @@ fn default_chunk() -> usize {
 fn default_seed() -> u64 {
     42
 }
+fn default_request_timeout() -> u64 {
+    3600
+}
 
 impl Default for GrpoSection {
     fn default() -> Self {
@@ -320,7 +359,12 @@ impl GrpoConfig {
             distill: None,
         };
         probe.validate()?;
-        crate::distributed::parse_devices(&self.train.devices).map_err(|e| format!("train.devices: {e}"))?;
+        let peers = crate::distributed::parse_devices(&self.train.devices).map_err(|e| format!("train.devices: {e}"))?;
+        if peers.len() > 1 && self.source() == RolloutSource::Openai {
+            // Every peer samples the step's whole batch itself; from a server each would get
+            // different completions. One trainer per server keeps the batch one batch.
+            return Err("rollouts.source = \"openai\" trains on one device: drop train.devices (the server does the sampling)".into());
+        }
         let g = &self.grpo;
         if g.num_generations < 2 {
             return Err(format!("grpo.num_generations must be >= 2 (a group needs a baseline), got {}", g.num_generations));
@@ -344,6 +388,9 @@ impl GrpoConfig {
             RolloutSource::File if self.rollouts.file.is_none() => Err("rollouts.source = \"file\" needs rollouts.file".into()),
             RolloutSource::Native if self.rollouts.problems.is_none() => {
                 Err("native rollouts need rollouts.problems (or set rollouts.file for recorded rollouts)".into())
+            }
+            RolloutSource::Openai if self.rollouts.problems.is_none() || self.rollouts.base_url.is_none() => {
+                Err("rollouts.source = \"openai\" needs rollouts.problems and rollouts.base_url".into())
             }
             _ => Ok(()),
         }
@@ -372,5 +419,9 @@ mod tests {
         assert!(e.to_string().contains("epsilon"), "{e}");
         let e = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"native\"".into()], "x", None).unwrap_err();
         assert!(e.to_string().contains("rollouts.problems"), "{e}");
+        let e = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"openai\"".into(), "rollouts.problems=\"p.jsonl\"".into()], "x", None).unwrap_err();
+        assert!(e.to_string().contains("rollouts.base_url"), "{e}");
+        let c = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"openai\"".into(), "rollouts.problems=\"p.jsonl\"".into(), "rollouts.base_url=\"http://h:1/v1\"".into()], "x", None).unwrap();
+        assert_eq!(c.rollouts.reload_endpoint, ReloadEndpoint::Sglang);
     }
 }

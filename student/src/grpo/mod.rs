@@ -1,7 +1,8 @@
 //! GRPO: group-relative policy optimisation with verifiable rewards, on the SFT trainer's
 //! parts (setup, policy step, checkpoints, final save) with its own objective
-//! ([`crate::objective::grpo`]) and a rollout stage: recorded rollouts from a file, or G
-//! completions per problem sampled in-process and rewarded by the grader.
+//! ([`crate::objective::grpo`]) and a rollout stage: recorded rollouts from a file, G
+//! completions per problem sampled in-process and rewarded by the grader, or the same sampled
+//! by an OpenAI-compatible server kept in sync after every step ([`openai`]).
 //!
 //! TRL's conventions throughout: logprobs at the sampling temperature, each completion its own
 //! sequence from position 0, Bessel-std advantages + 1e-4, the two-sided clipped ratio with
@@ -12,6 +13,7 @@ pub mod batch;
 pub mod config;
 pub mod metrics;
 pub mod native;
+pub mod openai;
 pub mod reward;
 pub mod rollout;
 pub mod trainer;

@@ -59,14 +59,39 @@ impl NativeSampler {
         self.problems.len().div_ceil(self.groups_per_batch) as u64
     }
 
+    /// The problems of rollout batch `index`: the next `groups_per_step` of the seeded stream.
+    pub fn pick(&self, index: u64, cfg: &GrpoConfig) -> Vec<usize> {
+        let p = self.groups_per_batch;
+        let mut stream = RowStream::new(self.problems.len(), cfg.rollouts.shuffle, cfg.train.seed, index * p as u64);
+        (0..p).map(|_| stream.next_index().0).collect()
+    }
+
+    /// Problem `i`.
+    pub fn problem(&self, i: usize) -> &Problem {
+        &self.problems[i]
+    }
+
+    /// The rendered prompt ids of problem `i`.
+    pub fn prompt(&self, i: usize) -> &[u32] {
+        &self.prompts[i]
+    }
+
+    /// Reward of a completion `text` of problem `i` with `n_tokens` tokens: accuracy, the
+    /// weighted format reward and the overlong penalty; returns (reward, accuracy, format).
+    pub fn reward(&self, i: usize, text: &str, n_tokens: usize, cfg: &GrpoConfig) -> (f64, f64, f64) {
+        let g = &cfg.grpo;
+        let acc = reward::accuracy(&self.problems[i].answer, text);
+        let fmt = reward::format(text);
+        let over = reward::overlong_penalty(n_tokens, g.max_completion_length, g.overlong_buffer, g.overlong_penalty);
+        (acc + cfg.rollouts.format_reward * fmt + over, acc, fmt)
+    }
+
     /// Samples rollout batch `index` (0-based) with `model`: the next `groups_per_step`
     /// problems of the seeded stream, `num_generations` completions each, rewarded.
     pub fn sample<B: Backend>(&self, model: &Model<B>, index: u64, cfg: &GrpoConfig) -> Result<RolloutBatch> {
         let g = &cfg.grpo;
-        let p = self.groups_per_batch;
-        let mut stream = RowStream::new(self.problems.len(), cfg.rollouts.shuffle, cfg.train.seed, index * p as u64);
-        let picked: Vec<usize> = (0..p).map(|_| stream.next_index().0).collect();
-        let mut requests = Vec::with_capacity(p * g.num_generations);
+        let picked = self.pick(index, cfg);
+        let mut requests = Vec::with_capacity(picked.len() * g.num_generations);
         for (k, &pi) in picked.iter().enumerate() {
             for j in 0..g.num_generations {
                 let params = SamplingParams {
@@ -76,6 +101,7 @@ impl NativeSampler {
                     top_k: g.top_k,
                     seed: sample_seed(cfg.train.seed, index, (k * g.num_generations + j) as u64),
                     stop_token_ids: self.stop_ids.clone(),
+                    ..Default::default()
                 };
                 requests.push(GenerationRequest::new(self.prompts[pi].clone(), params));
             }
@@ -84,20 +110,18 @@ impl NativeSampler {
             .map_err(|e| StudentError::model("sampling rollouts", e))?;
         let mut rollouts = Vec::with_capacity(outputs.len());
         for (i, out) in outputs.into_iter().enumerate() {
-            let prob = &self.problems[picked[i / g.num_generations]];
+            let pi = picked[i / g.num_generations];
             let text = self
                 .tokenizer
                 .decode(&out.new_ids, true)
                 .map_err(|e| StudentError::dataset("decoding a completion", e))?;
-            let acc = reward::accuracy(&prob.answer, &text);
-            let fmt = reward::format(&text);
             let truncated = out.finish_reason == FinishReason::Length;
-            let over = reward::overlong_penalty(out.new_ids.len(), g.max_completion_length, g.overlong_buffer, g.overlong_penalty);
+            let (reward, acc, fmt) = self.reward(pi, &text, out.new_ids.len(), cfg);
             rollouts.push(Rollout {
-                group: serde_json::Value::String(prob.id.clone()),
-                prompt_ids: self.prompts[picked[i / g.num_generations]].clone(),
+                group: serde_json::Value::String(self.problems[pi].id.clone()),
+                prompt_ids: self.prompts[pi].clone(),
                 completion_ids: out.new_ids,
-                reward: acc + cfg.rollouts.format_reward * fmt + over,
+                reward,
                 old_logprobs: None,
                 ref_logprobs: None,
                 truncated,

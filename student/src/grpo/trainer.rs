@@ -20,6 +20,7 @@ use super::batch::{fill_logprobs, grpo_batches, Aggregation, LogprobField};
 use super::config::{GrpoConfig, RolloutSource};
 use super::metrics::{token_means, BatchStats, GrpoStepMetrics};
 use super::native::NativeSampler;
+use super::openai::OpenAiSampler;
 use super::rollout::{batches_of, read_rollouts, RolloutBatch};
 use crate::checkpoint::TrainerState;
 use crate::distributed::{Peer, Shard};
@@ -64,6 +65,7 @@ pub struct GrpoSummary {
 enum Source {
     File(Vec<RolloutBatch>),
     Native(Box<NativeSampler>),
+    OpenAi(Box<OpenAiSampler>),
 }
 
 impl Source {
@@ -71,9 +73,13 @@ impl Source {
         match self {
             Source::File(b) => b.len() as u64,
             Source::Native(s) => s.batches_per_epoch(),
+            Source::OpenAi(s) => s.batches_per_epoch(),
         }
     }
 }
+
+/// Directory under `output.dir` where the policy is saved for the rollout server to reload.
+pub const ROLLOUT_POLICY_DIR: &str = "rollout-policy";
 
 /// Everything one run holds besides the policy.
 struct Run<'a, AB: AutodiffBackend> {
@@ -161,7 +167,14 @@ pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB
         let batch = &current.as_ref().expect("just ensured").1;
         let m;
         (policy, m) = run.step(policy, batch, &mut tstate, index)?;
-        let m = GrpoStepMetrics { generate_s: t_gen, score_s: t_score, ..m };
+        let mut m = GrpoStepMetrics { generate_s: t_gen, score_s: t_score, ..m };
+        if let Source::OpenAi(server) = &run.source {
+            // Keep the server on-policy: the next rollouts come from these weights.
+            let t = Instant::now();
+            let dir = saver.export(&policy, ROLLOUT_POLICY_DIR)?;
+            server.reload(&dir)?;
+            m.generate_s += t.elapsed().as_secs_f64();
+        }
         if let Some(w) = metrics.as_mut() {
             w.write(&m)?;
         }
@@ -199,6 +212,7 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
         let mut batch = match &self.source {
             Source::File(b) => b[(index % b.len() as u64) as usize].clone(),
             Source::Native(s) => s.sample(&view, index, self.cfg)?,
+            Source::OpenAi(s) => s.sample(index, self.cfg)?,
         };
         let t_gen = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -298,12 +312,16 @@ fn rollout_source(cfg: &GrpoConfig, tok_dir: Option<&Path>, generation: &models:
             let path = cfg.rollouts.file.as_ref().expect("validated");
             Ok(Source::File(batches_of(read_rollouts(path)?, cfg.rollouts.groups_per_step)))
         }
-        RolloutSource::Native => {
+        RolloutSource::Native | RolloutSource::Openai => {
             let tokenizer = setup::load_tokenizer(tok_dir)?
-                .ok_or_else(|| StudentError::Data("native rollouts need a tokenizer (model.tokenizer or model.path with tokenizer.json)".into()))?;
+                .ok_or_else(|| StudentError::Data("sampled rollouts need a tokenizer (model.tokenizer or model.path with tokenizer.json)".into()))?;
             let mut stop = generation.eos_token_ids.clone();
             stop.extend(tokenizer.eos_token_ids().iter().copied().filter(|id| !generation.eos_token_ids.contains(id)));
-            Ok(Source::Native(Box::new(NativeSampler::new(cfg, tokenizer, stop)?)))
+            let sampler = NativeSampler::new(cfg, tokenizer, stop)?;
+            if cfg.source() == RolloutSource::Openai {
+                return Ok(Source::OpenAi(Box::new(OpenAiSampler::new(cfg, sampler)?)));
+            }
+            Ok(Source::Native(Box::new(sampler)))
         }
     }
 }
@@ -314,7 +332,7 @@ fn load_reference<B: Backend>(cfg: &GrpoConfig, source: &Source, device: &B::Dev
     let needed = cfg.grpo.beta > 0.0
         && match source {
             Source::File(batches) => batches.iter().any(|b| b.rollouts.iter().any(|r| r.ref_logprobs.is_none())),
-            Source::Native(_) => true,
+            Source::Native(_) | Source::OpenAi(_) => true,
         };
     if !needed {
         return Ok(None);

@@ -81,6 +81,27 @@ impl Saver<'_> {
         Ok(tmp)
     }
 
+    /// Writes `<out>/<name>/`: the policy (LoRA merged) in HF layout in f32 with the
+    /// tokenizer, published with one rename — what a rollout server reloads after a step.
+    pub fn export<AB: AutodiffBackend>(&self, policy: &Policy<AB>, name: &str) -> Result<PathBuf> {
+        let dir = self.out.join(name);
+        let model = match &policy.lora {
+            Some(l) => crate::lora::merge(policy.model.valid(), &l.host_pairs(), l.scale),
+            None => policy.model.valid(),
+        };
+        let tmp = self.temp_dir(name)?;
+        let written = (|| {
+            self.save_weights(&tmp, &model, None)?;
+            copy_tokenizer(self.tok_dir, &tmp)?;
+            crate::fsutil::publish_dir(&tmp, &dir)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Ok(dir)
+    }
+
     /// Writes `final/`: the merged model in `save_dtype` (default: the source checkpoint's
     /// `torch_dtype`), PEFT adapters too for LoRA runs, tokenizer and trainer state.
     pub fn final_model<AB: AutodiffBackend>(&self, policy: &Policy<AB>, state: &TrainerState, save_dtype: Option<TrainDtype>) -> Result<PathBuf> {
