@@ -11,6 +11,7 @@ mod eval_cmd;
 mod eval_grade;
 mod model_cmd;
 mod quickstart_cmd;
+mod quickstart_report;
 mod report;
 mod serve_cmd;
 mod student_cmd;

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod runner;
 pub mod summary;
 pub mod svg;
+mod png;
 
 pub use compare::{compare_runs, CompareOptions};
 pub use config::EvalConfig;
