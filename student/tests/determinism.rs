@@ -109,9 +109,10 @@ fn thread_count_does_not_change_the_numbers() {
             .env("RAYON_NUM_THREADS", threads)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-        text.lines().find_map(|l| l.strip_prefix("CURVE ").map(str::to_string)).expect("the child's curve")
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        let curve = text.lines().find_map(|l| l.split_once("CURVE ").map(|(_, c)| c.to_string()));
+        curve.unwrap_or_else(|| panic!("no curve from the child: {text}"))
     };
     let one = run_child("1", "t1");
     let four = run_child("4", "t4");
