@@ -24,7 +24,7 @@ pub struct HeldOut {
 
 /// True when held-out pass@1 is due after optimizer step `step` (1-based) of `total`.
 pub fn eval_due(step: u64, every: u64, total: u64) -> bool {
-    every > 0 && (step % every == 0 || step == total)
+    every > 0 && (step.is_multiple_of(every) || step == total)
 }
 
 /// Mean of the per-problem means of `correct` (`samples` consecutive outcomes per problem).

@@ -153,7 +153,7 @@ pub fn train_grpo<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB::Device, op
             b.set_position(m.step);
             let eval = last_eval_pass1.map(|p| format!(" held-out pass@1 {p:.3}")).unwrap_or_default();
             b.set_message(format!("loss {:.4} reward {:.3} lr {:.2e}{eval}", m.loss, m.reward_mean, m.lr));
-        } else if eval_pass1.is_some() || m.step % 10 == 0 || m.step == total_steps {
+        } else if eval_pass1.is_some() || m.step.is_multiple_of(10) || m.step == total_steps {
             tracing::info!(step = m.step, loss = m.loss, reward = m.reward_mean, eval_pass1 = ?eval_pass1, "grpo step");
         }
         if cfg.output.save_every > 0 && tstate.step % cfg.output.save_every == 0 && tstate.step < total_steps {
