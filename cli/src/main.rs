@@ -12,6 +12,7 @@ mod eval_grade;
 mod model_cmd;
 mod orchestrator;
 mod quickstart_cmd;
+mod quickstart_report;
 mod report;
 mod serve_cmd;
 mod student_cmd;

@@ -55,21 +55,23 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         timings.push((name.to_string(), t.elapsed().as_secs_f64()));
         Ok(())
     };
-    stage("1/7 synthetic task + tokenizer", &mut || q.data())?;
-    stage("2/7 train teacher (Llama, from scratch)", &mut || {
+    stage("1/8 synthetic task + tokenizer", &mut || q.data())?;
+    stage("2/8 train teacher (Llama, from scratch)", &mut || {
         q.train("teacher", &q.data_dir().join("train_gold.jsonl"))
     })?;
-    stage("3/7 sample teacher traces", &mut || q.sample())?;
-    stage("4/7 filter traces", &mut || q.filter())?;
-    stage("5/7 train student (Qwen2, on filtered traces)", &mut || {
+    stage("3/8 sample teacher traces", &mut || q.sample())?;
+    stage("4/8 filter traces", &mut || q.filter())?;
+    stage("5/8 train student (Qwen2, SFT on filtered traces)", &mut || {
         q.train("student", &q.out.join("filtered").join("messages.parquet"))
     })?;
-    stage("6/7 evaluate teacher and student", &mut || {
-        q.evaluate("teacher")?;
-        q.evaluate("student")
+    stage("6/8 GRPO on the SFT student (grader reward, native rollouts)", &mut || q.grpo())?;
+    stage("7/8 evaluate teacher, SFT student and GRPO student", &mut || {
+        q.evaluate("teacher", "teacher", "teacher")?;
+        q.evaluate("student", "student", "student")?;
+        q.evaluate("student-grpo", "student", "grpo")
     })?;
     let mut report = None;
-    stage("7/7 compare", &mut || {
+    stage("8/8 compare", &mut || {
         report = Some(q.compare()?);
         Ok(())
     })?;
@@ -152,7 +154,7 @@ impl Quickstart {
     /// the quickstart's own `[sample]`/`[eval]` tables), and every stage's config parses and
     /// validates — so a typo fails in a second, not after an hour of training.
     fn validate(&self) -> anyhow::Result<()> {
-        const TOP: &[&str] = &["seed", "task", "tokenizer", "teacher", "sample", "filter", "student", "eval"];
+        const TOP: &[&str] = &["seed", "task", "tokenizer", "teacher", "sample", "filter", "student", "grpo", "eval"];
         const SAMPLE: &[&str] = &["samples", "max_problems", "temperature", "top_p", "max_tokens", "concurrency", "max_seq_len"];
         const EVAL: &[&str] = &["samples", "temperature", "top_p", "max_tokens", "concurrency", "max_seq_len"];
         let top = self.doc.as_table().context("expected a TOML table")?;
@@ -170,6 +172,8 @@ impl Quickstart {
             let text = toml::to_string(&Value::Table(t))?;
             student::TrainConfig::from_toml_str(&text, &[], &format!("[{role}]"), None)?;
         }
+        let text = toml::to_string(&Value::Table(self.grpo_table()))?;
+        student::GrpoConfig::from_toml_str(&text, &[], "[grpo]", None)?;
         let filter: datasets::filter::FilterConfig =
             Value::Table(self.section("filter")).try_into().context("[filter]")?;
         filter.validate().context("[filter]")?;
@@ -217,6 +221,43 @@ impl Quickstart {
             "   {role}: {} steps, last loss {:.4} -> {}",
             summary.steps,
             summary.last_loss.unwrap_or(f64::NAN),
+            summary.final_dir.display()
+        );
+        Ok(())
+    }
+
+    /// The `distill student grpo` config of stage 6: the quickstart's `[grpo]` with the SFT
+    /// student as the policy, the training problems as prompts and the held-out split for
+    /// `eval_pass1`.
+    fn grpo_table(&self) -> Table {
+        let mut t = self.section("grpo");
+        let model = table_mut(&mut t, "model");
+        model.insert("path".into(), path_value(&self.out.join("student").join("final")));
+        let rollouts = table_mut(&mut t, "rollouts");
+        rollouts.insert("problems".into(), path_value(&self.data_dir().join("train.jsonl")));
+        rollouts.insert("source".into(), Value::String("native".into()));
+        table_mut(&mut t, "eval").insert("problems".into(), path_value(&self.data_dir().join("test.jsonl")));
+        table_mut(&mut t, "train").insert("seed".into(), Value::Integer(self.seed));
+        table_mut(&mut t, "output").insert("dir".into(), path_value(&self.out.join("grpo")));
+        t
+    }
+
+    /// Stage 6: GRPO from the SFT student on the training problems, rewarded by the grader.
+    fn grpo(&self) -> anyhow::Result<()> {
+        let path = self.write_config("grpo.toml", &Value::Table(self.grpo_table()))?;
+        let out_dir = self.out.join("grpo");
+        if out_dir.join("final").join("config.json").exists() {
+            eprintln!("   GRPO student already trained: {}", out_dir.join("final").display());
+            return Ok(());
+        }
+        let cfg = student::GrpoConfig::load(&path, &[])?;
+        let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false, ..Default::default() };
+        let summary = student::train_grpo::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?;
+        eprintln!(
+            "   GRPO: {} steps, last reward {:.3}, held-out pass@1 {} -> {}",
+            summary.steps,
+            summary.last_reward.unwrap_or(f64::NAN),
+            summary.last_eval_pass1.map_or("–".to_string(), |p| format!("{p:.3}")),
             summary.final_dir.display()
         );
         Ok(())
@@ -306,18 +347,16 @@ impl Quickstart {
         Ok(())
     }
 
-    /// Stage 6: the R1 protocol (k samples, temperature, top-p) on the held-out split.
-    fn evaluate(&self, role: &str) -> anyhow::Result<()> {
+    /// Stage 7: the R1 protocol (k samples, temperature, top-p) on the held-out split, for the
+    /// model trained in `DIR/<dir>/final`, reported as `name` with `role`.
+    fn evaluate(&self, name: &str, role: &str, dir: &str) -> anyhow::Result<()> {
         let e = self.section("eval");
         let get = |k: &str| e.get(k).cloned().with_context(|| format!("[eval] needs '{k}'"));
         let mut model = Table::new();
-        model.insert("name".into(), Value::String(role.into()));
+        model.insert("name".into(), Value::String(name.into()));
         model.insert("role".into(), Value::String(role.into()));
         model.insert("backend".into(), Value::String("native".into()));
-        model.insert(
-            "checkpoint".into(),
-            path_value(&self.out.join(role).join("final")),
-        );
+        model.insert("checkpoint".into(), path_value(&self.out.join(dir).join("final")));
         model.insert("concurrency".into(), get("concurrency")?);
         let mut native = Table::new();
         native.insert("max_seq_len".into(), get("max_seq_len")?);
@@ -332,11 +371,11 @@ impl Quickstart {
         bench.insert("path".into(), path_value(&self.data_dir().join("test.jsonl")));
         bench.insert("samples".into(), get("samples")?);
         let mut t = Table::new();
-        t.insert("out_dir".into(), path_value(&self.out.join("eval").join(role)));
+        t.insert("out_dir".into(), path_value(&self.out.join("eval").join(name)));
         t.insert("model".into(), Value::Table(model));
         t.insert("protocol".into(), Value::Table(protocol));
         t.insert("benchmarks".into(), Value::Array(vec![Value::Table(bench)]));
-        let path = self.write_config(&format!("eval_{role}.toml"), &Value::Table(t))?;
+        let path = self.write_config(&format!("eval_{name}.toml"), &Value::Table(t))?;
         let cfg = eval::EvalConfig::load(&path, &[])?;
         let backend = eval::backends::build_backend::<Cpu>(FlexDevice, &cfg)?;
         let rt = tokio::runtime::Runtime::new()?;
@@ -344,11 +383,15 @@ impl Quickstart {
         Ok(())
     }
 
-    /// Stage 7: report.md, report.json and SVG plots in DIR.
+    /// Stage 8: report.md, report.json and the plots in DIR; then each model's training
+    /// `stage` (`sft` / `grpo`; the teacher has none) and the GRPO reward-over-steps plot.
     fn compare(&self) -> anyhow::Result<eval::compare::CompareReport> {
-        let runs = [self.out.join("eval").join("teacher"), self.out.join("eval").join("student")];
+        let names = ["teacher", "student", "student-grpo"];
+        let runs: Vec<PathBuf> = names.iter().map(|n| self.out.join("eval").join(n)).collect();
         let opts = eval::CompareOptions { out_dir: self.out.clone(), teacher: Some("teacher".into()) };
-        Ok(eval::compare_runs(&runs, &opts)?)
+        let mut report = eval::compare_runs(&runs, &opts)?;
+        crate::quickstart_report::add_grpo(&self.out, &self.out.join("grpo"), &mut report, &[("student", "sft"), ("student-grpo", "grpo")])?;
+        Ok(report)
     }
 }
 
@@ -376,14 +419,15 @@ fn path_value(p: &Path) -> Value {
 /// The final table: what each model scored, how long each stage took, where things are.
 fn print_summary(out: &Path, report: &eval::compare::CompareReport, timings: &[(String, f64)], total: f64) {
     println!("\nquickstart finished in {:.1} min — artifacts in {}", total / 60.0, out.display());
-    println!("\n| model | role | pass@1 | 95% CI | cons@k | k | problems | mean tokens |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| model | role | stage | pass@1 | 95% CI | cons@k | k | problems | mean tokens |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for m in &report.models {
         for (bench, b) in &m.benchmarks {
             println!(
-                "| {} ({bench}) | {} | {:.3} | [{:.3}, {:.3}] | {:.3} | {} | {} | {:.1} |",
+                "| {} ({bench}) | {} | {} | {:.3} | [{:.3}, {:.3}] | {:.3} | {} | {} | {:.1} |",
                 m.name,
                 m.role.as_str(),
+                m.stage.as_deref().unwrap_or("–"),
                 b.pass_at_1,
                 b.pass_at_1_ci95[0],
                 b.pass_at_1_ci95[1],

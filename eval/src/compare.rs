@@ -70,6 +70,10 @@ pub struct ReportModel {
     pub name: String,
     /// `teacher` or `student`.
     pub role: Role,
+    /// Training stage that produced the model, when the caller knows it (the quickstart:
+    /// `sft` / `grpo` for students; the teacher has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// Checkpoint directory or served model name.
     pub checkpoint: Option<String>,
     /// Run directory the numbers come from.
@@ -118,7 +122,8 @@ pub struct CompareReport {
 }
 
 /// Loads the runs' `summary.json`, writes `report.md`, `report.json`, `accuracy.svg` and
-/// `accuracy_vs_length.svg` into `opts.out_dir`, and returns the report.
+/// `accuracy_vs_length.svg` (each with a `.png` beside it) into `opts.out_dir`, and returns the
+/// report.
 pub fn compare_runs(run_dirs: &[PathBuf], opts: &CompareOptions) -> Result<CompareReport, EvalError> {
     if run_dirs.is_empty() {
         return Err(EvalError::Invalid("eval compare: give at least one run directory".into()));
@@ -137,9 +142,7 @@ pub fn compare_runs(run_dirs: &[PathBuf], opts: &CompareOptions) -> Result<Compa
     let report = build_report(&runs, opts.teacher.as_deref())?;
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
-    let (acc, len) = plots(&runs);
-    datasets::atomic::write_atomic(&out.join("accuracy.svg"), acc.as_bytes())?;
-    datasets::atomic::write_atomic(&out.join("accuracy_vs_length.svg"), len.as_bytes())?;
+    write_plots(&runs, out)?;
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| EvalError::serialize("report", e))?;
     datasets::atomic::write_atomic(&out.join("report.json"), json.as_bytes())?;
@@ -170,6 +173,7 @@ pub fn build_report(runs: &[(PathBuf, RunSummary)], teacher: Option<&str>) -> Re
         .map(|(i, (dir, r))| ReportModel {
             name: r.model.name.clone(),
             role: if Some(i) == teacher_idx { Role::Teacher } else if teacher_idx.is_some() { Role::Student } else { r.model.role },
+            stage: None,
             checkpoint: r.model.checkpoint.clone(),
             run_dir: dir.display().to_string(),
             benchmarks: r.benchmarks.iter().map(|(k, b)| (k.clone(), b.into())).collect(),
@@ -252,7 +256,7 @@ pub fn build_report(runs: &[(PathBuf, RunSummary)], teacher: Option<&str>) -> Re
         deltas,
         agreement,
         warnings,
-        plots: vec!["accuracy.svg".into(), "accuracy_vs_length.svg".into()],
+        plots: ["accuracy.svg", "accuracy.png", "accuracy_vs_length.svg", "accuracy_vs_length.png"].map(String::from).to_vec(),
     })
 }
 
@@ -348,7 +352,8 @@ pub fn render_markdown(runs: &[(PathBuf, RunSummary)], report: &CompareReport) -
     s
 }
 
-fn plots(runs: &[(PathBuf, RunSummary)]) -> (String, String) {
+/// Draws the accuracy and accuracy-vs-length charts into `out` as SVG and PNG.
+fn write_plots(runs: &[(PathBuf, RunSummary)], out: &Path) -> Result<(), EvalError> {
     let benches = benchmark_names(runs);
     let models: Vec<String> = runs.iter().map(|(_, r)| r.model.name.clone()).collect();
     let bars: Vec<Vec<Option<svg::Bar>>> = runs
@@ -374,7 +379,11 @@ fn plots(runs: &[(PathBuf, RunSummary)]) -> (String, String) {
                 .collect()
         })
         .collect();
-    (svg::accuracy_chart(&benches, &models, &bars), svg::length_chart(&benches, &models, &series))
+    let acc = (svg::accuracy_chart(&benches, &models, &bars)?, svg::accuracy_chart_png(&benches, &models, &bars)?);
+    svg::write_plot(out, "accuracy", &acc.0, &acc.1)?;
+    let len = (svg::length_chart(&benches, &models, &series)?, svg::length_chart_png(&benches, &models, &series)?);
+    svg::write_plot(out, "accuracy_vs_length", &len.0, &len.1)?;
+    Ok(())
 }
 
 /// Convenience for callers holding paths as `&Path`.

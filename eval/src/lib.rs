@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod runner;
 pub mod summary;
 pub mod svg;
+mod png;
 pub mod sweep;
 
 pub use compare::{compare_runs, CompareOptions};

@@ -1,15 +1,39 @@
-//! Hand-written SVG plots for comparison reports: accuracy with confidence intervals per
-//! benchmark, and accuracy against response length. Plain SVG 1.1 with no scripts or external
-//! fonts, so the files render the same in browsers, GitHub and notebooks.
+//! Charts for comparison reports, drawn with `plotters`: accuracy with confidence intervals per
+//! benchmark, accuracy against response length, and line charts (GRPO reward over steps).
+//! Each chart is drawn once per backend: SVG (text as `<text>` elements, no scripts) and PNG
+//! (rasterised in memory, text set in the bundled DejaVu Sans so no system font is looked up).
 
-use std::fmt::Write;
+use std::error::Error;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::EvalError;
+
+/// DejaVu Sans (Bitstream Vera licence, see assets/DejaVuSans.LICENSE): text layout for both
+/// backends and glyphs for PNG.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Family every chart's text uses (registered with [`FONT`]).
+const FAMILY: &str = "sans-serif";
 
 /// Colours for successive models (colour-blind-safe Okabe–Ito palette).
 const PALETTE: &[&str] = &["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"];
 
-/// Colour of the i-th model.
+type DrawResult = Result<(), Box<dyn Error + Send + Sync>>;
+
+/// Colour of the i-th model (`#rrggbb`).
 pub fn color(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
+}
+
+fn rgb(i: usize) -> RGBColor {
+    let h = color(i).trim_start_matches('#');
+    let c = |k: usize| u8::from_str_radix(&h[k..k + 2], 16).unwrap_or(0);
+    RGBColor(c(0), c(2), c(4))
 }
 
 /// Escapes text for SVG/XML content and attribute values.
@@ -29,6 +53,51 @@ pub fn escape(s: &str) -> String {
     o
 }
 
+/// Registers the bundled font for every style once (plotters looks fonts up by family+style).
+fn fonts() -> Result<(), EvalError> {
+    static DONE: OnceLock<bool> = OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique]
+            .into_iter()
+            .all(|s| plotters::style::register_font(FAMILY, s, FONT).is_ok())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(EvalError::Invalid("the bundled chart font does not parse".into()))
+    }
+}
+
+/// Draws a chart into an SVG string.
+fn to_svg(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult) -> Result<String, EvalError> {
+    fonts()?;
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, size).into_drawing_area();
+        draw(&root).and_then(|_| root.present().map_err(Into::into)).map_err(|source| EvalError::Serialize { what, source })?;
+    }
+    Ok(s)
+}
+
+/// Draws a chart into PNG bytes (RGB, 8 bit).
+fn to_png(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult) -> Result<Vec<u8>, EvalError> {
+    fonts()?;
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        draw(&root).and_then(|_| root.present().map_err(Into::into)).map_err(|source| EvalError::Serialize { what, source })?;
+    }
+    crate::png::encode_rgb(&buf, size.0, size.1).map_err(|e| EvalError::Serialize { what, source: Box::new(e) })
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` into `dir` (each atomically) and returns their names.
+pub fn write_plot(dir: &Path, stem: &str, svg: &str, png: &[u8]) -> Result<Vec<String>, EvalError> {
+    let names = vec![format!("{stem}.svg"), format!("{stem}.png")];
+    datasets::atomic::write_atomic(&dir.join(&names[0]), svg.as_bytes())?;
+    datasets::atomic::write_atomic(&dir.join(&names[1]), png)?;
+    Ok(names)
+}
+
 /// One bar of the accuracy chart: a value in [0, 1] and its interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bar {
@@ -38,62 +107,80 @@ pub struct Bar {
     pub ci: [f64; 2],
 }
 
+fn accuracy_size(benchmarks: &[String], models: &[String]) -> (u32, u32) {
+    let group_w = (models.len().max(1) as u32 * 26 + 40).max(120);
+    ((90 + group_w * benchmarks.len().max(1) as u32).max(420), 380 + 18 * models.len() as u32)
+}
+
 /// Grouped bar chart: one group per benchmark, one bar per model (None = not evaluated),
 /// error bars for the CI, y axis 0–100%.
-pub fn accuracy_chart(benchmarks: &[String], models: &[String], bars: &[Vec<Option<Bar>>]) -> String {
-    let (left, top, bottom, plot_h) = (60.0, 40.0, 50.0, 280.0);
-    let bar_w = 22.0;
-    // Groups and the whole chart have minimum widths so that one benchmark with two models
-    // still leaves room for the title and the axis labels.
-    let group_w = ((models.len().max(1) as f64) * bar_w + 30.0).max(110.0);
-    let legend_h = 18.0 * models.len() as f64;
-    let width = (left + group_w * benchmarks.len().max(1) as f64 + 20.0).max(360.0);
-    let height = top + plot_h + bottom + legend_h;
-    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 1.0));
-    let mut s = header(width, height, "pass@1 with 95% bootstrap CI");
-    axes_y(&mut s, left, top, plot_h, width - 20.0, "pass@1 (%)");
-    for (bi, bench) in benchmarks.iter().enumerate() {
-        let gx = left + 15.0 + group_w * bi as f64;
-        for (mi, _) in models.iter().enumerate() {
+pub fn accuracy_chart(benchmarks: &[String], models: &[String], bars: &[Vec<Option<Bar>>]) -> Result<String, EvalError> {
+    to_svg("accuracy chart", accuracy_size(benchmarks, models), |a| draw_accuracy(a, benchmarks, models, bars))
+}
+
+/// [`accuracy_chart`] as PNG.
+pub fn accuracy_chart_png(benchmarks: &[String], models: &[String], bars: &[Vec<Option<Bar>>]) -> Result<Vec<u8>, EvalError> {
+    to_png("accuracy chart", accuracy_size(benchmarks, models), |a| draw_accuracy(a, benchmarks, models, bars))
+}
+
+fn draw_accuracy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, benchmarks: &[String], models: &[String], bars: &[Vec<Option<Bar>>]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let nb = benchmarks.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption("pass@1 with 95% bootstrap CI", (FAMILY, 17))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..nb, 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_labels(6)
+        .y_desc("pass@1 (%)")
+        .y_label_formatter(&|v| format!("{:.0}", 100.0 * v))
+        .draw()?;
+    let slot = 0.8 / models.len().max(1) as f64;
+    for (mi, name) in models.iter().enumerate() {
+        let c = rgb(mi);
+        let mut rects = Vec::new();
+        let mut whiskers = Vec::new();
+        for bi in 0..benchmarks.len() {
             let Some(b) = bars.get(mi).and_then(|row| row.get(bi)).copied().flatten() else { continue };
-            let x = gx + bar_w * mi as f64;
-            let _ = write!(
-                s,
-                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {:.1}% [{:.1}, {:.1}]</title></rect>"#,
-                y(b.value),
-                bar_w - 4.0,
-                y(0.0) - y(b.value),
-                color(mi),
-                escape(&models[mi]),
-                100.0 * b.value,
-                100.0 * b.ci[0],
-                100.0 * b.ci[1]
-            );
-            let cx = x + (bar_w - 4.0) / 2.0;
-            let _ = write!(
-                s,
-                r##"<path d="M{cx:.1} {:.1}V{:.1}M{:.1} {:.1}H{:.1}M{:.1} {:.1}H{:.1}" stroke="#222" stroke-width="1.2" fill="none"/>"##,
-                y(b.ci[0]),
-                y(b.ci[1]),
-                cx - 4.0,
-                y(b.ci[0]),
-                cx + 4.0,
-                cx - 4.0,
-                y(b.ci[1]),
-                cx + 4.0
-            );
+            let x0 = bi as f64 + 0.1 + slot * mi as f64;
+            let (x1, cx, w) = (x0 + slot * 0.85, x0 + slot * 0.425, slot * 0.15);
+            rects.push(Rectangle::new([(x0, 0.0), (x1, b.value.clamp(0.0, 1.0))], c.filled()));
+            let (lo, hi) = (b.ci[0].clamp(0.0, 1.0), b.ci[1].clamp(0.0, 1.0));
+            for seg in [vec![(cx, lo), (cx, hi)], vec![(cx - w, lo), (cx + w, lo)], vec![(cx - w, hi), (cx + w, hi)]] {
+                whiskers.push(PathElement::new(seg, BLACK.stroke_width(1)));
+            }
         }
-        let _ = write!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"#,
-            gx + (group_w - 30.0) / 2.0,
-            top + plot_h + 18.0,
-            escape(bench)
-        );
+        chart
+            .draw_series(rects)?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
+        chart.draw_series(whiskers)?;
     }
-    legend(&mut s, models, left, top + plot_h + 36.0);
-    s.push_str("</svg>\n");
-    s
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 12))
+        .draw()?;
+    // Benchmark names under their groups, in pixel coordinates of the whole chart.
+    let style = TextStyle::from((FAMILY, 13).into_font()).pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Center,
+        plotters::style::text_anchor::VPos::Top,
+    ));
+    for (bi, bench) in benchmarks.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(bi as f64 + 0.5, 0.0));
+        root.draw(&Text::new(bench.clone(), (px, py + 8), style.clone()))?;
+    }
+    Ok(())
 }
 
 /// One model's curve on one benchmark panel: (mean tokens, accuracy) points of length bins and
@@ -106,145 +193,180 @@ pub struct LengthSeries {
     pub overall: (f64, f64),
 }
 
-/// One panel per benchmark: accuracy of each length bin (lines) and each model's overall
-/// (mean length, pass@1) as a larger dot. x is linear in tokens from 0 to the panel maximum.
-pub fn length_chart(benchmarks: &[String], models: &[String], series: &[Vec<Option<LengthSeries>>]) -> String {
-    let (panel_w, panel_h, left, top, gap) = (300.0, 220.0, 60.0, 40.0, 50.0);
-    let legend_h = 18.0 * models.len() as f64;
-    let width = (left + (panel_w + gap) * benchmarks.len().max(1) as f64).max(600.0);
-    let height = top + panel_h + 80.0 + legend_h;
-    let mut s = header(width, height, "accuracy vs response length (tokens)");
-    for (bi, bench) in benchmarks.iter().enumerate() {
-        let x0 = left + (panel_w + gap) * bi as f64;
-        let data_max = series
-            .iter()
-            .filter_map(|row| row.get(bi).and_then(|x| x.as_ref()))
-            .flat_map(|ls| ls.points.iter().map(|p| p.0).chain(std::iter::once(ls.overall.0)))
-            .fold(1.0f64, f64::max);
-        let step = nice_step(data_max / 4.0);
-        let max_x = (data_max / step).ceil().max(1.0) * step;
-        let px = |t: f64| x0 + panel_w * (t / max_x).clamp(0.0, 1.0);
-        let py = |a: f64| top + panel_h * (1.0 - a.clamp(0.0, 1.0));
-        axes_y(&mut s, x0, top, panel_h, x0 + panel_w, if bi == 0 { "accuracy (%)" } else { "" });
-        let ticks = (max_x / step).round() as usize;
-        for t in 0..=ticks {
-            let v = step * t as f64;
-            let _ = write!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{:.0}</text>"#,
-                px(v),
-                top + panel_h + 14.0,
-                v
-            );
-        }
-        let _ = write!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{} — response tokens</text>"#,
-            x0 + panel_w / 2.0,
-            top + panel_h + 32.0,
-            escape(bench)
-        );
-        for (mi, row) in series.iter().enumerate() {
-            let Some(ls) = row.get(bi).and_then(|x| x.as_ref()) else { continue };
-            if !ls.points.is_empty() {
-                let d: Vec<String> = ls
-                    .points
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| format!("{}{:.1} {:.1}", if i == 0 { "M" } else { "L" }, px(p.0), py(p.1)))
-                    .collect();
-                let _ = write!(
-                    s,
-                    r#"<path d="{}" stroke="{}" stroke-width="1.5" fill="none"/>"#,
-                    d.join(""),
-                    color(mi)
-                );
-                for p in &ls.points {
-                    let _ = write!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}"/>"#, px(p.0), py(p.1), color(mi));
-                }
+/// A monotone x axis that spreads the pooled token values evenly: piecewise linear through
+/// their sorted distinct values, so bins that cluster in a narrow length range (short
+/// synthetic answers) are still told apart, and a long tail does not squeeze the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantileAxis {
+    knots: Vec<f64>,
+}
+
+impl QuantileAxis {
+    /// The axis through `values` (non-finite ones ignored).
+    pub fn new(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut knots: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        knots.sort_by(f64::total_cmp);
+        knots.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        Self { knots }
+    }
+
+    /// Position in [0, 1] of `tokens`.
+    pub fn pos(&self, tokens: f64) -> f64 {
+        let k = &self.knots;
+        match k.len() {
+            0 => 0.5,
+            1 => 0.5,
+            n => {
+                let i = k.partition_point(|&v| v <= tokens).clamp(1, n - 1);
+                let frac = ((tokens - k[i - 1]) / (k[i] - k[i - 1])).clamp(0.0, 1.0);
+                ((i - 1) as f64 + frac) / (n - 1) as f64
             }
-            let _ = write!(
-                s,
-                r##"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{}" stroke="#222"><title>{}: pass@1 {:.1}% at {:.0} tokens</title></circle>"##,
-                px(ls.overall.0),
-                py(ls.overall.1),
-                color(mi),
-                escape(&models[mi]),
-                100.0 * ls.overall.1,
-                ls.overall.0
-            );
         }
     }
-    legend(&mut s, models, left, top + panel_h + 50.0);
-    let _ = write!(
-        s,
-        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">lines: accuracy of equal-count response-length bins · large dot: pass@1 at mean length</text>"##,
-        left,
-        top + panel_h + 50.0 + legend_h + 14.0
-    );
-    s.push_str("</svg>\n");
-    s
-}
 
-/// A round tick spacing (1, 2 or 5 × 10^n) at least `raw`.
-fn nice_step(raw: f64) -> f64 {
-    if !(raw.is_finite() && raw > 0.0) {
-        return 1.0;
-    }
-    let mag = 10f64.powf(raw.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if m * mag >= raw {
-            return m * mag;
+    /// Tokens at position `p` (the inverse of [`QuantileAxis::pos`]).
+    pub fn tokens(&self, p: f64) -> f64 {
+        let k = &self.knots;
+        match k.len() {
+            0 => 0.0,
+            1 => k[0],
+            n => {
+                let x = p.clamp(0.0, 1.0) * (n - 1) as f64;
+                let i = (x.floor() as usize).min(n - 2);
+                k[i] + (x - i as f64) * (k[i + 1] - k[i])
+            }
         }
     }
-    10.0 * mag
 }
 
-fn header(w: f64, h: f64, title: &str) -> String {
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="Helvetica, Arial, sans-serif"><rect width="100%" height="100%" fill="#fff"/><text x="{:.1}" y="22" text-anchor="middle" font-size="15">{}</text>"##,
-        w / 2.0,
-        escape(title)
-    )
+fn length_size(benchmarks: &[String], models: &[String]) -> (u32, u32) {
+    ((380 * benchmarks.len().max(1) as u32).max(480), 360 + 18 * models.len() as u32)
 }
 
-fn axes_y(s: &mut String, x0: f64, top: f64, h: f64, x1: f64, label: &str) {
-    for t in 0..=5 {
-        let v = t as f64 / 5.0;
-        let y = top + h * (1.0 - v);
-        let _ = write!(
-            s,
-            r##"<path d="M{x0:.1} {y:.1}H{x1:.1}" stroke="#ddd" stroke-width="1"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="10">{:.0}</text>"##,
-            x0 - 4.0,
-            y + 3.0,
-            100.0 * v
-        );
-    }
-    let _ = write!(s, r##"<path d="M{x0:.1} {top:.1}V{:.1}" stroke="#222" stroke-width="1"/>"##, top + h);
-    if !label.is_empty() {
-        let _ = write!(
-            s,
-            r#"<text transform="translate({:.1} {:.1}) rotate(-90)" text-anchor="middle" font-size="12">{}</text>"#,
-            x0 - 40.0,
-            top + h / 2.0,
-            escape(label)
-        );
-    }
+/// One panel per benchmark: accuracy of each (equal-count) length bin as a line and each
+/// model's overall (mean length, pass@1) as a larger dot. The x axis is quantile-spaced
+/// ([`QuantileAxis`]) and labelled in tokens.
+pub fn length_chart(benchmarks: &[String], models: &[String], series: &[Vec<Option<LengthSeries>>]) -> Result<String, EvalError> {
+    to_svg("accuracy-vs-length chart", length_size(benchmarks, models), |a| draw_length(a, benchmarks, models, series))
 }
 
-fn legend(s: &mut String, models: &[String], x: f64, y: f64) {
-    for (i, m) in models.iter().enumerate() {
-        let yy = y + 18.0 * i as f64;
-        let _ = write!(
-            s,
-            r#"<rect x="{x:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
-            yy - 10.0,
-            color(i),
-            x + 18.0,
-            yy,
-            escape(m)
-        );
+/// [`length_chart`] as PNG.
+pub fn length_chart_png(benchmarks: &[String], models: &[String], series: &[Vec<Option<LengthSeries>>]) -> Result<Vec<u8>, EvalError> {
+    to_png("accuracy-vs-length chart", length_size(benchmarks, models), |a| draw_length(a, benchmarks, models, series))
+}
+
+fn draw_length<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, benchmarks: &[String], models: &[String], series: &[Vec<Option<LengthSeries>>]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled("accuracy vs response length", (FAMILY, 17))?;
+    let panels = root.split_evenly((1, benchmarks.len().max(1)));
+    for (bi, (bench, panel)) in benchmarks.iter().zip(&panels).enumerate() {
+        let present = || series.iter().filter_map(move |row| row.get(bi).and_then(|x| x.as_ref()));
+        let axis = QuantileAxis::new(present().flat_map(|ls| ls.points.iter().map(|p| p.0).chain(std::iter::once(ls.overall.0))));
+        let mut chart = ChartBuilder::on(panel)
+            .caption(bench.as_str(), (FAMILY, 14))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.05f64..1.05f64, 0f64..1.02f64)?;
+        chart
+            .configure_mesh()
+            .x_labels(6)
+            .y_labels(6)
+            .x_desc("response tokens (quantile-spaced)")
+            .y_desc(if bi == 0 { "accuracy (%)" } else { "" })
+            .x_label_formatter(&|p| format!("{:.0}", axis.tokens(*p)))
+            .y_label_formatter(&|v| format!("{:.0}", 100.0 * v))
+            .draw()?;
+        for (mi, name) in models.iter().enumerate() {
+            let Some(ls) = series.get(mi).and_then(|row| row.get(bi)).and_then(|x| x.as_ref()) else { continue };
+            let c = rgb(mi);
+            let pts: Vec<(f64, f64)> = ls.points.iter().map(|&(t, a)| (axis.pos(t), a.clamp(0.0, 1.0))).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+            let o = (axis.pos(ls.overall.0), ls.overall.1.clamp(0.0, 1.0));
+            chart.draw_series([Circle::new(o, 7, c.filled()), Circle::new(o, 7, BLACK.stroke_width(1))])?;
+        }
+        if bi == 0 {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FAMILY, 12))
+                .draw()?;
+        }
     }
+    Ok(())
+}
+
+/// One named curve of a line chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// Legend label.
+    pub name: String,
+    /// (x, y) points, ascending in x.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The y range of `curves`, always covering [0, 1] (rewards and accuracies live there).
+fn y_range(curves: &[Curve]) -> (f64, f64) {
+    let ys = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)).filter(|y| y.is_finite());
+    let (lo, hi) = ys.fold((0.0f64, 1.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    (lo, hi + 0.02 * (hi - lo))
+}
+
+/// A line chart of `curves` (e.g. GRPO reward and held-out pass@1 over steps).
+pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, curves: &[Curve]) -> Result<String, EvalError> {
+    to_svg("line chart", (640, 400), |a| draw_lines(a, title, x_desc, y_desc, curves))
+}
+
+/// [`line_chart`] as PNG.
+pub fn line_chart_png(title: &str, x_desc: &str, y_desc: &str, curves: &[Curve]) -> Result<Vec<u8>, EvalError> {
+    to_png("line chart", (640, 400), |a| draw_lines(a, title, x_desc, y_desc, curves))
+}
+
+fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_desc: &str, y_desc: &str, curves: &[Curve]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let xs = || curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).filter(|x| x.is_finite());
+    let x0 = xs().fold(f64::INFINITY, f64::min);
+    let x1 = xs().fold(f64::NEG_INFINITY, f64::max);
+    let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else if x0.is_finite() { (x0 - 1.0, x0 + 1.0) } else { (0.0, 1.0) };
+    let (y0, y1) = y_range(curves);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 17))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+    for (i, c) in curves.iter().enumerate() {
+        let col = rgb(i);
+        let pts: Vec<(f64, f64)> = c.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
+            .label(c.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], col.stroke_width(2)));
+        if pts.len() <= 60 {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 12))
+        .draw()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,42 +374,63 @@ mod tests {
     use super::*;
 
     fn well_formed(svg: &str) {
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        // Every opened element is closed or self-closed: count tags crudely.
-        let opens = svg.matches("<rect").count() + svg.matches("<circle").count();
-        let closes = svg.matches("/>").count() + svg.matches("</rect>").count() + svg.matches("</circle>").count();
-        assert!(closes >= opens, "{opens} opens, {closes} closes");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    fn is_png(bytes: &[u8], size: (u32, u32)) {
+        assert_eq!(crate::png::dimensions(bytes), Some(size));
     }
 
     #[test]
     fn accuracy_chart_has_a_bar_per_evaluated_pair_and_escapes_names() {
         let b = Bar { value: 0.5, ci: [0.4, 0.6] };
-        let svg = accuracy_chart(
-            &["aime2024".into(), "math500".into()],
-            &["teacher <R1>".into(), "student".into()],
-            &[vec![Some(b), Some(b)], vec![Some(b), None]],
-        );
+        let (benches, models) = (vec!["aime2024".to_string(), "math500".into()], vec!["teacher <R1>".to_string(), "student".into()]);
+        let bars = vec![vec![Some(b), Some(b)], vec![Some(b), None]];
+        let svg = accuracy_chart(&benches, &models, &bars).unwrap();
         well_formed(&svg);
-        assert_eq!(svg.matches("<rect x=").count() - 2, 3, "3 bars + 2 legend swatches");
-        assert!(svg.contains("teacher &lt;R1&gt;"));
-        assert!(!svg.contains("<R1>"));
+        // 3 bars, each with three whisker paths; names escaped
+        let bar_fill = format!("fill=\"{}\"", color(0)).to_uppercase();
+        assert!(svg.to_uppercase().matches(&bar_fill).count() >= 2, "model 0's two bars");
+        assert!(svg.contains("teacher &lt;R1&gt;") && !svg.contains("<R1>"));
+        assert!(svg.contains("aime2024") && svg.contains("math500"));
+        is_png(&accuracy_chart_png(&benches, &models, &bars).unwrap(), accuracy_size(&benches, &models));
     }
 
     #[test]
-    fn tick_steps_are_round() {
-        assert_eq!(nice_step(6772.0), 10000.0);
-        assert_eq!(nice_step(1800.0), 2000.0);
-        assert_eq!(nice_step(3.0), 5.0);
-        assert_eq!(nice_step(0.0), 1.0);
+    fn quantile_axis_spreads_clustered_lengths() {
+        // Bins clustered at 40..44 tokens and one outlier at 400: a linear axis from 0 would
+        // put the five clustered bins within 1% of its width.
+        let ax = QuantileAxis::new([40.0, 41.0, 42.0, 44.0, 400.0]);
+        let pos: Vec<f64> = [40.0, 41.0, 42.0, 44.0, 400.0].iter().map(|&t| ax.pos(t)).collect();
+        assert_eq!(pos, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert!((ax.tokens(0.625) - 43.0).abs() < 1e-9 && ax.tokens(1.0) == 400.0);
+        assert!((ax.pos(222.0) - 0.875).abs() < 1e-9, "linear between knots");
+        assert_eq!(QuantileAxis::new([7.0]).pos(7.0), 0.5);
     }
 
     #[test]
     fn length_chart_draws_lines_and_markers() {
-        let ls = LengthSeries { points: vec![(10.0, 1.0), (50.0, 0.5), (90.0, 0.0)], overall: (50.0, 0.5) };
-        let svg = length_chart(&["x".into()], &["m".into()], &[vec![Some(ls)]]);
+        let ls = LengthSeries { points: vec![(10.0, 1.0), (11.0, 0.5), (90.0, 0.0)], overall: (30.0, 0.5) };
+        let (b, m, s) = (vec!["x".to_string()], vec!["m".to_string()], vec![vec![Some(ls)]]);
+        let svg = length_chart(&b, &m, &s).unwrap();
         well_formed(&svg);
-        assert_eq!(svg.matches("<circle").count(), 4);
-        assert!(svg.contains("<path d=\"M"));
+        assert!(svg.matches("<circle").count() >= 4, "3 bin points + the overall marker");
+        assert!(svg.contains("<polyline"), "the bins' line");
+        assert!(svg.contains("quantile-spaced"));
+        is_png(&length_chart_png(&b, &m, &s).unwrap(), length_size(&b, &m));
+    }
+
+    #[test]
+    fn line_chart_of_rewards() {
+        let curves = vec![
+            Curve { name: "reward".into(), points: (1..=20).map(|s| (s as f64, s as f64 / 25.0)).collect() },
+            Curve { name: "held-out pass@1".into(), points: vec![(10.0, 0.5), (20.0, 0.7)] },
+        ];
+        let svg = line_chart("GRPO", "step", "reward", &curves).unwrap();
+        well_formed(&svg);
+        assert!(svg.contains("held-out pass@1") && svg.matches("<polyline").count() >= 2);
+        is_png(&line_chart_png("GRPO", "step", "reward", &curves).unwrap(), (640, 400));
+        assert_eq!(y_range(&curves[..1]).0, 0.0);
     }
 }

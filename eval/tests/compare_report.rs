@@ -112,6 +112,8 @@ fn report_has_the_quickstart_shape_deltas_and_agreement() {
     for svg in ["accuracy.svg", "accuracy_vs_length.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("student") && text.contains("teacher"));
+        let png = std::fs::read(out.join(svg.replace(".svg", ".png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "a PNG next to {svg}");
     }
 }
 

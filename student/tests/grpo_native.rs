@@ -102,3 +102,38 @@ fn native_rollouts_train_and_resume_exactly() {
         assert_eq!(checkpoint_tensor(&ra.final_dir, p), checkpoint_tensor(&rb.final_dir, p), "{p}");
     }
 }
+
+/// Dynamic sampling on a policy that solves nothing: every group has zero variance, so each
+/// batch is resampled for `max_resample_rounds` extra rounds and the counts land in
+/// metrics.jsonl; held-out pass@1 is written every `eval_every` steps and at the last one.
+#[test]
+fn dynamic_sampling_counts_and_heldout_pass1_reach_the_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("d");
+    let text = config(tmp.path(), &out);
+    let problems = tmp.path().join("problems.jsonl");
+    let overrides = [
+        "grpo.dynamic_sampling=true".to_string(),
+        "grpo.max_resample_rounds=1".into(),
+        "grpo.num_iterations=1".into(),
+        "rollouts.format_reward=0.0".into(),
+        "train.max_steps=3".into(),
+        "train.eval_every=2".into(),
+        format!("eval.problems=\"{}\"", problems.display()),
+        "eval.samples=2".into(),
+        "output.save_every=0".into(),
+    ];
+    let cfg = student::GrpoConfig::from_toml_str(&text, &overrides, "test", None).unwrap();
+    let s = student::train_grpo::<Autodiff<Flex>>(&cfg, &Default::default(), &Default::default()).unwrap();
+    let m = student::grpo::read_grpo_metrics(&out).unwrap();
+    assert_eq!(m.len(), 3);
+    for x in &m {
+        assert_eq!(x.zero_std_share, 1.0, "a random policy solves nothing: {x:?}");
+        // round 0: 2 groups, both dropped; one extra round asks 2 / 0.25 = 8 prompts
+        assert_eq!((x.resampled_groups, x.dropped_groups, x.groups), (8, 10, 2), "{x:?}");
+    }
+    let evals: Vec<(u64, Option<f64>)> = m.iter().map(|x| (x.step, x.eval_pass1)).collect();
+    assert_eq!(evals, vec![(1, None), (2, Some(0.0)), (3, Some(0.0))]);
+    assert!(m[1].eval_s > 0.0 && m[0].eval_s == 0.0);
+    assert_eq!(s.last_eval_pass1, Some(0.0));
+}

@@ -31,6 +31,47 @@ pub struct GrpoConfig {
     pub train: GrpoTrainSection,
     /// Run directory, checkpoints, final model.
     pub output: OutputSection,
+    /// Held-out pass@1 during training (every `train.eval_every` steps; off by default).
+    #[serde(default)]
+    pub eval: GrpoEvalSection,
+}
+
+/// `[eval]`: held-out pass@1 of the policy while it trains, written to `metrics.jsonl` as
+/// `eval_pass1` every `train.eval_every` steps and at the last step (native engine, grader).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoEvalSection {
+    /// Held-out problems (`id`, `problem`, `answer`); required when `train.eval_every` > 0.
+    #[serde(default)]
+    pub problems: Option<PathBuf>,
+    /// Completions per problem (pass@1 = mean accuracy over them). Default 1.
+    #[serde(default = "one")]
+    pub samples: usize,
+    /// Use only the first N problems; 0 = all. Default 0.
+    #[serde(default)]
+    pub max_problems: usize,
+    /// Sampling temperature. Default 0.6 (R1's evaluation protocol).
+    #[serde(default = "default_eval_temperature")]
+    pub temperature: f64,
+    /// Nucleus mass. Default 0.95 (R1's evaluation protocol).
+    #[serde(default = "default_eval_top_p")]
+    pub top_p: f64,
+    /// Longest answer in tokens; 0 = `grpo.max_completion_length`. Default 0.
+    #[serde(default)]
+    pub max_tokens: usize,
+}
+
+impl Default for GrpoEvalSection {
+    fn default() -> Self {
+        Self {
+            problems: None,
+            samples: 1,
+            max_problems: 0,
+            temperature: default_eval_temperature(),
+            top_p: default_eval_top_p(),
+            max_tokens: 0,
+        }
+    }
 }
 
 /// Rollout source.
@@ -201,6 +242,15 @@ pub struct GrpoSection {
     /// through each chunk's log-softmax; reference path). Default true.
     #[serde(default = "yes")]
     pub fused: bool,
+    /// DAPO dynamic sampling (native rollouts): drop groups whose rewards are all equal (they
+    /// carry no advantage) and sample further prompts until the batch holds
+    /// `rollouts.groups_per_step` informative groups or `max_resample_rounds` extra rounds ran.
+    /// Default false.
+    #[serde(default)]
+    pub dynamic_sampling: bool,
+    /// Extra sampling rounds per batch under `dynamic_sampling`. Default 3.
+    #[serde(default = "default_resample_rounds")]
+    pub max_resample_rounds: usize,
 }
 
 /// `[train]`.
@@ -225,6 +275,10 @@ pub struct GrpoTrainSection {
     /// ZeRO-1 over `devices`, as SFT's `train.shard_optimizer`. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shard_optimizer: bool,
+    /// Held-out pass@1 (`[eval]`) every N optimizer steps and at the last one; 0 = never.
+    /// Default 0.
+    #[serde(default)]
+    pub eval_every: u64,
 }
 
 fn yes() -> bool {
@@ -257,6 +311,15 @@ fn default_seed() -> u64 {
 fn default_request_timeout() -> u64 {
     3600
 }
+fn default_resample_rounds() -> usize {
+    3
+}
+fn default_eval_temperature() -> f64 {
+    0.6
+}
+fn default_eval_top_p() -> f64 {
+    0.95
+}
 
 impl Default for GrpoSection {
     fn default() -> Self {
@@ -279,6 +342,8 @@ impl Default for GrpoSection {
             micro_batch_tokens: default_mb_tokens(),
             loss_chunk: default_chunk(),
             fused: true,
+            dynamic_sampling: false,
+            max_resample_rounds: default_resample_rounds(),
         }
     }
 }
@@ -291,6 +356,7 @@ impl Default for GrpoTrainSection {
             seed: default_seed(),
             devices: Vec::new(),
             shard_optimizer: false,
+            eval_every: 0,
         }
     }
 }
@@ -322,6 +388,7 @@ impl GrpoConfig {
             self.rollouts.file.as_mut(),
             self.rollouts.problems.as_mut(),
             self.grpo.reference.as_mut(),
+            self.eval.problems.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -384,6 +451,18 @@ impl GrpoConfig {
         if g.overlong_buffer >= g.max_completion_length && g.overlong_buffer > 0 {
             return Err("grpo.overlong_buffer must be < grpo.max_completion_length".into());
         }
+        if self.train.eval_every > 0 {
+            let e = &self.eval;
+            if e.problems.is_none() {
+                return Err("train.eval_every > 0 needs eval.problems (held-out problems)".into());
+            }
+            if e.samples == 0 || !(e.temperature > 0.0 && e.temperature.is_finite()) || !(e.top_p > 0.0 && e.top_p <= 1.0) {
+                return Err("eval.samples must be >= 1, eval.temperature > 0, eval.top_p in (0, 1]".into());
+            }
+        }
+        if g.dynamic_sampling && self.source() != RolloutSource::Native {
+            return Err("grpo.dynamic_sampling resamples prompts: it needs native rollouts (rollouts.problems)".into());
+        }
         match self.source() {
             RolloutSource::File if self.rollouts.file.is_none() => Err("rollouts.source = \"file\" needs rollouts.file".into()),
             RolloutSource::Native if self.rollouts.problems.is_none() => {
@@ -423,5 +502,17 @@ mod tests {
         assert!(e.to_string().contains("rollouts.base_url"), "{e}");
         let c = GrpoConfig::from_toml_str(MIN, &["rollouts.source=\"openai\"".into(), "rollouts.problems=\"p.jsonl\"".into(), "rollouts.base_url=\"http://h:1/v1\"".into()], "x", None).unwrap();
         assert_eq!(c.rollouts.reload_endpoint, ReloadEndpoint::Sglang);
+    }
+
+    #[test]
+    fn eval_and_dynamic_sampling_keys_are_checked() {
+        let c = GrpoConfig::from_toml_str(MIN, &[], "x", None).unwrap();
+        assert_eq!((c.train.eval_every, c.eval.samples, c.grpo.dynamic_sampling, c.grpo.max_resample_rounds), (0, 1, false, 3));
+        let e = GrpoConfig::from_toml_str(MIN, &["train.eval_every=5".into()], "x", None).unwrap_err();
+        assert!(e.to_string().contains("eval.problems"), "{e}");
+        let ok = ["train.eval_every=5".into(), "eval.problems=\"t.jsonl\"".into()];
+        assert_eq!(GrpoConfig::from_toml_str(MIN, &ok, "x", None).unwrap().train.eval_every, 5);
+        let e = GrpoConfig::from_toml_str(MIN, &["grpo.dynamic_sampling=true".into()], "x", None).unwrap_err();
+        assert!(e.to_string().contains("native"), "{e}");
     }
 }

@@ -58,6 +58,21 @@ pub struct GrpoStepMetrics {
     pub score_s: f64,
     /// Seconds in forward, backward and the optimizer.
     pub train_s: f64,
+    /// Held-out pass@1 after this step (`train.eval_every`; absent on other steps).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_pass1: Option<f64>,
+    /// Seconds of the held-out evaluation (0 when none ran).
+    #[serde(default)]
+    pub eval_s: f64,
+    /// Dynamic sampling: zero-variance groups sampled and dropped for this step's batch.
+    #[serde(default)]
+    pub dropped_groups: u64,
+    /// Dynamic sampling: groups sampled in extra rounds to refill this step's batch.
+    #[serde(default)]
+    pub resampled_groups: u64,
+    /// Groups the step trained on.
+    #[serde(default)]
+    pub groups: u64,
 }
 
 /// Statistics of a rollout batch, before training.

@@ -11,6 +11,8 @@
 pub mod advantage;
 pub mod batch;
 pub mod config;
+pub mod dynamic;
+pub mod heldout;
 pub mod metrics;
 pub mod native;
 pub mod openai;

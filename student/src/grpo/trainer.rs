@@ -18,6 +18,8 @@ use models::Model;
 use super::advantage::advantages;
 use super::batch::{fill_logprobs, grpo_batches, Aggregation, LogprobField};
 use super::config::{GrpoConfig, RolloutSource};
+use super::dynamic::DynamicCounts;
+use super::heldout::{eval_due, HeldOut};
 use super::metrics::{token_means, BatchStats, GrpoStepMetrics};
 use super::native::NativeSampler;
 use super::openai::OpenAiSampler;
@@ -59,6 +61,8 @@ pub struct GrpoSummary {
     pub reference_loaded: bool,
     /// Whether the fused logprob projection was used.
     pub fused: bool,
+    /// Held-out pass@1 of the last evaluation (`train.eval_every`), if any ran.
+    pub last_eval_pass1: Option<f64>,
 }
 
 /// Where rollout batches come from.
@@ -93,6 +97,7 @@ struct Run<'a, AB: AutodiffBackend> {
     peer: &'a Peer,
     /// This peer's ZeRO-1 share, when the optimizer is sharded.
     shard: Option<Shard>,
+    heldout: Option<HeldOut>,
 }
 
 /// Trains with GRPO as `cfg` says, on one device. Generic over the autodiff backend.
@@ -125,6 +130,7 @@ pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB
     let compute_dtype = setup::compute_dtype(cfg.train.dtype, opts.bf16_supported);
     let mut policy = setup::build_policy(start.model, None, &cfg.optim, &resume, cfg.train.seed, compute_dtype, device)?;
     let source = rollout_source(cfg, tok_dir.as_deref(), &start.generation)?;
+    let heldout = heldout_set(cfg, tok_dir.as_deref(), &start.generation)?;
     let reference = load_reference::<AB::InnerBackend>(cfg, &source, device, compute_dtype)?;
     let total_steps = match cfg.train.max_steps {
         0 => source.batches_per_epoch() * cfg.grpo.num_iterations as u64,
@@ -142,6 +148,7 @@ pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB
         pad_id: pad_id(&start.generation, &start.config),
         peer,
         shard,
+        heldout,
     };
     if peer.is_leader() {
         crate::fsutil::write_atomic(&out.join("train_config.toml"), resolved.as_bytes())?;
@@ -160,14 +167,23 @@ pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB
     let mut current = resume.dir().and_then(saved_batch);
     tracing::info!(total_steps, start_step = tstate.step, source = ?cfg.source(), "grpo training");
     let mut bar = StepProgress::new(opts.progress, peer.is_leader(), total_steps, tstate.step);
-    let (mut last_loss, mut last_reward) = (None, None);
+    let (mut last_loss, mut last_reward, mut last_eval_pass1) = (None, None, None);
     while tstate.step < total_steps {
         let index = tstate.step / cfg.grpo.num_iterations as u64;
-        let (t_gen, t_score) = run.ensure_batch(&policy, index, &mut current)?;
+        let (t_gen, t_score, dynamic) = run.ensure_batch(&policy, index, &mut current)?;
         let batch = &current.as_ref().expect("just ensured").1;
         let m;
         (policy, m) = run.step(policy, batch, &mut tstate, index)?;
-        let mut m = GrpoStepMetrics { generate_s: t_gen, score_s: t_score, ..m };
+        let (eval_pass1, eval_s) = run.heldout_eval(&policy, tstate.step, total_steps)?;
+        let mut m = GrpoStepMetrics {
+            generate_s: t_gen,
+            score_s: t_score,
+            dropped_groups: dynamic.dropped as u64,
+            resampled_groups: dynamic.resampled as u64,
+            eval_pass1,
+            eval_s,
+            ..m
+        };
         if let Source::OpenAi(server) = &run.source {
             // Keep the server on-policy: the next rollouts come from these weights.
             let t = Instant::now();
@@ -179,7 +195,9 @@ pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB
             w.write(&m)?;
         }
         (last_loss, last_reward) = (Some(m.loss), Some(m.reward_mean));
-        bar.step(m.step, || format!("loss {:.4}, reward {:.3}, lr {:.2e}", m.loss, m.reward_mean, m.lr));
+        last_eval_pass1 = eval_pass1.or(last_eval_pass1);
+        let eval = last_eval_pass1.map(|p| format!(", held-out pass@1 {p:.3}")).unwrap_or_default();
+        bar.step(m.step, || format!("loss {:.4}, reward {:.3}, lr {:.2e}{eval}", m.loss, m.reward_mean, m.lr));
         if cfg.output.save_every > 0 && tstate.step % cfg.output.save_every == 0 && tstate.step < total_steps {
             let keep = |dir: &Path| batch.save(&dir.join(format!("{ROLLOUTS_PREFIX}{index}.jsonl")));
             save_checkpoint(&saver, &mut policy, &tstate, cfg.output.keep_last, (peer, run.shard.as_ref()), device, keep)?;
@@ -195,24 +213,26 @@ pub(crate) fn train_grpo_peer<AB: AutodiffBackend>(cfg: &GrpoConfig, device: &AB
         resumed_from: resume.from.map(|r| r.1),
         reference_loaded: run.reference.is_some(),
         fused: fused.is_some(),
+        last_eval_pass1,
     })
 }
 
 impl<AB: AutodiffBackend> Run<'_, AB> {
     /// Makes `current` hold rollout batch `index`: kept when it already does (reuse over
     /// `num_iterations`, or restored from a checkpoint), else read or sampled, then old and
-    /// reference logprobs filled in. Returns (seconds sampling, seconds scoring).
-    fn ensure_batch(&self, policy: &Policy<AB>, index: u64, current: &mut Option<(u64, RolloutBatch)>) -> Result<(f64, f64)> {
+    /// reference logprobs filled in. Returns (seconds sampling, seconds scoring, what dynamic
+    /// sampling did).
+    fn ensure_batch(&self, policy: &Policy<AB>, index: u64, current: &mut Option<(u64, RolloutBatch)>) -> Result<(f64, f64, DynamicCounts)> {
         if current.as_ref().is_some_and(|c| c.0 == index) {
-            return Ok((0.0, 0.0));
+            return Ok((0.0, 0.0, DynamicCounts::default()));
         }
         let g = &self.cfg.grpo;
         let t0 = Instant::now();
         let view = policy.view().valid();
-        let mut batch = match &self.source {
-            Source::File(b) => b[(index % b.len() as u64) as usize].clone(),
+        let (mut batch, dynamic) = match &self.source {
+            Source::File(b) => (b[(index % b.len() as u64) as usize].clone(), DynamicCounts::default()),
             Source::Native(s) => s.sample(&view, index, self.cfg)?,
-            Source::OpenAi(s) => s.sample(index, self.cfg)?,
+            Source::OpenAi(s) => (s.sample(index, self.cfg)?, DynamicCounts::default()),
         };
         let t_gen = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -222,7 +242,20 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
             fill_logprobs(&mut batch, r, LogprobField::Reference, g.temperature, chunk, budget, self.pad_id);
         }
         *current = Some((index, batch));
-        Ok((t_gen, t1.elapsed().as_secs_f64()))
+        Ok((t_gen, t1.elapsed().as_secs_f64(), dynamic))
+    }
+
+    /// Held-out pass@1 of the policy after `step` when due: (pass@1, seconds).
+    fn heldout_eval(&self, policy: &Policy<AB>, step: u64, total: u64) -> Result<(Option<f64>, f64)> {
+        match &self.heldout {
+            Some(h) if eval_due(step, self.cfg.train.eval_every, total) => {
+                let t0 = Instant::now();
+                let p = h.evaluate(&policy.view().valid(), self.cfg)?;
+                tracing::info!(step, pass_at_1 = p, problems = h.len(), "held-out evaluation");
+                Ok((Some(p), t0.elapsed().as_secs_f64()))
+            }
+            _ => Ok((None, 0.0)),
+        }
     }
 
     /// One optimizer step on `batch`: advantages, per-token weights, micro-batches, the shared
@@ -281,6 +314,11 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
             generate_s: 0.0,
             score_s: 0.0,
             train_s: t0.elapsed().as_secs_f64(),
+            eval_pass1: None,
+            eval_s: 0.0,
+            dropped_groups: 0,
+            resampled_groups: 0,
+            groups: batch.num_groups() as u64,
         };
         Ok((policy, m))
     }
@@ -315,8 +353,7 @@ fn rollout_source(cfg: &GrpoConfig, tok_dir: Option<&Path>, generation: &models:
         RolloutSource::Native | RolloutSource::Openai => {
             let tokenizer = setup::load_tokenizer(tok_dir)?
                 .ok_or_else(|| StudentError::Data("sampled rollouts need a tokenizer (model.tokenizer or model.path with tokenizer.json)".into()))?;
-            let mut stop = generation.eos_token_ids.clone();
-            stop.extend(tokenizer.eos_token_ids().iter().copied().filter(|id| !generation.eos_token_ids.contains(id)));
+            let stop = stop_ids(generation, &tokenizer);
             let sampler = NativeSampler::new(cfg, tokenizer, stop)?;
             if cfg.source() == RolloutSource::Openai {
                 return Ok(Source::OpenAi(Box::new(OpenAiSampler::new(cfg, sampler)?)));
@@ -324,6 +361,24 @@ fn rollout_source(cfg: &GrpoConfig, tok_dir: Option<&Path>, generation: &models:
             Ok(Source::Native(Box::new(sampler)))
         }
     }
+}
+
+/// The stop ids of native sampling: the generation config's EOS ids, then the tokenizer's.
+fn stop_ids(generation: &models::GenerationConfig, tokenizer: &datasets::TextTokenizer) -> Vec<u32> {
+    let mut stop = generation.eos_token_ids.clone();
+    stop.extend(tokenizer.eos_token_ids().iter().copied().filter(|id| !generation.eos_token_ids.contains(id)));
+    stop
+}
+
+/// The held-out evaluation set, when `train.eval_every` > 0.
+fn heldout_set(cfg: &GrpoConfig, tok_dir: Option<&Path>, generation: &models::GenerationConfig) -> Result<Option<HeldOut>> {
+    if cfg.train.eval_every == 0 {
+        return Ok(None);
+    }
+    let tokenizer = setup::load_tokenizer(tok_dir)?
+        .ok_or_else(|| StudentError::Data("held-out evaluation needs a tokenizer (model.tokenizer or model.path with tokenizer.json)".into()))?;
+    let stop = stop_ids(generation, &tokenizer);
+    HeldOut::new(cfg, tokenizer, stop)
 }
 
 /// The reference model, loaded only when β > 0 and some rollouts lack `ref_logprobs` (native
