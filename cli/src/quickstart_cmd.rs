@@ -161,6 +161,8 @@ impl Quickstart {
         check_keys("", top, TOP)?;
         check_keys("sample.", &self.section("sample"), SAMPLE)?;
         check_keys("eval.", &self.section("eval"), EVAL)?;
+        check_sampling_values("sample", &self.section("sample"))?;
+        check_sampling_values("eval", &self.section("eval"))?;
         let mut task = self.section("task");
         task.insert("seed".into(), Value::Integer(self.seed));
         let _: datasets::synthetic::SyntheticConfig = Value::Table(task).try_into().context("[task]")?;
@@ -396,6 +398,27 @@ impl Quickstart {
 }
 
 /// Fails on a key of `t` not in `known`, naming it with its `prefix`.
+/// Range checks of the quickstart's own `[sample]`/`[eval]` values (the stages' configs check
+/// their own): run before stage 1, so a bad value fails in a second, not after training.
+fn check_sampling_values(section: &str, t: &Table) -> anyhow::Result<()> {
+    for (k, v) in t {
+        let number = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+        let problem = match k.as_str() {
+            "samples" | "max_problems" | "max_tokens" | "concurrency" | "max_seq_len" => match v.as_integer() {
+                Some(n) if n >= 1 => None,
+                _ => Some("must be a whole number ≥ 1"),
+            },
+            "temperature" => (!number.is_some_and(|x| x.is_finite() && x >= 0.0)).then_some("must be a number ≥ 0"),
+            "top_p" => (!number.is_some_and(|x| x > 0.0 && x <= 1.0)).then_some("must be in (0, 1]"),
+            _ => None,
+        };
+        if let Some(why) = problem {
+            bail!("[{section}] {k} = {v} {why}");
+        }
+    }
+    Ok(())
+}
+
 fn check_keys(prefix: &str, t: &Table, known: &[&str]) -> anyhow::Result<()> {
     match t.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => bail!("unknown key `{prefix}{k}` (known: {})", known.join(", ")),

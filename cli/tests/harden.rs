@@ -167,6 +167,28 @@ fn quickstart_rejects_unknown_and_contradictory_keys_before_any_stage() {
     );
 }
 
+/// Out-of-range `[sample]`/`[eval]` values of the quickstart stop it before stage 1, not when
+/// sampling starts after the teacher has trained.
+#[test]
+fn quickstart_checks_sample_and_eval_values_before_any_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, want) in [
+        ("sample.samples=0", "samples"),
+        ("sample.temperature=-1.0", "temperature"),
+        ("eval.top_p=1.5", "top_p"),
+        ("eval.max_tokens=0", "max_tokens"),
+        ("sample.concurrency=2.5", "concurrency"),
+    ] {
+        let mut c = distill();
+        c.args(["quickstart", "--out"]).arg(dir.path().join("q")).args(["--set", set]);
+        let o = run_within(c, Duration::from_secs(60));
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{set}: {err}");
+        assert!(err.contains(want), "{set}: {err}");
+        assert!(!dir.path().join("q/data").exists(), "{set}: stage 1 ran");
+    }
+}
+
 fn eval_config(dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("eval.toml");
     let text = format!(
