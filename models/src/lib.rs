@@ -33,6 +33,7 @@ pub mod engine;
 pub mod flash_attention;
 pub mod error;
 pub mod generate;
+pub mod hf_config;
 pub mod kv_cache;
 pub mod layers;
 pub mod layerwise;
