@@ -1,9 +1,7 @@
-//! The serde-derived config parsing (`models::hf_config`) against the hand parser it replaced
-//! (`config_serde/legacy.rs`): every fixture and every hub quirk parses to the same values, and
-//! errors name the file and the key path.
-
-#[path = "config_serde/legacy.rs"]
-mod legacy;
+//! The serde-derived config parsing (`models::hf_config`) against the values the hand parser
+//! it replaced produced: `config_serde/expected.txt` was written by that parser (run over the
+//! same fixtures and quirk configs, before it was deleted), one outcome per line. Also: errors
+//! name the file and the key path.
 
 use std::path::{Path, PathBuf};
 
@@ -30,17 +28,6 @@ fn shown_gen(g: &GenerationConfig) -> String {
 
 const P: &str = "config.json";
 
-/// Both parsers agree on `v`: equal values, or errors naming the same key.
-fn assert_same(v: Value) {
-    let new = ModelConfig::from_value(v.clone(), Path::new(P));
-    let old = legacy::model_config(v.clone(), Path::new(P));
-    match (&new, &old) {
-        (Ok(n), Ok(o)) => assert_eq!(shown(n), shown(o), "{v}"),
-        (Err(n), Err(o)) => assert_eq!(key_of(n), key_of(o), "{v}: new `{n}` vs old `{o}`"),
-        _ => panic!("{v}: new {new:?} vs old {old:?}"),
-    }
-}
-
 fn key_of(e: &ModelError) -> String {
     match e {
         ModelError::MissingKey { key, .. } | ModelError::BadValue { key, .. } => key.clone(),
@@ -59,37 +46,14 @@ fn fixture_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-#[test]
-fn every_fixture_parses_as_the_hand_parser_did() {
-    for dir in fixture_dirs() {
-        let v = read(&dir.join("config.json"));
-        let new = ModelConfig::from_value(v.clone(), Path::new(P)).unwrap();
-        let old = legacy::model_config(v.clone(), Path::new(P)).unwrap();
-        assert_eq!(shown(&new), shown(&old), "{}", dir.display());
-        assert_eq!(new.raw, v);
-        if new.architecture == models::Architecture::DeepseekV3 {
-            let new = DeepseekV3Config::from_value(&v, Path::new(P)).unwrap();
-            assert_eq!(new, legacy::deepseek_config(&v, Path::new(P)).unwrap(), "{}", dir.display());
-        }
-        let gpath = dir.join("generation_config.json");
-        if gpath.is_file() {
-            let g = read(&gpath);
-            let new = GenerationConfig::from_value(g.clone(), &gpath).unwrap();
-            let old = legacy::generation_config(g, &gpath).unwrap();
-            assert_eq!(shown_gen(&new), shown_gen(&old), "{}", gpath.display());
-        }
-    }
-}
-
 fn edited(fixture: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     let mut v = read(&fixtures().join(fixture).join("config.json"));
     edit(v.as_object_mut().unwrap());
     v
 }
 
-#[test]
-fn hub_quirks_parse_as_the_hand_parser_did() {
-    let cases = vec![
+fn dense_quirks() -> Vec<Value> {
+    vec![
         // nulls mean absent; kv heads and head_dim default; scalar vs list eos; dtype spelling.
         edited("qwen2", |o| {
             o.insert("num_key_value_heads".into(), Value::Null);
@@ -151,19 +115,19 @@ fn hub_quirks_parse_as_the_hand_parser_did() {
         edited("qwen2", |o| {
             o.insert("tie_word_embeddings".into(), 1.into());
         }),
-    ];
-    for v in cases {
-        assert_same(v);
-    }
+    ]
+}
+
+#[test]
+fn an_unknown_model_type_is_unsupported() {
     let v = edited("qwen2", |o| {
         o.insert("model_type".into(), "mamba".into());
     });
     assert!(matches!(ModelConfig::from_value(v, Path::new(P)), Err(ModelError::UnsupportedArchitecture { .. })));
 }
 
-#[test]
-fn deepseek_quirks_parse_as_the_hand_parser_did() {
-    let cases = vec![
+fn deepseek_quirks() -> Vec<Value> {
+    vec![
         edited("deepseek_v3_yarn", |o| {
             o.insert("q_lora_rank".into(), Value::Null);
             o.insert("eos_token_id".into(), json!([1, 2]));
@@ -175,11 +139,7 @@ fn deepseek_quirks_parse_as_the_hand_parser_did() {
                 o.remove(k);
             }
         }),
-    ];
-    for v in cases {
-        let new = DeepseekV3Config::from_value(&v, Path::new(P)).unwrap();
-        assert_eq!(new, legacy::deepseek_config(&v, Path::new(P)).unwrap(), "{v}");
-    }
+    ]
 }
 
 #[test]
@@ -213,4 +173,54 @@ fn a_missing_required_key_is_named() {
     });
     let e = ModelConfig::from_value(v, Path::new(P)).unwrap_err();
     assert!(matches!(&e, ModelError::MissingKey { key, .. } if key == "num_attention_heads"), "{e}");
+}
+
+/// All cases, one outcome line each: `ok <Debug of the parsed values>` or `err <key>`.
+fn outcomes(
+    model: impl Fn(Value) -> Result<ModelConfig, ModelError>,
+    deepseek: impl Fn(&Value) -> Result<DeepseekV3Config, ModelError>,
+    generation: impl Fn(Value, &Path) -> Result<GenerationConfig, ModelError>,
+) -> Vec<String> {
+    let line = |r: Result<String, ModelError>| match r {
+        Ok(s) => format!("ok {s}"),
+        Err(e) => format!("err {}", key_of(&e)),
+    };
+    let mut out = Vec::new();
+    for dir in fixture_dirs() {
+        let v = read(&dir.join("config.json"));
+        out.push(line(model(v.clone()).map(|c| shown(&c))));
+        if v["model_type"] == "deepseek_v3" {
+            out.push(line(deepseek(&v).map(|c| format!("{c:?}"))));
+        }
+        let g = dir.join("generation_config.json");
+        if g.is_file() {
+            out.push(line(generation(read(&g), &g).map(|c| shown_gen(&c))));
+        }
+    }
+    for v in dense_quirks() {
+        out.push(line(model(v).map(|c| shown(&c))));
+    }
+    for v in deepseek_quirks() {
+        out.push(line(deepseek(&v).map(|c| format!("{c:?}"))));
+    }
+    out
+}
+
+#[test]
+fn every_fixture_and_quirk_parses_to_the_hand_parsers_values() {
+    let new = outcomes(
+        |v| ModelConfig::from_value(v, Path::new(P)),
+        |v| DeepseekV3Config::from_value(v, Path::new(P)),
+        GenerationConfig::from_value,
+    );
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_serde/expected.txt")).unwrap();
+    let expected: Vec<&str> = text.lines().collect();
+    assert_eq!(new.len(), expected.len());
+    for (i, (n, e)) in new.iter().zip(&expected).enumerate() {
+        assert_eq!(n, e, "case {i}");
+    }
+    for dir in fixture_dirs() {
+        let v = read(&dir.join("config.json"));
+        assert_eq!(ModelConfig::from_value(v.clone(), Path::new(P)).unwrap().raw, v, "raw JSON is kept");
+    }
 }
