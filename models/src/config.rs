@@ -1,17 +1,18 @@
 //! Hugging Face `config.json` and `generation_config.json`, parsed into the fields our
 //! architectures need.
 //!
-//! Parsing is by hand over `serde_json::Value` rather than a derived struct because hub
-//! configs spell the same thing several ways (`rope_scaling` vs transformers-5
-//! `rope_parameters`, `eos_token_id` scalar vs list, optional `head_dim`) and carry dozens of
-//! keys we ignore. The raw JSON is kept so that saving writes back every key the user had and
-//! so architecture-specific code (DeepSeek-V3) can read its own keys.
+//! The keys are deserialized by serde into [`crate::hf_config`]'s shapes (common fields +
+//! per-architecture parts, hub quirks handled there, type errors naming the key path); this
+//! module interprets them for the dense families (defaults, rope kinds, head-count checks).
+//! The raw JSON is kept so that saving writes back every key the user had and so
+//! architecture-specific code (DeepSeek-V3) can read its own keys.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use crate::error::ModelError;
+use crate::hf_config::{parse, read_json, required, CommonConfig, DenseParts, GenerationFile};
 
 /// Which decoder family a checkpoint is. Decides which Burn module is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -163,124 +164,74 @@ fn key_err(path: &Path, key: &str, message: impl Into<String>) -> ModelError {
     ModelError::BadValue { path: path.to_path_buf(), key: key.to_string(), message: message.into() }
 }
 
-fn read_json(path: &Path) -> Result<Value, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| ModelError::Json { path: path.to_path_buf(), message: e.to_string() })
-}
-
-/// Typed getters over a JSON object that report the file and key on failure.
-struct Keys<'a> {
-    path: &'a Path,
-    obj: &'a Map<String, Value>,
-}
-
-impl<'a> Keys<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-    fn req(&self, key: &str) -> Result<&'a Value, ModelError> {
-        self.get(key).ok_or_else(|| ModelError::MissingKey {
-            path: self.path.to_path_buf(),
-            key: key.to_string(),
-        })
-    }
-    fn usize_of(&self, key: &str, v: &Value) -> Result<usize, ModelError> {
-        v.as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| key_err(self.path, key, format!("expected a non-negative integer, found {v}")))
-    }
-    fn f64_of(&self, key: &str, v: &Value) -> Result<f64, ModelError> {
-        v.as_f64().ok_or_else(|| key_err(self.path, key, format!("expected a number, found {v}")))
-    }
-    fn req_usize(&self, key: &str) -> Result<usize, ModelError> {
-        self.usize_of(key, self.req(key)?)
-    }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>, ModelError> {
-        self.get(key).map(|v| self.usize_of(key, v)).transpose()
-    }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>, ModelError> {
-        self.get(key).map(|v| self.f64_of(key, v)).transpose()
-    }
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>, ModelError> {
-        self.get(key)
-            .map(|v| v.as_bool().ok_or_else(|| key_err(self.path, key, format!("expected a boolean, found {v}"))))
-            .transpose()
-    }
-    fn opt_u32(&self, key: &str) -> Result<Option<u32>, ModelError> {
-        Ok(self.opt_usize(key)?.map(|x| x as u32))
-    }
-    /// A scalar id or a list of ids (HF allows both for `eos_token_id`).
-    fn id_list(&self, key: &str) -> Result<Vec<u32>, ModelError> {
-        match self.get(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => {
-                items.iter().map(|v| self.usize_of(key, v).map(|x| x as u32)).collect()
-            }
-            Some(v) => Ok(vec![self.usize_of(key, v)? as u32]),
-        }
-    }
-}
-
-fn as_object<'a>(path: &Path, v: &'a Value) -> Result<&'a Map<String, Value>, ModelError> {
-    v.as_object().ok_or_else(|| ModelError::Json {
-        path: path.to_path_buf(),
-        message: "top level is not a JSON object".into(),
-    })
-}
-
-/// Parses `rope_scaling` (hub spelling) or `rope_parameters` (transformers ≥ 5 spelling, which
-/// also carries `rope_theta`). Returns (theta override, scaling).
-fn parse_rope(keys: &Keys<'_>) -> Result<(Option<f64>, Option<RopeScaling>), ModelError> {
-    let (key, obj) = if let Some(v) = keys.get("rope_scaling") {
-        ("rope_scaling", v)
-    } else if let Some(v) = keys.get("rope_parameters") {
-        ("rope_parameters", v)
-    } else {
-        return Ok((None, None));
+/// Interprets `rope_scaling` (hub spelling, preferred) or `rope_parameters` (transformers ≥ 5,
+/// which also carries `rope_theta`) for the dense families. Returns (theta override, scaling).
+/// YaRN defaults: `beta_fast` 32, `beta_slow` 1, `mscale` 1, `mscale_all_dim` 0.
+fn rope_of(c: &CommonConfig, path: &Path) -> Result<(Option<f64>, Option<RopeScaling>), ModelError> {
+    let (key, r) = match (&c.rope_scaling, &c.rope_parameters) {
+        (Some(r), _) => ("rope_scaling", r),
+        (None, Some(r)) => ("rope_parameters", r),
+        (None, None) => return Ok((None, None)),
     };
-    let map = obj
-        .as_object()
-        .ok_or_else(|| key_err(keys.path, key, format!("expected an object, found {obj}")))?;
-    let sub = Keys { path: keys.path, obj: map };
-    let theta = sub.opt_f64("rope_theta")?;
-    let kind = sub
-        .get("rope_type")
-        .or_else(|| sub.get("type"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    let need = |k: &str| -> Result<f64, ModelError> {
-        sub.opt_f64(k)?.ok_or_else(|| ModelError::MissingKey {
-            path: keys.path.to_path_buf(),
-            key: format!("{key}.{k}"),
-        })
-    };
-    let scaling = match kind {
+    let need = |v: Option<f64>, k: &str| required(v, path, &format!("{key}.{k}"));
+    let scaling = match r.kind() {
         "default" => None,
-        "linear" => Some(RopeScaling::Linear { factor: need("factor")? }),
+        "linear" => Some(RopeScaling::Linear { factor: need(r.factor, "factor")? }),
         "llama3" => Some(RopeScaling::Llama3 {
-            factor: need("factor")?,
-            low_freq_factor: need("low_freq_factor")?,
-            high_freq_factor: need("high_freq_factor")?,
-            original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
+            factor: need(r.factor, "factor")?,
+            low_freq_factor: need(r.low_freq_factor, "low_freq_factor")?,
+            high_freq_factor: need(r.high_freq_factor, "high_freq_factor")?,
+            original_max_position_embeddings: need(r.original_max_position_embeddings, "original_max_position_embeddings")?
+                as usize,
         }),
         "yarn" => Some(RopeScaling::Yarn {
-            factor: need("factor")?,
-            original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
-            beta_fast: sub.opt_f64("beta_fast")?.unwrap_or(32.0),
-            beta_slow: sub.opt_f64("beta_slow")?.unwrap_or(1.0),
-            mscale: sub.opt_f64("mscale")?.unwrap_or(1.0),
-            mscale_all_dim: sub.opt_f64("mscale_all_dim")?.unwrap_or(0.0),
+            factor: need(r.factor, "factor")?,
+            original_max_position_embeddings: need(r.original_max_position_embeddings, "original_max_position_embeddings")?
+                as usize,
+            beta_fast: r.beta_fast.unwrap_or(32.0),
+            beta_slow: r.beta_slow.unwrap_or(1.0),
+            mscale: r.mscale.unwrap_or(1.0),
+            mscale_all_dim: r.mscale_all_dim.unwrap_or(0.0),
         }),
         other => {
             return Err(key_err(
-                keys.path,
+                path,
                 key,
                 format!("unsupported rope type `{other}` (supported: default, linear, llama3, yarn)"),
             ))
         }
     };
-    Ok((theta, scaling))
+    Ok((r.rope_theta, scaling))
+}
+
+/// Head counts and head width, validated: heads divide, RoPE width even (dense families).
+fn heads_of(c: &CommonConfig, d: &DenseParts, arch: Architecture, path: &Path) -> Result<(usize, usize, usize), ModelError> {
+    let hidden_size = required(c.hidden_size, path, "hidden_size")?;
+    let heads = required(c.num_attention_heads, path, "num_attention_heads")?;
+    let kv_heads = c.num_key_value_heads.unwrap_or(heads);
+    if heads == 0 || kv_heads == 0 {
+        return Err(key_err(path, "num_attention_heads", "head counts must be positive"));
+    }
+    if heads % kv_heads != 0 {
+        return Err(key_err(path, "num_key_value_heads", format!("{kv_heads} does not divide num_attention_heads {heads}")));
+    }
+    let head_dim = match d.head_dim {
+        Some(d) => d,
+        None => {
+            if arch != Architecture::DeepseekV3 && hidden_size % heads != 0 {
+                return Err(key_err(
+                    path,
+                    "hidden_size",
+                    format!("{hidden_size} is not divisible by num_attention_heads {heads} and no head_dim is given"),
+                ));
+            }
+            hidden_size / heads
+        }
+    };
+    if arch != Architecture::DeepseekV3 && head_dim % 2 != 0 {
+        return Err(key_err(path, "head_dim", format!("RoPE needs an even head_dim, found {head_dim}")));
+    }
+    Ok((heads, kv_heads, head_dim))
 }
 
 impl ModelConfig {
@@ -295,87 +246,49 @@ impl ModelConfig {
         Self::from_value(raw, path)
     }
 
-    /// Parses an already-read config; `path` is only used in error messages.
+    /// Parses an already-read config; `path` is only used in error messages. Defaults for
+    /// absent keys: `num_key_value_heads` = heads, `head_dim` = hidden / heads, `rms_norm_eps`
+    /// 1e-6, `rope_theta` 10000, `max_position_embeddings` 4096, biases and tying false (Qwen2
+    /// always has q/k/v biases), `hidden_act` silu.
     pub fn from_value(raw: Value, path: &Path) -> Result<Self, ModelError> {
-        let obj = as_object(path, &raw)?;
-        let k = Keys { path, obj };
-        let model_type = k
-            .req("model_type")?
-            .as_str()
-            .ok_or_else(|| key_err(path, "model_type", "expected a string"))?;
+        let c: CommonConfig = parse(&raw, path)?;
+        let d: DenseParts = parse(&raw, path)?;
+        let model_type = required(c.model_type.as_deref(), path, "model_type")?;
         let architecture = Architecture::from_model_type(model_type).ok_or_else(|| {
             ModelError::UnsupportedArchitecture { path: path.to_path_buf(), model_type: model_type.into() }
         })?;
-        let hidden_size = k.req_usize("hidden_size")?;
-        let num_attention_heads = k.req_usize("num_attention_heads")?;
-        let num_key_value_heads = k.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
-        if num_attention_heads == 0 || num_key_value_heads == 0 {
-            return Err(key_err(path, "num_attention_heads", "head counts must be positive"));
-        }
-        if num_attention_heads % num_key_value_heads != 0 {
-            return Err(key_err(
-                path,
-                "num_key_value_heads",
-                format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
-            ));
-        }
-        let head_dim = match k.opt_usize("head_dim")? {
-            Some(d) => d,
-            None => {
-                if architecture != Architecture::DeepseekV3 && hidden_size % num_attention_heads != 0 {
-                    return Err(key_err(
-                        path,
-                        "hidden_size",
-                        format!("{hidden_size} is not divisible by num_attention_heads {num_attention_heads} and no head_dim is given"),
-                    ));
-                }
-                hidden_size / num_attention_heads
-            }
-        };
-        if architecture != Architecture::DeepseekV3 && head_dim % 2 != 0 {
-            return Err(key_err(path, "head_dim", format!("RoPE needs an even head_dim, found {head_dim}")));
-        }
-        let (theta_override, rope_scaling) = parse_rope(&k)?;
-        let rope_theta = match k.opt_f64("rope_theta")? {
-            Some(t) => t,
-            None => theta_override.unwrap_or(10_000.0),
-        };
-        let hidden_act = k.get("hidden_act").and_then(|v| v.as_str()).unwrap_or("silu");
+        let (num_attention_heads, num_key_value_heads, head_dim) = heads_of(&c, &d, architecture, path)?;
+        let (theta_override, rope_scaling) = rope_of(&c, path)?;
+        let hidden_act = c.hidden_act.as_deref().unwrap_or("silu");
         if hidden_act != "silu" {
             return Err(key_err(path, "hidden_act", format!("only silu is supported, found `{hidden_act}`")));
         }
         let attention_bias = match architecture {
             Architecture::Qwen2 => true,
-            _ => k.opt_bool("attention_bias")?.unwrap_or(false),
+            _ => c.attention_bias.unwrap_or(false),
         };
-        let torch_dtype = k
-            .get("torch_dtype")
-            .or_else(|| k.get("dtype"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
-        let cfg = ModelConfig {
+        Ok(ModelConfig {
             architecture,
-            vocab_size: k.req_usize("vocab_size")?,
-            hidden_size,
-            intermediate_size: k.req_usize("intermediate_size")?,
-            num_hidden_layers: k.req_usize("num_hidden_layers")?,
+            vocab_size: required(c.vocab_size, path, "vocab_size")?,
+            hidden_size: required(c.hidden_size, path, "hidden_size")?,
+            intermediate_size: required(c.intermediate_size, path, "intermediate_size")?,
+            num_hidden_layers: required(c.num_hidden_layers, path, "num_hidden_layers")?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: k.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta,
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: c.rope_theta.or(theta_override).unwrap_or(10_000.0),
             rope_scaling,
-            max_position_embeddings: k.opt_usize("max_position_embeddings")?.unwrap_or(4096),
-            tie_word_embeddings: k.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            max_position_embeddings: c.max_position_embeddings.unwrap_or(4096),
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
             attention_bias,
-            mlp_bias: k.opt_bool("mlp_bias")?.unwrap_or(false),
-            bos_token_id: k.opt_u32("bos_token_id")?,
-            eos_token_ids: k.id_list("eos_token_id")?,
-            pad_token_id: k.opt_u32("pad_token_id")?,
-            torch_dtype,
-            raw: Value::Null,
-        };
-        Ok(ModelConfig { raw, ..cfg })
+            mlp_bias: d.mlp_bias.unwrap_or(false),
+            bos_token_id: c.bos_token_id,
+            eos_token_ids: c.eos_token_id.clone(),
+            pad_token_id: c.pad_token_id,
+            torch_dtype: c.stored_dtype(),
+            raw,
+        })
     }
 
     /// Number of parameters the architecture holds (tied embeddings counted once). Dense
@@ -477,19 +390,17 @@ impl GenerationConfig {
 
     /// Parses an already-read generation config; `path` is only used in error messages.
     pub fn from_value(raw: Value, path: &Path) -> Result<Self, ModelError> {
-        let obj = as_object(path, &raw)?;
-        let k = Keys { path, obj };
-        let g = GenerationConfig {
-            bos_token_id: k.opt_u32("bos_token_id")?,
-            eos_token_ids: k.id_list("eos_token_id")?,
-            pad_token_id: k.opt_u32("pad_token_id")?,
-            do_sample: k.opt_bool("do_sample")?,
-            temperature: k.opt_f64("temperature")?,
-            top_p: k.opt_f64("top_p")?,
-            top_k: k.opt_usize("top_k")?,
-            raw: Value::Null,
-        };
-        Ok(GenerationConfig { raw, ..g })
+        let g: GenerationFile = parse(&raw, path)?;
+        Ok(GenerationConfig {
+            bos_token_id: g.bos_token_id,
+            eos_token_ids: g.eos_token_id,
+            pad_token_id: g.pad_token_id,
+            do_sample: g.do_sample,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            top_k: g.top_k,
+            raw,
+        })
     }
 
     /// JSON for saving: the raw file with bos/eos/pad written back.

@@ -21,7 +21,8 @@
 //!   and in-place KV-cache writes). Layers call [`backend_ext::linear`] and
 //!   [`backend_ext::assign_in_place`] and never name a backend;
 //! * [`layers`] (HF-named linear, RMSNorm, MLP), [`layerwise`] + [`flash_attention`]
-//!   (per-layer access and block-wise attention for checkpointed training), [`config`],
+//!   (per-layer access and block-wise attention for checkpointed training), [`config`] over
+//!   [`hf_config`] (serde shapes of HF config files: common keys + per-architecture parts),
 //!   [`loader`] / [`weights`] / [`save`] (checkpoint IO), [`sampling`], [`generate`], [`engine`].
 
 pub mod attention;
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod flash_attention;
 pub mod error;
 pub mod generate;
+pub mod hf_config;
 pub mod kv_cache;
 pub mod layers;
 pub mod layerwise;

@@ -1,9 +1,11 @@
 //! `DeepseekV3Config`: the hub `config.json` of `DeepseekV3ForCausalLM` checkpoints
 //! (DeepSeek-V3/R1, Moonlight, tiny research MoEs), parsed into the values the Burn model needs.
 //!
-//! Hub configs carry many keys we do not use (`ep_size`, `quantization_config`, …), so this
-//! struct does not deny unknown fields; instead every field the architecture *depends on* is
-//! checked for consistency in [`DeepseekV3Config::validate`], which names the offending key.
+//! The keys are deserialized by serde: the shared ones into [`CommonConfig`], the MLA/MoE ones
+//! into [`DeepseekV3Parts`] (see `crate::hf_config` for the hub quirks: nulls, unknown keys,
+//! `rope_parameters`, scalar-or-list ids; type errors name the key path). Every field the
+//! architecture *depends on* is then checked for consistency in
+//! [`DeepseekV3Config::validate`], which names the offending key.
 
 use std::path::Path;
 
@@ -11,6 +13,7 @@ use serde::Deserialize;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::hf_config::{parse, required, CommonConfig};
 
 /// How the router turns logits into expert scores (`scoring_func`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -126,63 +129,90 @@ pub struct DeepseekV3Config {
     pub eos_token_ids: Vec<u32>,
 }
 
-#[derive(Deserialize)]
-struct RawRope {
-    #[serde(alias = "type")]
-    rope_type: Option<String>,
-    rope_theta: Option<f64>,
-    factor: Option<f64>,
-    beta_fast: Option<f64>,
-    beta_slow: Option<f64>,
-    mscale: Option<f64>,
-    mscale_all_dim: Option<f64>,
-    original_max_position_embeddings: Option<usize>,
+/// The DeepSeek-V3-only keys of `config.json` (MLA + MoE); the shared keys are
+/// [`CommonConfig`]. Absent or `null` optional keys take the defaults documented on
+/// [`DeepseekV3Config`]'s construction in [`DeepseekV3Config::from_value`].
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeepseekV3Parts {
+    /// Routed expert width (default `intermediate_size`).
+    pub moe_intermediate_size: Option<usize>,
+    /// Query compression rank (`None` = plain `q_proj`).
+    pub q_lora_rank: Option<usize>,
+    /// KV latent rank. Required.
+    pub kv_lora_rank: Option<usize>,
+    /// Non-rotary qk head dims. Required.
+    pub qk_nope_head_dim: Option<usize>,
+    /// Rotary qk head dims. Required.
+    pub qk_rope_head_dim: Option<usize>,
+    /// Value head dims. Required.
+    pub v_head_dim: Option<usize>,
+    /// Routed experts (default 0 = dense).
+    pub n_routed_experts: Option<usize>,
+    /// Experts per token (default 0).
+    pub num_experts_per_tok: Option<usize>,
+    /// Expert groups (default 1).
+    pub n_group: Option<usize>,
+    /// Groups per token (default 1).
+    pub topk_group: Option<usize>,
+    /// Normalise chosen weights (default true).
+    pub norm_topk_prob: Option<bool>,
+    /// Routed output multiplier (default 1).
+    pub routed_scaling_factor: Option<f64>,
+    /// Shared experts (default 0).
+    pub n_shared_experts: Option<usize>,
+    /// Leading dense layers (default 0).
+    pub first_k_dense_replace: Option<usize>,
+    /// MoE layer period (default 1).
+    pub moe_layer_freq: Option<usize>,
+    /// Router score function (default sigmoid).
+    pub scoring_func: Option<ScoringFunc>,
+    /// Router selection (default noaux_tc).
+    pub topk_method: Option<TopkMethod>,
+    /// Interleaved rotary layout (default true).
+    pub rope_interleave: Option<bool>,
+    /// MTP layers after the decoder (default 0).
+    pub num_nextn_predict_layers: Option<usize>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-#[derive(Deserialize)]
-struct RawConfig {
-    model_type: Option<String>,
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    moe_intermediate_size: Option<usize>,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    q_lora_rank: Option<usize>,
-    kv_lora_rank: usize,
-    qk_nope_head_dim: usize,
-    qk_rope_head_dim: usize,
-    v_head_dim: usize,
-    n_routed_experts: Option<usize>,
-    num_experts_per_tok: Option<usize>,
-    n_group: Option<usize>,
-    topk_group: Option<usize>,
-    norm_topk_prob: Option<bool>,
-    routed_scaling_factor: Option<f64>,
-    n_shared_experts: Option<usize>,
-    first_k_dense_replace: Option<usize>,
-    moe_layer_freq: Option<usize>,
-    scoring_func: Option<ScoringFunc>,
-    topk_method: Option<TopkMethod>,
-    rope_interleave: Option<bool>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<RawRope>,
-    rope_parameters: Option<RawRope>,
-    max_position_embeddings: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    attention_bias: Option<bool>,
-    tie_word_embeddings: Option<bool>,
-    num_nextn_predict_layers: Option<usize>,
-    hidden_act: Option<String>,
-    bos_token_id: Option<u32>,
-    eos_token_id: Option<OneOrMany>,
+/// DeepSeek's reading of `rope_parameters` (preferred, transformers ≥ 5) / `rope_scaling`:
+/// (theta override, YaRN). A YaRN `original_max_position_embeddings` that is absent falls
+/// back to `max_position_embeddings`.
+fn yarn_of(c: &CommonConfig, path: &Path) -> Result<(Option<f64>, Option<YarnScaling>), ModelError> {
+    let Some(r) = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref()) else { return Ok((None, None)) };
+    match r.kind() {
+        "default" => Ok((r.rope_theta, None)),
+        "yarn" => {
+            let factor = required(r.factor, path, "rope_scaling.factor")?;
+            let original = match (r.original_max_position_embeddings, c.max_position_embeddings) {
+                (Some(o), _) if o > 0.0 => o as usize,
+                (None, Some(m)) => m,
+                _ => {
+                    return Err(ModelError::MissingKey {
+                        path: path.to_path_buf(),
+                        key: "rope_scaling.original_max_position_embeddings".into(),
+                    })
+                }
+            };
+            // The ramp uses `factor` as written, as DeepSeek's reference code does
+            // (transformers 4.x substituted max_position_embeddings / original, equal in every
+            // DeepSeek release).
+            let yarn = YarnScaling {
+                factor,
+                rope_factor: factor,
+                beta_fast: r.beta_fast.unwrap_or(32.0),
+                beta_slow: r.beta_slow.unwrap_or(1.0),
+                mscale: r.mscale,
+                mscale_all_dim: r.mscale_all_dim,
+                original_max_position_embeddings: original,
+            };
+            Ok((r.rope_theta, Some(yarn)))
+        }
+        other => Err(ModelError::BadValue {
+            path: path.to_path_buf(),
+            key: "rope_scaling".into(),
+            message: format!("type {other:?} is not supported for deepseek_v3 (default, yarn)"),
+        }),
+    }
 }
 
 impl DeepseekV3Config {
@@ -207,105 +237,53 @@ impl DeepseekV3Config {
             key: key.to_string(),
             message,
         };
-        let raw: RawConfig = serde_json::from_value(value.clone())
-            .map_err(|e| ModelError::Json { path: path.to_path_buf(), message: e.to_string() })?;
-        if let Some(mt) = &raw.model_type {
+        let c: CommonConfig = parse(value, path)?;
+        let p: DeepseekV3Parts = parse(value, path)?;
+        if let Some(mt) = &c.model_type {
             if mt != "deepseek_v3" {
                 return Err(bad("model_type", format!("{mt:?}, expected \"deepseek_v3\"")));
             }
         }
-        if let Some(act) = &raw.hidden_act {
+        if let Some(act) = &c.hidden_act {
             if act != "silu" {
                 return Err(bad("hidden_act", format!("{act:?} is not supported (silu)")));
             }
         }
-        // `rope_parameters` (transformers >= 5) wins over the hub's `rope_scaling`; rope_theta
-        // may live inside it.
-        let rope = raw.rope_parameters.or(raw.rope_scaling);
-        let mut rope_theta = raw.rope_theta;
-        let mut rope_scaling = None;
-        if let Some(r) = rope {
-            if rope_theta.is_none() {
-                rope_theta = r.rope_theta;
-            }
-            match r.rope_type.as_deref() {
-                None | Some("default") => {}
-                Some("yarn") => {
-                    let factor = r.factor.ok_or_else(|| ModelError::MissingKey {
-                        path: path.to_path_buf(),
-                        key: "rope_scaling.factor".into(),
-                    })?;
-                    // The ramp uses `factor` as written, as DeepSeek's reference code does
-                    // (transformers 4.x substituted max_position_embeddings / original, equal
-                    // in every DeepSeek release).
-                    let rope_factor = factor;
-                    let original = match (r.original_max_position_embeddings, raw.max_position_embeddings) {
-                        (Some(o), _) if o > 0 => o,
-                        (None, Some(m)) => m,
-                        _ => {
-                            return Err(ModelError::MissingKey {
-                                path: path.to_path_buf(),
-                                key: "rope_scaling.original_max_position_embeddings".into(),
-                            })
-                        }
-                    };
-                    rope_scaling = Some(YarnScaling {
-                        factor,
-                        rope_factor,
-                        beta_fast: r.beta_fast.unwrap_or(32.0),
-                        beta_slow: r.beta_slow.unwrap_or(1.0),
-                        mscale: r.mscale,
-                        mscale_all_dim: r.mscale_all_dim,
-                        original_max_position_embeddings: original,
-                    });
-                }
-                Some(other) => {
-                    return Err(bad(
-                        "rope_scaling",
-                        format!("type {other:?} is not supported for deepseek_v3 (default, yarn)"),
-                    ))
-                }
-            }
-        }
-        let eos_token_ids = match raw.eos_token_id {
-            None => vec![],
-            Some(OneOrMany::One(x)) => vec![x],
-            Some(OneOrMany::Many(v)) => v,
-        };
-        let n_routed = raw.n_routed_experts.unwrap_or(0);
+        let (theta_override, rope_scaling) = yarn_of(&c, path)?;
+        let intermediate_size = required(c.intermediate_size, path, "intermediate_size")?;
         let cfg = DeepseekV3Config {
-            vocab_size: raw.vocab_size,
-            hidden_size: raw.hidden_size,
-            intermediate_size: raw.intermediate_size,
-            moe_intermediate_size: raw.moe_intermediate_size.unwrap_or(raw.intermediate_size),
-            num_hidden_layers: raw.num_hidden_layers,
-            num_attention_heads: raw.num_attention_heads,
-            q_lora_rank: raw.q_lora_rank,
-            kv_lora_rank: raw.kv_lora_rank,
-            qk_nope_head_dim: raw.qk_nope_head_dim,
-            qk_rope_head_dim: raw.qk_rope_head_dim,
-            v_head_dim: raw.v_head_dim,
-            n_routed_experts: n_routed,
-            num_experts_per_tok: raw.num_experts_per_tok.unwrap_or(0),
-            n_group: raw.n_group.unwrap_or(1),
-            topk_group: raw.topk_group.unwrap_or(1),
-            norm_topk_prob: raw.norm_topk_prob.unwrap_or(true),
-            routed_scaling_factor: raw.routed_scaling_factor.unwrap_or(1.0),
-            n_shared_experts: raw.n_shared_experts.unwrap_or(0),
-            first_k_dense_replace: raw.first_k_dense_replace.unwrap_or(0),
-            moe_layer_freq: raw.moe_layer_freq.unwrap_or(1),
-            scoring_func: raw.scoring_func.unwrap_or_default(),
-            topk_method: raw.topk_method.unwrap_or_default(),
-            rope_interleave: raw.rope_interleave.unwrap_or(true),
-            rope_theta: rope_theta.unwrap_or(10000.0),
+            vocab_size: required(c.vocab_size, path, "vocab_size")?,
+            hidden_size: required(c.hidden_size, path, "hidden_size")?,
+            intermediate_size,
+            moe_intermediate_size: p.moe_intermediate_size.unwrap_or(intermediate_size),
+            num_hidden_layers: required(c.num_hidden_layers, path, "num_hidden_layers")?,
+            num_attention_heads: required(c.num_attention_heads, path, "num_attention_heads")?,
+            q_lora_rank: p.q_lora_rank,
+            kv_lora_rank: required(p.kv_lora_rank, path, "kv_lora_rank")?,
+            qk_nope_head_dim: required(p.qk_nope_head_dim, path, "qk_nope_head_dim")?,
+            qk_rope_head_dim: required(p.qk_rope_head_dim, path, "qk_rope_head_dim")?,
+            v_head_dim: required(p.v_head_dim, path, "v_head_dim")?,
+            n_routed_experts: p.n_routed_experts.unwrap_or(0),
+            num_experts_per_tok: p.num_experts_per_tok.unwrap_or(0),
+            n_group: p.n_group.unwrap_or(1),
+            topk_group: p.topk_group.unwrap_or(1),
+            norm_topk_prob: p.norm_topk_prob.unwrap_or(true),
+            routed_scaling_factor: p.routed_scaling_factor.unwrap_or(1.0),
+            n_shared_experts: p.n_shared_experts.unwrap_or(0),
+            first_k_dense_replace: p.first_k_dense_replace.unwrap_or(0),
+            moe_layer_freq: p.moe_layer_freq.unwrap_or(1),
+            scoring_func: p.scoring_func.unwrap_or_default(),
+            topk_method: p.topk_method.unwrap_or_default(),
+            rope_interleave: p.rope_interleave.unwrap_or(true),
+            rope_theta: c.rope_theta.or(theta_override).unwrap_or(10000.0),
             rope_scaling,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            attention_bias: raw.attention_bias.unwrap_or(false),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            num_nextn_predict_layers: raw.num_nextn_predict_layers.unwrap_or(0),
-            bos_token_id: raw.bos_token_id,
-            eos_token_ids,
+            max_position_embeddings: c.max_position_embeddings.unwrap_or(4096),
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            attention_bias: c.attention_bias.unwrap_or(false),
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
+            num_nextn_predict_layers: p.num_nextn_predict_layers.unwrap_or(0),
+            bos_token_id: c.bos_token_id,
+            eos_token_ids: c.eos_token_id,
         };
         cfg.validate().map_err(|(key, message)| bad(key, message))?;
         Ok(cfg)

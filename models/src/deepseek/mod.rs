@@ -18,7 +18,7 @@ pub mod rope;
 
 pub use cache::{KvLayout, MlaCache, MlaCacheShape};
 pub use fp8::{fp8_block_size, fp8_decoder};
-pub use config::{DeepseekV3Config, ScoringFunc, TopkMethod, YarnScaling};
+pub use config::{DeepseekV3Config, DeepseekV3Parts, ScoringFunc, TopkMethod, YarnScaling};
 pub use model::{DeepseekTrace, DeepseekV3ForCausalLM};
 pub use moe::RouterChoices;
 pub use params::{deepseek_param_report, ParamReport};
