@@ -52,6 +52,8 @@ mod tests {
             },
             interrupted: true,
             new_rows: 12,
+            replaced: 0,
+            first_error: None,
             elapsed_s: 4.06,
         };
         assert_eq!(
