@@ -44,6 +44,7 @@ fn greedy() -> GenParams {
         top_k: 0,
         seed: 0,
         stop: Vec::new(),
+        ..Default::default()
     }
 }
 
