@@ -236,7 +236,7 @@ fn eval_run_reports_a_malformed_problem_file_before_loading_the_model() {
     let o = run_within(c, Duration::from_secs(60));
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("problems.jsonl") && err.contains("line 2"), "names the file and line: {err}");
+    assert!(err.contains("problems.jsonl:2:"), "names the file and line: {err}");
     assert!(!err.contains("resume"), "an input error is not resumable: {err}");
     assert!(!err.contains("no/such/ckpt"), "the problem file is checked before the model loads: {err}");
 }
