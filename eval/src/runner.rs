@@ -46,6 +46,36 @@ struct RunIdentity {
     protocol: ProtocolInfo,
 }
 
+/// What differs between a recorded run and this config, as `key: recorded → now` in plain
+/// JSON values (user output carries no Rust `Debug` text).
+fn identity_differences(old: &RunIdentity, new: &RunIdentity) -> Vec<String> {
+    let flat = |id: &RunIdentity| {
+        let mut m = std::collections::BTreeMap::new();
+        let protocol = serde_json::to_value(&id.protocol).unwrap_or_default();
+        if let serde_json::Value::Object(o) = protocol {
+            m.extend(o.into_iter().map(|(k, v)| (format!("protocol.{k}"), v)));
+        }
+        let model = serde_json::to_value(&id.model).unwrap_or_default();
+        for k in ["checkpoint", "backend"] {
+            m.insert(format!("model.{k}"), model.get(k).cloned().unwrap_or_default());
+        }
+        m
+    };
+    let (a, b) = (flat(old), flat(new));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "(none)".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        // f32 fields widen to f64 in JSON (0.6 → 0.6000000238…): print them as the f32 they are.
+        Some(serde_json::Value::Number(n)) if n.is_f64() => format!("{}", n.as_f64().unwrap_or(f64::NAN) as f32),
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {} → {}", show(a.get(k)), show(b.get(k))))
+        .collect()
+}
+
 fn identity(cfg: &EvalConfig) -> RunIdentity {
     RunIdentity {
         model: ModelInfo {
@@ -79,13 +109,9 @@ fn check_identity(out: &Path, id: &RunIdentity) -> Result<(), EvalError> {
                 && old.model.backend == id.model.backend;
             if !same {
                 return Err(EvalError::Invalid(format!(
-                    "{} holds a run of {:?} with protocol {:?}; this config asks for {:?} with {:?}. \
-                     Use a new out_dir rather than mixing protocols.",
+                    "{} holds a run that differs from this config in {}. Use a new out_dir rather than mixing protocols.",
                     out.display(),
-                    old.model.checkpoint,
-                    old.protocol,
-                    id.model.checkpoint,
-                    id.protocol
+                    identity_differences(&old, id).join(", ")
                 )));
             }
             Ok(())
@@ -377,6 +403,19 @@ fn grade_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mismatched_run_is_described_without_debug_text() {
+        let cfg: EvalConfig = toml::from_str("out_dir = \"o\"\n[model]\ncheckpoint = \"/a/final\"\n[[benchmarks]]\nname = \"math500\"\n").unwrap();
+        let old = identity(&cfg);
+        let mut new = identity(&cfg);
+        new.protocol.temperature = 1.0;
+        new.model.checkpoint = Some("/b/final".into());
+        let d = identity_differences(&old, &new).join(", ");
+        assert!(d.contains("protocol.temperature: 0.6 → 1") && d.contains("model.checkpoint: /a/final → /b/final"), "{d}");
+        assert!(!d.contains("Some(") && !d.contains("ProtocolInfo"), "{d}");
+        assert!(identity_differences(&old, &old).is_empty());
+    }
 
     #[test]
     fn seeds_are_stable_and_distinct() {
