@@ -233,15 +233,7 @@ impl NativeBudgetBackend {
             }
         };
         let prompt_tokens = ids.len() as u32;
-        let params = GenParams {
-            max_tokens: req.max_tokens as usize,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: 0,
-            seed: req.seed.unwrap_or(0),
-            stop: req.stop.clone(),
-            ..Default::default()
-        };
+        let params = GenParams::from_chat(&req);
         let latency = || started.elapsed().as_millis() as u64;
         match self.generate(ids, &params).await {
             Ok(out) => {

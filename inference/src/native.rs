@@ -55,6 +55,22 @@ pub struct GenParams {
     pub logprobs: Option<usize>,
 }
 
+impl GenParams {
+    /// The engine parameters of a backend [`ChatRequest`] (top-k off, seed 0 when unset),
+    /// shared by the plain and the budget-forcing native backends.
+    pub fn from_chat(req: &ChatRequest) -> Self {
+        GenParams {
+            max_tokens: req.max_tokens as usize,
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: 0,
+            seed: req.seed.unwrap_or(0),
+            stop: req.stop.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for GenParams {
     fn default() -> Self {
         GenParams {
@@ -478,15 +494,7 @@ impl NativeBackend {
                 return Ok(Completion::failed(message, 0));
             }
         };
-        let params = GenParams {
-            max_tokens: req.max_tokens as usize,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: 0,
-            seed: req.seed.unwrap_or(0),
-            stop: req.stop.clone(),
-            ..Default::default()
-        };
+        let params = GenParams::from_chat(&req);
         match self.model.generate(ids, &params).await {
             Ok(out) => {
                 let (reasoning, content) = split_reasoning(&out.text);
