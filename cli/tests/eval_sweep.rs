@@ -85,7 +85,10 @@ fn sweep_writes_the_curve_for_two_budgets_and_resumes() {
     );
     assert_eq!(stdout, md);
     let svg = std::fs::read_to_string(out.join("thinking_budget.svg")).unwrap();
-    assert_eq!(svg.matches("<circle").count(), 2);
+    // Two budget points (filled circles of radius 4), drawn by plotters; the PNG beside it.
+    assert_eq!(svg.matches("r=\"4\"").count(), 2, "{svg}");
+    let png = std::fs::read(out.join("thinking_budget.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
     // A rerun resumes every budget (nothing left to sample) and writes the same curve.
     let before = std::fs::read_to_string(out.join("report.json")).unwrap();
     run();

@@ -1,130 +1,82 @@
 //! The accuracy-vs-thinking-budget chart of `eval sweep` (s1's test-time scaling plot): pass@1
-//! with its 95% CI against the budget on a log₂ axis, one line per benchmark.
-//!
-//! Written as plain SVG: the `plotters` crate is not in this environment's package lists, so it
-//! cannot be a dependency here; the chart is kept to lines, circles, whiskers and text, which
-//! every viewer renders.
+//! with its 95% CI against the budget on a log₂ axis, one line per benchmark. Drawn with
+//! `plotters` like every other report chart ([`crate::svg`]), as SVG and PNG.
 
-use std::fmt::Write;
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
+use crate::svg::{self, DrawResult, FAMILY};
 use crate::sweep::BudgetCurve;
+use crate::EvalError;
 
-const W: f64 = 640.0;
-const H: f64 = 400.0;
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 150.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 50.0;
-const COLORS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-];
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// Pixel size of the chart (both formats).
+pub const SIZE: (u32, u32) = (640, 400);
 
 /// Renders the curve as an SVG document.
-pub fn render(curve: &BudgetCurve) -> String {
-    let (lo, hi) = curve
-        .budgets
-        .iter()
-        .map(|&b| f64::from(b.max(1)).log2())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
-            (l.min(x), h.max(x))
-        });
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let plot_w = W - LEFT - RIGHT;
-    let plot_h = H - TOP - BOTTOM;
-    let x_of = |b: u32| {
-        if hi > lo {
-            LEFT + (f64::from(b.max(1)).log2() - lo) / span * plot_w
-        } else {
-            LEFT + plot_w / 2.0
-        }
-    };
-    let y_of = |acc: f64| TOP + (1.0 - acc.clamp(0.0, 1.0)) * plot_h;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">pass@1 vs thinking budget — {}</text>"#,
-        LEFT + plot_w / 2.0,
-        esc(&curve.model)
-    );
-    // Horizontal grid and y labels every 20%.
-    for i in 0..=5 {
-        let acc = f64::from(i) * 0.2;
-        let y = y_of(acc);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}%</text>"##,
-            LEFT + plot_w,
-            LEFT - 6.0,
-            y + 4.0,
-            acc * 100.0
-        );
+pub fn render(curve: &BudgetCurve) -> Result<String, EvalError> {
+    svg::to_svg("thinking-budget chart", SIZE, |a| draw(a, curve))
+}
+
+/// [`render`] as PNG.
+pub fn render_png(curve: &BudgetCurve) -> Result<Vec<u8>, EvalError> {
+    svg::to_png("thinking-budget chart", SIZE, |a| draw(a, curve))
+}
+
+/// The x range on the log axis: the budgets with a quarter octave of room either side
+/// (a single budget gets one octave each way so it sits in the middle).
+fn x_range(budgets: &[u32]) -> (f64, f64) {
+    let lo = budgets.iter().copied().min().unwrap_or(1).max(1) as f64;
+    let hi = budgets.iter().copied().max().unwrap_or(1).max(1) as f64;
+    if hi > lo {
+        (lo / 2f64.powf(0.25), hi * 2f64.powf(0.25))
+    } else {
+        (lo / 2.0, lo * 2.0)
     }
-    // One x tick per budget.
-    for &b in &curve.budgets {
-        let x = x_of(b);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#999"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{b}</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 5.0,
-            TOP + plot_h + 18.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/><text x="{:.1}" y="{:.1}" text-anchor="middle">thinking budget (tokens, log scale)</text>"##,
-        LEFT + plot_w / 2.0,
-        H - 12.0
-    );
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &BudgetCurve) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (x0, x1) = x_range(&curve.budgets);
+    let mut chart = ChartBuilder::on(root)
+        .caption(format!("pass@1 vs thinking budget — {}", curve.model), (FAMILY, 17))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x0..x1).log_scale().base(2.0), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("max thinking tokens (log₂)")
+        .y_desc("pass@1")
+        .x_label_formatter(&|x: &f64| format!("{x:.0}"))
+        .y_label_formatter(&|y: &f64| format!("{:.0}%", y * 100.0))
+        .draw()?;
     for (i, (name, points)) in curve.benchmarks.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", x_of(p.budget), y_of(p.pass_at_1)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            path.join(" ")
-        );
-        for p in points {
-            let (x, y) = (x_of(p.budget), y_of(p.pass_at_1));
-            let (y_lo, y_hi) = (y_of(p.pass_at_1_ci95[0]), y_of(p.pass_at_1_ci95[1]));
-            let _ = writeln!(
-                s,
-                r#"<line x1="{x:.1}" y1="{y_lo:.1}" x2="{x:.1}" y2="{y_hi:.1}" stroke="{color}"/><circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{color}"><title>{} @ {}: {:.1}% [{:.1}, {:.1}]</title></circle>"#,
-                esc(name),
-                p.budget,
-                p.pass_at_1 * 100.0,
-                p.pass_at_1_ci95[0] * 100.0,
-                p.pass_at_1_ci95[1] * 100.0
-            );
-        }
-        let ly = TOP + 10.0 + 18.0 * i as f64;
-        let lx = LEFT + plot_w + 12.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            lx + 18.0,
-            lx + 24.0,
-            ly + 4.0,
-            esc(name)
-        );
+        let col = svg::rgb(i);
+        let mut pts: Vec<(f64, f64)> = points.iter().map(|p| (f64::from(p.budget.max(1)), p.pass_at_1)).collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], col.stroke_width(2)));
+        // 95% CI whiskers.
+        chart.draw_series(points.iter().map(|p| {
+            let x = f64::from(p.budget.max(1));
+            let [lo, hi] = p.pass_at_1_ci95.map(|v| v.clamp(0.0, 1.0));
+            PathElement::new(vec![(x, lo), (x, hi)], col.stroke_width(1))
+        }))?;
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
     }
-    s.push_str("</svg>\n");
-    s
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 12))
+        .draw()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,33 +100,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_line_per_benchmark_with_points_ordered_by_budget() {
-        let curve = BudgetCurve {
+    fn curve() -> BudgetCurve {
+        BudgetCurve {
             model: "m<1>".into(),
             budgets: vec![512, 1024, 4096],
-            benchmarks: [(
-                "aime".to_string(),
-                vec![point(512, 0.2), point(1024, 0.4), point(4096, 0.5)],
-            )]
-            .into_iter()
-            .collect(),
-        };
-        let svg = render(&curve);
+            benchmarks: [("aime".to_string(), vec![point(512, 0.2), point(1024, 0.4), point(4096, 0.5)])].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn one_line_per_benchmark_with_points_on_a_log2_axis() {
+        let svg = render(&curve()).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("m&lt;1&gt;"), "labels are escaped");
-        assert_eq!(svg.matches("<polyline").count(), 1);
-        assert_eq!(svg.matches("<circle").count(), 3);
-        // log2 axis: 512 → 1024 is one third of the way from 512 to 4096.
+        assert!(svg.contains("aime"), "legend names the benchmark");
+        let stroke = format!("stroke=\"{}\"", svg::color(0)).to_uppercase();
+        assert!(svg.to_uppercase().matches(&stroke).count() >= 1 + 3 + 1, "the curve, three whiskers and the legend swatch");
+        // The points are the filled circles of radius 4 (the mesh draws none).
         let xs: Vec<f64> = svg
             .split("<circle cx=\"")
             .skip(1)
+            .filter(|t| t.contains("r=\"4\""))
             .map(|t| t.split('"').next().unwrap().parse().unwrap())
             .collect();
-        assert!(
-            ((xs[1] - xs[0]) / (xs[2] - xs[0]) - 1.0 / 3.0).abs() < 2e-3,
-            "{xs:?}"
-        );
+        assert_eq!(xs.len(), 3, "{svg}");
+        // log2 axis: 512 → 1024 is one third of the way from 512 to 4096 (pixel rounding).
+        assert!(((xs[1] - xs[0]) / (xs[2] - xs[0]) - 1.0 / 3.0).abs() < 0.02, "{xs:?}");
         assert!(xs[0] < xs[1] && xs[1] < xs[2]);
+    }
+
+    #[test]
+    fn png_has_the_chart_size_and_a_single_budget_draws() {
+        let png = render_png(&curve()).unwrap();
+        assert_eq!(crate::png::dimensions(&png), Some(SIZE));
+        let one = BudgetCurve { model: "m".into(), budgets: vec![256], benchmarks: [("b".to_string(), vec![point(256, 1.0)])].into_iter().collect() };
+        let svg = render(&one).unwrap();
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+        assert_eq!(x_range(&[256]), (128.0, 512.0));
     }
 }

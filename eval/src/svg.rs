@@ -18,19 +18,19 @@ use crate::EvalError;
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// Family every chart's text uses (registered with [`FONT`]).
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 /// Colours for successive models (colour-blind-safe Okabe–Ito palette).
 const PALETTE: &[&str] = &["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"];
 
-type DrawResult = Result<(), Box<dyn Error + Send + Sync>>;
+pub(crate) type DrawResult = Result<(), Box<dyn Error + Send + Sync>>;
 
 /// Colour of the i-th model (`#rrggbb`).
 pub fn color(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
-fn rgb(i: usize) -> RGBColor {
+pub(crate) fn rgb(i: usize) -> RGBColor {
     let h = color(i).trim_start_matches('#');
     let c = |k: usize| u8::from_str_radix(&h[k..k + 2], 16).unwrap_or(0);
     RGBColor(c(0), c(2), c(4))
@@ -69,7 +69,7 @@ fn fonts() -> Result<(), EvalError> {
 }
 
 /// Draws a chart into an SVG string.
-fn to_svg(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult) -> Result<String, EvalError> {
+pub(crate) fn to_svg(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult) -> Result<String, EvalError> {
     fonts()?;
     let mut s = String::new();
     {
@@ -80,7 +80,7 @@ fn to_svg(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<S
 }
 
 /// Draws a chart into PNG bytes (RGB, 8 bit).
-fn to_png(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult) -> Result<Vec<u8>, EvalError> {
+pub(crate) fn to_png(what: &'static str, size: (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult) -> Result<Vec<u8>, EvalError> {
     fonts()?;
     let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
     {

@@ -1,7 +1,7 @@
 //! `distill eval sweep`: s1's test-time scaling curve. The same eval runs once per thinking
 //! budget (`protocol.max_thinking_tokens` = each budget, everything else from the config), each
 //! into its own resumable run directory `OUT/budget-<N>/`, then `OUT/report.json` (a
-//! `thinking_budget_curve` entry), `OUT/report.md` and `OUT/thinking_budget.svg` give pass@1
+//! `thinking_budget_curve` entry), `OUT/report.md` and `OUT/thinking_budget.svg` (+ `.png`) give pass@1
 //! with its 95% CI per benchmark and budget, next to the thinking tokens actually spent.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,9 @@ use crate::EvalError;
 
 /// File name of the accuracy-vs-budget chart.
 pub const CHART_FILE: &str = "thinking_budget.svg";
+
+/// File stem of the chart: `thinking_budget.svg` and `thinking_budget.png`.
+const CHART_STEM: &str = "thinking_budget";
 
 /// One benchmark at one budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +159,7 @@ pub fn write_sweep_report(base: &EvalConfig, budgets: &[u32]) -> Result<SweepRep
     };
     let report = SweepReport {
         thinking_budget_curve: curve,
-        plots: vec![CHART_FILE.into()],
+        plots: vec![CHART_FILE.into(), format!("{CHART_STEM}.png")],
     };
     save_report(&base.out_dir, &report)?;
     Ok(report)
@@ -166,8 +169,9 @@ fn save_report(out: &Path, report: &SweepReport) -> Result<(), EvalError> {
     std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
     let json = serde_json::to_string_pretty(report)
         .map_err(|e| EvalError::serialize("sweep report", e))?;
-    let chart = crate::budget_chart::render(&report.thinking_budget_curve);
-    datasets::atomic::write_atomic(&out.join(CHART_FILE), chart.as_bytes())?;
+    let svg = crate::budget_chart::render(&report.thinking_budget_curve)?;
+    let png = crate::budget_chart::render_png(&report.thinking_budget_curve)?;
+    crate::svg::write_plot(out, CHART_STEM, &svg, &png)?;
     datasets::atomic::write_atomic(&out.join("report.json"), json.as_bytes())?;
     datasets::atomic::write_atomic(&out.join("report.md"), render_markdown(report).as_bytes())?;
     Ok(())
