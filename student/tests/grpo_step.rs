@@ -194,3 +194,41 @@ fn beta_zero_loads_no_reference_and_beta_needs_one() {
     let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
     assert!(chain.contains("no-such-reference"), "{chain}");
 }
+
+#[test]
+fn on_policy_batches_skip_the_old_logprob_pass_and_train_the_same() {
+    // Rollouts without old_logprobs: with num_iterations = 1 the step takes the current
+    // logprobs (detached) as old, like TRL; with num_iterations = 2 it computes them with a
+    // forward pass first. The first step must be the same either way.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = read_rollouts(&fixture("qwen2").join("grpo/rollouts.jsonl")).unwrap();
+    let stripped = tmp.path().join("r.jsonl");
+    let mut text = String::new();
+    for mut r in src {
+        r.old_logprobs = None;
+        text.push_str(&serde_json::to_string(&r).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&stripped, text).unwrap();
+    let run = |iterations: u32| {
+        let out = tmp.path().join(format!("it{iterations}"));
+        let cfg_path = tmp.path().join(format!("it{iterations}.toml"));
+        std::fs::write(&cfg_path, grpo_config_text("qwen2", "dapo", &out)).unwrap();
+        let sets = vec![format!("rollouts.file=\"{}\"", stripped.display()), format!("grpo.num_iterations={iterations}")];
+        let cfg = student::GrpoConfig::load(&cfg_path, &sets).unwrap();
+        student::train_grpo::<Autodiff<Flex>>(&cfg, &Default::default(), &student::RunOptions::default()).unwrap();
+        let m = student::grpo::read_grpo_metrics(&out).unwrap().remove(0);
+        (out, m)
+    };
+    let ((on_out, on), (off_out, off)) = (run(1), run(2));
+    assert_eq!(on.score_s, 0.0, "no old-logprob pass on-policy");
+    assert!(off.score_s > 0.0);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (1.0 + a.abs().max(b.abs()));
+    assert!(close(on.loss, off.loss), "loss {} vs {}", on.loss, off.loss);
+    assert!(close(on.grad_norm, off.grad_norm), "grad norm {} vs {}", on.grad_norm, off.grad_norm);
+    for p in ["model.layers.0.self_attn.q_proj.weight", "model.norm.weight"] {
+        let (a, b) = (checkpoint_tensor(&on_out.join("final"), p), checkpoint_tensor(&off_out.join("final"), p));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-6, "{p}: {worst}");
+    }
+}

@@ -86,12 +86,14 @@ fn positions(r: &Rollout, b: usize, seq: usize) -> Range<usize> {
     start..start + r.completion_ids.len()
 }
 
-/// The objective's micro-batches for a batch whose old (and, with β > 0, reference) logprobs
-/// are all present.
+/// The objective's micro-batches for a batch whose old logprobs are all present or all absent
+/// (absent = on-policy, see [`GrpoBatch::old_logprobs`]), and whose reference logprobs are
+/// present when β > 0.
 pub fn grpo_batches(batch: &RolloutBatch, advantages: &[f64], agg: &Aggregation, budget: usize, pad_id: u32) -> Vec<GrpoBatch> {
     let weights = sequence_weights(&batch.rollouts, agg);
     let lens: Vec<usize> = batch.rollouts.iter().map(|r| r.prompt_ids.len() + r.completion_ids.len()).collect();
     let with_ref = batch.rollouts.iter().all(|r| r.ref_logprobs.is_some());
+    let with_old = batch.rollouts.iter().any(|r| r.old_logprobs.is_some());
     split_by_tokens(&lens, budget)
         .into_iter()
         .map(|range| {
@@ -101,7 +103,7 @@ pub fn grpo_batches(batch: &RolloutBatch, advantages: &[f64], agg: &Aggregation,
             let mb = MicroBatch::new(&refs, pad_id);
             let size = mb.targets.batch * mb.targets.seq;
             let mut g = GrpoBatch {
-                old_logprobs: vec![0.0; size],
+                old_logprobs: with_old.then(|| vec![0.0; size]),
                 ref_logprobs: with_ref.then(|| vec![0.0; size]),
                 advantages: vec![0.0; size],
                 weights: vec![0.0; size],
@@ -109,8 +111,10 @@ pub fn grpo_batches(batch: &RolloutBatch, advantages: &[f64], agg: &Aggregation,
             };
             for (b, (r, i)) in rs.iter().zip(range).enumerate() {
                 let pos = positions(r, b, g.mb.targets.seq);
-                let old = r.old_logprobs.as_ref().expect("filled before batching");
-                g.old_logprobs[pos.clone()].copy_from_slice(old);
+                if let Some(dst) = g.old_logprobs.as_mut() {
+                    let old = r.old_logprobs.as_ref().expect("all or none filled before batching");
+                    dst[pos.clone()].copy_from_slice(old);
+                }
                 if let (Some(dst), Some(src)) = (g.ref_logprobs.as_mut(), r.ref_logprobs.as_ref()) {
                     dst[pos.clone()].copy_from_slice(src);
                 }

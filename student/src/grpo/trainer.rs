@@ -237,12 +237,18 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
         let t_gen = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let (chunk, budget) = (g.loss_chunk, g.micro_batch_tokens);
-        fill_logprobs(&mut batch, &view, LogprobField::Old, g.temperature, chunk, budget, self.pad_id);
+        // On-policy (one optimizer step per batch, nothing recorded): the old logprobs equal the
+        // current ones, so the loss takes them detached instead of spending a forward pass.
+        let on_policy = g.num_iterations == 1 && batch.rollouts.iter().all(|r| r.old_logprobs.is_none());
+        if !on_policy {
+            fill_logprobs(&mut batch, &view, LogprobField::Old, g.temperature, chunk, budget, self.pad_id);
+        }
         if let Some(r) = &self.reference {
             fill_logprobs(&mut batch, r, LogprobField::Reference, g.temperature, chunk, budget, self.pad_id);
         }
+        let t_score = if on_policy && self.reference.is_none() { 0.0 } else { t1.elapsed().as_secs_f64() };
         *current = Some((index, batch));
-        Ok((t_gen, t1.elapsed().as_secs_f64(), dynamic))
+        Ok((t_gen, t_score, dynamic))
     }
 
     /// Held-out pass@1 of the policy after `step` when due: (pass@1, seconds).

@@ -43,8 +43,11 @@ pub struct GrpoLossSpec {
 pub struct GrpoBatch {
     /// prompt + completion ids, labels on the completion.
     pub mb: MicroBatch,
-    /// Logprob of the sampled token under the sampling policy.
-    pub old_logprobs: Vec<f64>,
+    /// Logprob of the sampled token under the sampling policy; `None` when the batch is
+    /// on-policy (`num_iterations` = 1 and no recorded logprobs): the current logprob, detached,
+    /// stands in (TRL's `old_per_token_logps = per_token_logps.detach()`), so the ratio is 1
+    /// and no extra forward pass is spent computing it.
+    pub old_logprobs: Option<Vec<f64>>,
     /// Logprob under the reference policy (β > 0).
     pub ref_logprobs: Option<Vec<f64>>,
     /// The sequence's advantage, repeated on its tokens.
@@ -124,7 +127,8 @@ impl GrpoObjective {
                 }
                 let lp = logp[b * n + j] as f64;
                 let reference = batch.ref_logprobs.as_ref().map(|r| r[flat]);
-                let t = token_terms(lp, batch.old_logprobs[flat], reference, batch.advantages[flat], &self.spec);
+                let old = batch.old_logprobs.as_ref().map_or(lp, |o| o[flat]);
+                let t = token_terms(lp, old, reference, batch.advantages[flat], &self.spec);
                 let w = batch.weights[flat];
                 coef[b * n + j] = (w * t.dlogp) as f32;
                 sums.total += w * t.loss;
