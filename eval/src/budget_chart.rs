@@ -57,25 +57,15 @@ where
         let col = svg::rgb(i);
         let mut pts: Vec<(f64, f64)> = points.iter().map(|p| (f64::from(p.budget.max(1)), p.pass_at_1)).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart
-            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], col.stroke_width(2)));
+        svg::draw_curve(&mut chart, i, name, &pts, 4)?;
         // 95% CI whiskers.
         chart.draw_series(points.iter().map(|p| {
             let x = f64::from(p.budget.max(1));
             let [lo, hi] = p.pass_at_1_ci95.map(|v| v.clamp(0.0, 1.0));
             PathElement::new(vec![(x, lo), (x, hi)], col.stroke_width(1))
         }))?;
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FAMILY, 12))
-        .draw()?;
+    svg::draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 

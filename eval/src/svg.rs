@@ -164,13 +164,7 @@ where
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
         chart.draw_series(whiskers)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FAMILY, 12))
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     // Benchmark names under their groups, in pixel coordinates of the whole chart.
     let style = TextStyle::from((FAMILY, 13).into_font()).pos(plotters::style::text_anchor::Pos::new(
         plotters::style::text_anchor::HPos::Center,
@@ -293,13 +287,7 @@ where
             chart.draw_series([Circle::new(o, 7, c.filled()), Circle::new(o, 7, BLACK.stroke_width(1))])?;
         }
         if bi == 0 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FAMILY, 12))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         }
     }
     Ok(())
@@ -349,19 +337,43 @@ where
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
     for (i, c) in curves.iter().enumerate() {
-        let col = rgb(i);
         let pts: Vec<(f64, f64)> = c.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
-            .label(c.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], col.stroke_width(2)));
-        if pts.len() <= 60 {
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))?;
-        }
+        let markers = if pts.len() <= 60 { 3 } else { 0 };
+        draw_curve(&mut chart, i, &c.name, &pts, markers)?;
     }
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// One labelled curve in the i-th colour, with filled markers of `marker_radius` px at its
+/// points (0 = none).
+pub(crate) fn draw_curve<'a, DB, X, Y>(chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>, i: usize, name: &str, pts: &[(f64, f64)], marker_radius: u32) -> DrawResult
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let col = rgb(i);
+    chart
+        .draw_series(LineSeries::new(pts.to_vec(), col.stroke_width(2)))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], col.stroke_width(2)));
+    if marker_radius > 0 {
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, marker_radius, col.filled())))?;
+    }
+    Ok(())
+}
+
+/// The series legend every chart uses, at `position`.
+pub(crate) fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, position: SeriesLabelPosition) -> DrawResult
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FAMILY, 12))
