@@ -16,7 +16,8 @@
 //!   [`scheduler`] (fair slot admission across requests) inside the engine thread.
 //! - [`budget`], [`budget_native`], [`budget_openai`]: thinking budgets (s1's budget forcing)
 //!   on the in-process engine (token ids) and over HTTP (continuation requests).
-//!   [`serve_params`] (request fields, generation_config defaults, seeds), [`serve_choice`]
+//!   [`serve_params`] (request fields, generation_config defaults, seeds), `serve_request`
+//!   (a request body validated into prompt ids × choices, or a field-precise 400), [`serve_choice`]
 //!   and [`logprobs`] (choices on the wire), [`reasoning_parser`] (`<think>` split) and
 //!   [`reload`] (`/update_weights_from_disk`) are its parts.
 //! - [`drive`]: bounded-concurrency fan-out of many requests with cancellation.
@@ -48,6 +49,7 @@ pub mod reasoning_parser;
 pub mod reload;
 pub mod serve_choice;
 pub mod serve_params;
+mod serve_request;
 pub mod server;
 pub mod server_info;
 pub mod stub_server;

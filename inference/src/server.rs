@@ -21,20 +21,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use serde::de::DeserializeOwned;
 
-use crate::backend::{Message, Prompt};
+use crate::backend::Prompt;
 pub use crate::http_serve::{serve_with, ConnOptions};
 use crate::native::{collect_text, GenParams, NativeModel, TextEvent};
 use crate::reasoning_parser::ReasoningParser;
-use crate::serve_choice::{ChoiceKind, ChoiceOptions, ChoiceRenderer};
+use crate::serve_choice::{ChoiceKind, ChoiceRenderer};
 use crate::serve_guard::GuardConfig;
-use crate::serve_limits::{check_prompt_count, check_request_work, tokenize};
+use crate::serve_limits::{check_prompt_count, tokenize};
 use crate::serve_params::{self as params, Endpoint};
+use crate::serve_request::{authorized_body, message_text, plan, Plan};
 use crate::wire::{
-    ChatCompletionRequest, ChatMessageIn, Choice, CompletionRequest, CompletionResponse,
-    ErrorBody, MessageContent, ModelCard, ModelList, PromptInput, SamplingFields, StopInput,
-    Usage,
+    ChatCompletionRequest, Choice, CompletionRequest, CompletionResponse, ErrorBody, ModelCard,
+    ModelList, PromptInput, Usage,
 };
 
 /// Limits that protect the server from oversized or abusive requests.
@@ -75,12 +74,12 @@ pub struct ServeOptions {
     pub reasoning_parser: Option<ReasoningParser>,
 }
 
-struct ServerState {
-    model: NativeModel,
-    api_key: Option<String>,
-    limits: ServerLimits,
-    options: ServeOptions,
-    next_id: AtomicU64,
+pub(crate) struct ServerState {
+    pub(crate) model: NativeModel,
+    pub(crate) api_key: Option<String>,
+    pub(crate) limits: ServerLimits,
+    pub(crate) options: ServeOptions,
+    pub(crate) next_id: AtomicU64,
 }
 
 /// The router with every endpoint; `api_key` enables the bearer-token check (an empty key
@@ -180,7 +179,7 @@ pub fn api_error(
     }
 }
 
-fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
+pub(crate) fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
     api_error(
         StatusCode::BAD_REQUEST,
         message,
@@ -189,7 +188,7 @@ fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiEr
     )
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -198,7 +197,7 @@ fn unix_now() -> u64 {
 
 /// The key check again inside handlers (the guard middleware checks first), so a handler is
 /// safe even if mounted without the guard.
-fn check_auth(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_auth(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
     if crate::auth::authorized(state.api_key.as_deref(), headers) {
         Ok(())
     } else {
@@ -243,219 +242,6 @@ async fn update_weights(
     };
     let (status, reply) = crate::reload::update_weights_from_disk(&state.model, &bytes).await;
     (status, Json(reply)).into_response()
-}
-
-/// Validated request: prompts (as ids) × n choices with their parameters.
-struct Plan {
-    prompts: Vec<Vec<u32>>,
-    n: u32,
-    params: GenParams,
-    seed: Option<u64>,
-    stream: bool,
-    include_usage: bool,
-    choice: ChoiceOptions,
-}
-
-/// The request body after the API-key check (an unauthorised request is not even parsed).
-fn authorized_body<T: DeserializeOwned>(
-    state: &ServerState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    endpoint: Endpoint,
-) -> Result<T, ApiError> {
-    check_auth(state, headers)?;
-    parse_body(body, endpoint)
-}
-
-fn parse_body<T: DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    endpoint: Endpoint,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
-        let status = e.status();
-        api_error(
-            status,
-            format!("could not read the request body: {e}"),
-            "invalid_request_error",
-            None,
-        )
-    })?;
-    params::parse_request(&bytes, endpoint).map_err(|e| bad_request(e.message, e.param))
-}
-
-fn message_text(m: &ChatMessageIn, i: usize) -> Result<Message, ApiError> {
-    let role = m.role.as_str();
-    if !matches!(role, "system" | "user" | "assistant" | "developer" | "tool") {
-        return Err(bad_request(
-            format!("messages[{i}].role `{role}` is not supported"),
-            Some("messages"),
-        ));
-    }
-    let content = match &m.content {
-        Some(MessageContent::Text(s)) => s.clone(),
-        Some(MessageContent::Parts(parts)) => {
-            let mut s = String::new();
-            for p in parts {
-                match (p.kind.as_str(), &p.text) {
-                    ("text", Some(t)) => s.push_str(t),
-                    _ => {
-                        return Err(bad_request(
-                            format!("messages[{i}].content: only text parts are supported"),
-                            Some("messages"),
-                        ))
-                    }
-                }
-            }
-            s
-        }
-        None => String::new(),
-    };
-    let role = if role == "developer" { "system" } else { role };
-    Ok(Message {
-        role: role.into(),
-        content,
-    })
-}
-
-fn stop_list(v: &Option<StopInput>) -> Result<Vec<String>, ApiError> {
-    let stops = v.clone().map(StopInput::into_vec).unwrap_or_default();
-    if stops.len() > 16 {
-        return Err(bad_request(
-            "stop must be a string or a list of at most 16 strings",
-            Some("stop"),
-        ));
-    }
-    Ok(stops)
-}
-
-fn plan(
-    state: &ServerState,
-    prompts: Vec<Vec<u32>>,
-    c: &SamplingFields,
-    endpoint: Endpoint,
-) -> Result<Plan, ApiError> {
-    let limits = &state.limits;
-    let defaults = state.model.defaults();
-    let info = state.model.engine().info();
-    if let Some(m) = &c.model {
-        if m != state.model.name() {
-            return Err(api_error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "The model `{m}` does not exist; this server serves `{}`.",
-                    state.model.name()
-                ),
-                "invalid_request_error",
-                Some("model"),
-            ));
-        }
-    }
-    let n = c.n.unwrap_or(1);
-    if n == 0 || n > limits.max_n {
-        return Err(bad_request(
-            format!("n must be between 1 and {}", limits.max_n),
-            Some("n"),
-        ));
-    }
-    let temperature = c.temperature.or(defaults.temperature).unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(bad_request(
-            "temperature must be between 0 and 2",
-            Some("temperature"),
-        ));
-    }
-    let top_p = c.top_p.or(defaults.top_p).unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(bad_request("top_p must be in (0, 1]", Some("top_p")));
-    }
-    let top_k = match c.top_k.or(defaults.top_k.map(|k| k as i64)) {
-        None | Some(-1) | Some(0) => 0,
-        Some(k) if k > 0 => k as usize,
-        Some(k) => {
-            return Err(bad_request(
-                format!("top_k must be -1 or positive, got {k}"),
-                Some("top_k"),
-            ))
-        }
-    };
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-        return Err(bad_request("the prompt is empty", Some("prompt")));
-    }
-    if let Some(bad) = prompts
-        .iter()
-        .flatten()
-        .find(|&&t| t as usize >= info.vocab_size)
-    {
-        return Err(bad_request(
-            format!(
-                "token id {bad} is outside the vocabulary ({})",
-                info.vocab_size
-            ),
-            Some("prompt"),
-        ));
-    }
-    let room = info.max_seq_len.saturating_sub(longest);
-    let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
-        Some(0) => return Err(bad_request("max_tokens must be ≥ 1", Some("max_tokens"))),
-        Some(m) if m > limits.max_tokens => {
-            return Err(bad_request(
-                format!(
-                    "max_tokens {m} exceeds this server's limit of {}",
-                    limits.max_tokens
-                ),
-                Some("max_tokens"),
-            ))
-        }
-        Some(m) => m as usize,
-        None => room
-            .min(limits.max_tokens as usize)
-            .min(defaults.max_tokens.map_or(usize::MAX, |m| m.max(1) as usize)),
-    };
-    check_request_work(limits, prompts.len(), n, max_tokens)?;
-    if room == 0 || longest + max_tokens > info.max_seq_len {
-        return Err(bad_request(
-            format!(
-                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the prompt, {} for the completion).",
-                info.max_seq_len,
-                longest + max_tokens,
-                longest,
-                max_tokens
-            ),
-            Some("max_tokens"),
-        ));
-    }
-    let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let extra = params::extra_params(c, endpoint, defaults, max_tokens)
-        .map_err(|e| bad_request(e.message, e.param))?;
-    let mut params = GenParams {
-        max_tokens,
-        temperature,
-        top_p,
-        top_k,
-        seed: 0,
-        stop: stop_list(&c.stop)?,
-        ..Default::default()
-    };
-    extra.apply(&mut params);
-    let choice = ChoiceOptions {
-        kind: match endpoint {
-            Endpoint::Chat => ChoiceKind::Chat,
-            Endpoint::Completions => ChoiceKind::Text,
-        },
-        reasoning: state.options.reasoning_parser,
-        logprobs: extra.logprobs.is_some(),
-        tokens_as_ids: extra.tokens_as_ids,
-    };
-    Ok(Plan {
-        prompts,
-        n,
-        params,
-        seed: c.seed.map(|s| s as u64),
-        stream: c.stream.unwrap_or(false),
-        include_usage,
-        choice,
-    })
 }
 
 async fn chat_completions(
