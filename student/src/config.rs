@@ -418,10 +418,13 @@ fn default_no_decay() -> Vec<String> {
 fn default_max_grad_norm() -> f64 {
     1.0
 }
-fn default_seed() -> u64 {
+/// Default `train.seed` of every recipe (SFT, KD, LoRA and GRPO).
+pub(crate) fn default_seed() -> u64 {
     42
 }
-fn default_loss_chunk() -> usize {
+/// Default positions per logits chunk of the fused heads (SFT/KD `train.loss_chunk`, GRPO
+/// `grpo.loss_chunk`).
+pub(crate) fn default_loss_chunk() -> usize {
     1024
 }
 fn default_shard() -> u64 {

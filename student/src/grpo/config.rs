@@ -236,7 +236,7 @@ pub struct GrpoSection {
     #[serde(default = "default_mb_tokens")]
     pub micro_batch_tokens: usize,
     /// Positions per logits chunk of the logprob projection. Default 1024.
-    #[serde(default = "default_chunk")]
+    #[serde(default = "crate::config::default_loss_chunk")]
     pub loss_chunk: usize,
     /// Hand-written projection gradient, one logits chunk alive at a time (`false` = autodiff
     /// through each chunk's log-softmax; reference path). Default true.
@@ -265,7 +265,7 @@ pub struct GrpoTrainSection {
     #[serde(default)]
     pub dtype: TrainDtype,
     /// Seed of problem order and sampling. Default 42.
-    #[serde(default = "default_seed")]
+    #[serde(default = "crate::config::default_seed")]
     pub seed: u64,
     /// Data-parallel peers, as SFT's `train.devices`: every peer holds the step's rollout
     /// batch and computes the micro-batches m with m mod N = its rank; gradients and loss
@@ -302,12 +302,6 @@ fn default_max_completion() -> usize {
 fn default_mb_tokens() -> usize {
     8192
 }
-fn default_chunk() -> usize {
-    1024
-}
-fn default_seed() -> u64 {
-    42
-}
 fn default_request_timeout() -> u64 {
     3600
 }
@@ -340,7 +334,7 @@ impl Default for GrpoSection {
             overlong_buffer: 0,
             overlong_penalty: 1.0,
             micro_batch_tokens: default_mb_tokens(),
-            loss_chunk: default_chunk(),
+            loss_chunk: crate::config::default_loss_chunk(),
             fused: true,
             dynamic_sampling: false,
             max_resample_rounds: default_resample_rounds(),
@@ -353,7 +347,7 @@ impl Default for GrpoTrainSection {
         Self {
             max_steps: 0,
             dtype: TrainDtype::F32,
-            seed: default_seed(),
+            seed: crate::config::default_seed(),
             devices: Vec::new(),
             shard_optimizer: false,
             eval_every: 0,
