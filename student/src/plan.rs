@@ -602,6 +602,8 @@ mod tests {
     /// 151,936, tied), f32, 2 steps, default loss_chunk; whole-process peak RSS under
     /// `/usr/bin/time -v` measured 2026-12-07 on the shared 2-core machine: 5,367,644 KiB
     /// (PyTorch with gradient checkpointing + SDPA on the same row: see the closing note).
+    /// Re-measured after the in-place AdamW step: 5,380,560 KiB, the same peak (it is the
+    /// embedding backward, see `end_phases`, not the update).
     #[test]
     fn checkpointed_prediction_matches_the_4k_measurement() {
         let shape = Shape {
