@@ -17,9 +17,10 @@
 //! * [`plan`]: what both stacks share per forward — the validated cached-input plan
 //!   ([`plan::CachePlan`]: slots, offsets, lengths, positions, mask) and the full-sequence
 //!   layout → positions / dense mask;
-//! * [`backend_ext`]: the one seam for backend-specific fast paths (today the Flex decode GEMV
-//!   and in-place KV-cache writes). Layers call [`backend_ext::linear`] and
-//!   [`backend_ext::assign_in_place`] and never name a backend;
+//! * [`backend_ext`]: the one seam for backend-specific fast paths (today the Flex decode GEMV,
+//!   in-place KV-cache writes and the in-place AdamW step). Layers call [`backend_ext::linear`]
+//!   and [`backend_ext::assign_in_place`], the trainer's optimizer
+//!   [`backend_ext::adamw_in_place`], and none names a backend;
 //! * [`layers`] (HF-named linear, RMSNorm, MLP), [`layerwise`] + [`flash_attention`]
 //!   (per-layer access and block-wise attention for checkpointed training), [`config`] over
 //!   [`hf_config`] (serde shapes of HF config files: common keys + per-architecture parts),

@@ -19,6 +19,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, ElementConversion, FloatDType, Tensor};
 
+use models::backend_ext::{adamw_in_place, adamw_tensor_ops, AdamWScalars};
+
 use crate::config::{OptimKind, StateDtype};
 use crate::error::{Result, StudentError};
 use crate::optim_lean::{rounding_seed, stochastic_round_bf16, MomentStore, StateMode, MIN_8BIT_SIZE};
@@ -78,6 +80,11 @@ pub struct AdamW<B: Backend> {
     /// A parameter it does not own is left unchanged and gets no moments (its owner updates
     /// it and shares the new value; see `distributed::zero`).
     owned: Option<Vec<bool>>,
+    /// Whether f32 parameters with f32 moments may take the in-place step
+    /// (`models::backend_ext::adamw_in_place`); off only in tests comparing the two paths.
+    fused: bool,
+    /// Parameter updates that took the in-place step (tests check the path was taken).
+    fused_updates: u64,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -88,7 +95,27 @@ impl<B: Backend> AdamW<B> {
             step: 0,
             moments: HashMap::new(),
             owned: None,
+            fused: true,
+            fused_updates: 0,
         }
+    }
+
+    /// `(param, exp_avg, exp_avg_sq)` after one step of f32 `param`: in place when `fuse`
+    /// and the backend allows, else as tensor ops (the same bits).
+    fn update(
+        &mut self,
+        mut p: Tensor<B, 1>,
+        g: Tensor<B, 1>,
+        mut m: Tensor<B, 1>,
+        mut v: Tensor<B, 1>,
+        s: &AdamWScalars,
+        fuse: bool,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+        if fuse && adamw_in_place(&mut p, &g, &mut m, &mut v, s) {
+            self.fused_updates += 1;
+            return (p, m, v);
+        }
+        adamw_tensor_ops(p, g, m, v, s)
     }
 
     /// Restricts updates and moments to the trainable parameters whose visit index is marked
@@ -230,6 +257,31 @@ struct AdamWMapper<'a, AB: AutodiffBackend> {
     _b: std::marker::PhantomData<AB>,
 }
 
+impl<AB: AutodiffBackend> AdamWMapper<'_, AB> {
+    /// The step's scalars for parameter `name` (its weight decay group decides `lr_wd`).
+    fn scalars(&self, name: &str) -> AdamWScalars {
+        let [beta1, beta2] = self.opt.params.betas;
+        let wd = if is_no_decay(name, &self.opt.params.no_decay) { 0.0 } else { self.opt.params.weight_decay };
+        AdamWScalars {
+            grad_scale: self.grad_scale,
+            beta1,
+            beta2,
+            eps: self.opt.params.eps,
+            lr_wd: self.lr * wd,
+            step_size: self.step_size,
+            bc2_sqrt: self.bc2_sqrt,
+        }
+    }
+}
+
+/// The f32 values of a stored moment, moved out (not copied) when already f32.
+fn into_f32<B: Backend>(store: MomentStore<B>) -> Tensor<B, 1> {
+    match store {
+        MomentStore::F32(t) => t,
+        other => other.to_f32(),
+    }
+}
+
 impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.stack.enter(name, container_type);
@@ -256,41 +308,24 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
             Some(g) => g.reshape([n]).cast(FloatDType::F32),
             None => Tensor::zeros([n], (&p.device(), DType::F32)),
         };
-        let g = if self.grad_scale != 1.0 {
-            g.mul_scalar(self.grad_scale)
-        } else {
-            g
-        };
-        let [b1, b2] = self.opt.params.betas;
         let (exp_avg, exp_avg_sq) = match self.opt.moments.remove(&name) {
-            Some(m) => (m.exp_avg.to_f32(), m.exp_avg_sq.to_f32()),
+            Some(m) => (into_f32(m.exp_avg), into_f32(m.exp_avg_sq)),
             None => (Tensor::zeros([n], (&g.device(), DType::F32)), Tensor::zeros([n], (&g.device(), DType::F32))),
         };
-        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-        let exp_avg = exp_avg.clone() + (g.clone() - exp_avg).mul_scalar(1.0 - b1);
-        let exp_avg_sq = exp_avg_sq.mul_scalar(b2) + g.square().mul_scalar(1.0 - b2);
-        let wd = if is_no_decay(&name, &self.opt.params.no_decay) {
-            0.0
-        } else {
-            self.opt.params.weight_decay
-        };
-        let mut pf = p.reshape([n]).cast(FloatDType::F32);
-        if wd != 0.0 {
-            pf = pf.mul_scalar(1.0 - self.lr * wd);
-        }
-        let denom = exp_avg_sq
-            .clone()
-            .sqrt()
-            .div_scalar(self.bc2_sqrt)
-            .add_scalar(self.opt.params.eps);
-        let pf = pf - (exp_avg.clone() / denom).mul_scalar(self.step_size);
+        let s = self.scalars(&name);
+        let mode = self.opt.params.mode(n);
+        // f32 parameter and f32 moments: the one-pass in-place step where the backend has one
+        // (Flex), else the same math as tensor ops. bf16 parameters and lean moments go
+        // through the f32 copies the tensor ops make.
+        let fuse = self.opt.fused && param_dtype == DType::F32 && mode == StateMode::F32;
+        let pf = p.reshape([n]).cast(FloatDType::F32);
+        let (pf, exp_avg, exp_avg_sq) = self.opt.update(pf, g, exp_avg, exp_avg_sq, &s, fuse);
         let pf = if param_dtype == DType::BF16 {
             stochastic_round_bf16(pf, rounding_seed(self.opt.params.seed, self.opt.step, self.index))
         } else {
             pf
         };
         self.index += 1;
-        let mode = self.opt.params.mode(n);
         let moments = Moments {
             exp_avg: MomentStore::store(exp_avg, mode, true),
             exp_avg_sq: MomentStore::store(exp_avg_sq, mode, false),
@@ -474,6 +509,43 @@ mod tests {
         let u: f64 = model.unused.val().into_scalar().elem();
         assert!((u - 2.0 * (1.0 - 1e-3f64).powi(3)).abs() < 1e-6, "{u}");
         assert_eq!(opt.num_tracked(), 3);
+    }
+
+    /// The in-place step (Flex, f32) and the tensor-op step give the same bits over several
+    /// steps: decayed and `no_decay` parameters, a parameter without gradients, weight decay
+    /// on and off, a clip coefficient ≠ 1; and the in-place step is the one taken.
+    #[test]
+    fn fused_step_equals_tensor_step() {
+        let dev: burn::tensor::Device<Flex> = Default::default();
+        for (wd, scale) in [(0.1, 0.37), (0.0, 1.0)] {
+            let params = AdamWParams::torch([0.9, 0.95], 1e-8, wd, vec!["norm".into()]);
+            let (mut fused, mut plain) = (toy(), toy());
+            let (mut fo, mut po) = (AdamW::<Flex>::new(params.clone()), AdamW::<Flex>::new(params));
+            po.fused = false;
+            for step in 0..4 {
+                let k = step as f32;
+                let gw = [[0.3 - k, 1.5], [-2.0 * k, 0.01]];
+                let gn = [0.5 * k - 0.2, 3.0];
+                for (model, opt) in [(&mut fused, &mut fo), (&mut plain, &mut po)] {
+                    let mut g = GradientsParams::new();
+                    g.register::<Flex, 2>(model.weight.id, Tensor::from_floats(gw, &dev));
+                    g.register::<Flex, 1>(model.norm.id, Tensor::from_floats(gn, &dev));
+                    *model = opt.step::<AB, _>(std::mem::replace(model, toy()), &mut g, 1e-2, scale);
+                }
+            }
+            let bits = |t: Tensor<Flex, 1>| t.into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
+            let flat = |m: &Toy<AB>| [m.weight.val().inner().reshape([4]), m.norm.val().inner(), m.unused.val().inner()];
+            for (a, b) in flat(&fused).into_iter().zip(flat(&plain)) {
+                assert_eq!(bits(a), bits(b), "wd {wd}: parameters differ");
+            }
+            for name in ["weight", "norm", "unused"] {
+                let (fm, fv) = fo.moments_f32(name).unwrap();
+                let (pm, pv) = po.moments_f32(name).unwrap();
+                assert_eq!(bits(fm), bits(pm), "{name}: exp_avg");
+                assert_eq!(bits(fv), bits(pv), "{name}: exp_avg_sq");
+            }
+            assert_eq!((fo.fused_updates, po.fused_updates), (12, 0));
+        }
     }
 
     #[test]

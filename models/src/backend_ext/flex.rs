@@ -10,6 +10,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::{bf16, f16, DType, TensorPrimitive};
 
+use super::adamw::{step_in_place, step_into, AdamWScalars};
 use super::gemv::{gemv_rows, MAX_ROWS, MIN_ROWS};
 
 /// The Flex primitive behind `t`; `None` on any other backend (GPU, autodiff) or for
@@ -82,6 +83,109 @@ pub(super) fn try_assign<B: Backend, const D: usize>(
     };
     *cache = restored;
     done
+}
+
+/// One AdamW step written into the buffers of `exp_avg`, `exp_avg_sq` and `param` (a fresh
+/// buffer for `param` when it is shared); false (all untouched) when `B` is not Flex, a
+/// tensor is not f32, the lengths differ, a moment is shared or strided, or `param`/`grad`
+/// are strided.
+pub(super) fn try_adamw<B: Backend>(
+    param: &mut Tensor<B, 1>,
+    grad: &Tensor<B, 1>,
+    exp_avg: &mut Tensor<B, 1>,
+    exp_avg_sq: &mut Tensor<B, 1>,
+    s: &AdamWScalars,
+) -> bool {
+    if TypeId::of::<B>() != TypeId::of::<Flex>()
+        || [
+            param.dtype(),
+            grad.dtype(),
+            exp_avg.dtype(),
+            exp_avg_sq.dtype(),
+        ]
+        .iter()
+        .any(|d| *d != DType::F32)
+    {
+        return false;
+    }
+    let Some(g) = to_flex(grad.clone()) else {
+        return false;
+    };
+    match [take_flex(param), take_flex(exp_avg), take_flex(exp_avg_sq)] {
+        [Some(mut p), Some(mut m), Some(mut v)] => {
+            let done = adamw_flex(&mut p, &g, &mut m, &mut v, s);
+            *param = from_flex(p);
+            *exp_avg = from_flex(m);
+            *exp_avg_sq = from_flex(v);
+            done
+        }
+        [p, m, v] => {
+            for (slot, t) in [(param, p), (exp_avg, m), (exp_avg_sq, v)] {
+                if let Some(t) = t {
+                    *slot = from_flex(t);
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Moves `t`'s Flex primitive out (as uniquely owned as `t` was), leaving an empty tensor;
+/// `None` (and `t` as it was) when it has none.
+fn take_flex<B: Backend>(t: &mut Tensor<B, 1>) -> Option<FlexTensor> {
+    let device = t.device();
+    let taken = std::mem::replace(t, Tensor::empty([0], &device));
+    match to_flex::<B, 1>(taken.clone()) {
+        Some(f) => {
+            drop(taken);
+            Some(f)
+        }
+        None => {
+            *t = taken;
+            None
+        }
+    }
+}
+
+/// Whether `t` holds its `n` elements alone, contiguous from offset 0 (writable in place).
+fn writable(t: &FlexTensor, n: usize) -> bool {
+    t.is_unique() && t.layout().contiguous_offsets() == Some((0, n))
+}
+
+/// The step on Flex primitives (see [`try_adamw`]); false before anything is written.
+fn adamw_flex(
+    p: &mut FlexTensor,
+    g: &FlexTensor,
+    m: &mut FlexTensor,
+    v: &mut FlexTensor,
+    s: &AdamWScalars,
+) -> bool {
+    let n = p.layout().num_elements();
+    let Some(gs) = g.as_slice::<f32>() else {
+        return false;
+    };
+    if gs.len() != n || p.as_slice::<f32>().is_none() || !writable(m, n) || !writable(v, n) {
+        return false;
+    }
+    let in_place = writable(p, n);
+    let (Some(ms), Some(vs)) = (m.try_storage_mut::<f32>(), v.try_storage_mut::<f32>()) else {
+        return false;
+    };
+    let (ms, vs) = (&mut ms[..n], &mut vs[..n]);
+    if in_place {
+        if let Some(ps) = p.try_storage_mut::<f32>() {
+            step_in_place(&mut ps[..n], gs, ms, vs, s);
+            return true;
+        }
+    }
+    let Some(old) = p.as_slice::<f32>() else {
+        return false;
+    };
+    tracing::trace!(n, "adamw: parameter buffer shared, writing a fresh one");
+    let mut out = vec![0f32; n];
+    step_into(old, &mut out, gs, ms, vs, s);
+    *p = FlexTensor::from_data(TensorData::new(out, [n]));
+    true
 }
 
 /// Copies contiguous `src` into `dst[ranges]`; false (nothing written) when `dst` is shared,

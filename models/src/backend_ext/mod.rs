@@ -1,14 +1,18 @@
 //! Backend-specific fast paths behind one seam.
 //!
-//! Generic layers call the functions here ([`linear`], [`assign_in_place`]) and never name a
-//! backend; each function tries the fast path of the backend it runs on and otherwise does the
-//! portable Burn op, with the same result (up to float summation order). Today the only fast
-//! paths are for `Flex`, the CPU backend ([`flex`]): a weight-streaming GEMV for decode-sized
-//! products ([`gemv`]) and in-place KV-cache writes. A GPU kernel would be one more module
-//! here, with no change to the layers.
+//! Generic layers call the functions here ([`linear`], [`assign_in_place`],
+//! [`adamw_in_place`]) and never name a backend; each function tries the fast path of the
+//! backend it runs on and otherwise does the portable Burn op, with the same result (up to
+//! float summation order). Today the only fast paths are for `Flex`, the CPU backend
+//! ([`flex`]): a weight-streaming GEMV for decode-sized products ([`gemv`]), in-place KV-cache
+//! writes and a one-pass in-place AdamW step. A GPU kernel would be one more module here, with
+//! no change to the layers.
 
+mod adamw;
 mod flex;
 pub mod gemv;
+
+pub use adamw::{adamw_tensor_ops, AdamWScalars};
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +56,26 @@ pub fn assign_in_place<B: Backend, const D: usize>(
     if !flex::try_assign(cache, &ranges, &value) {
         cache.inplace(|c| c.slice_assign(ranges, value));
     }
+}
+
+/// One AdamW step of a flattened f32 parameter written into the buffers it already has:
+/// `exp_avg` and `exp_avg_sq` in place, `param` in place too unless its buffer is shared
+/// (then into one fresh buffer). Returns false, with nothing touched, where the backend has
+/// no such path (GPU, autodiff), a tensor is not f32, the lengths differ or a moment is
+/// shared or strided; the caller then runs [`adamw_tensor_ops`], which gives the same bits.
+///
+/// Why: the tensor-op step allocates a result per op, and on the largest parameter (a tied
+/// 151,936 × 896 embedding is 545 MB in f32) two such temporaries are alive at once next to
+/// every gradient, which set the peak of a whole CPU training run. The fast path allocates
+/// nothing of the parameter's size.
+pub fn adamw_in_place<B: Backend>(
+    param: &mut Tensor<B, 1>,
+    grad: &Tensor<B, 1>,
+    exp_avg: &mut Tensor<B, 1>,
+    exp_avg_sq: &mut Tensor<B, 1>,
+    s: &AdamWScalars,
+) -> bool {
+    flex::try_adamw(param, grad, exp_avg, exp_avg_sq, s)
 }
 
 #[cfg(test)]
