@@ -184,8 +184,11 @@ impl<AB: AutodiffBackend> Policy<AB> {
 struct MicroSink<'a, AB: AutodiffBackend> {
     policy: &'a Policy<AB>,
     acc: &'a mut GradAccumulator,
-    projection: &'a RefCell<Option<(ParamId, Tensor<AB::InnerBackend, 2>)>>,
+    projection: &'a Pending<AB::InnerBackend>,
 }
+
+/// A projection gradient the fused loss left, not yet added to the accumulator.
+type Pending<B> = RefCell<Option<(ParamId, Tensor<B, 2>)>>;
 
 impl<AB: AutodiffBackend> GradSink<AB> for MicroSink<'_, AB> {
     fn grads(&mut self, grads: AB::Gradients) {
