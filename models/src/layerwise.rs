@@ -7,6 +7,7 @@
 //! ([`LayerwiseLm::layer_attention_inputs`] → attention → [`LayerwiseLm::layer_after_attention`])
 //! so the attention itself can run outside autodiff ([`crate::flash_attention`]).
 
+use burn::module::Param;
 use burn::prelude::*;
 
 use crate::attention::FullMask;
@@ -85,6 +86,11 @@ pub trait LayerwiseLm<B: Backend> {
     fn num_layers(&self) -> usize;
     /// Token embeddings `[B, T, H]` of `ids [B, T]`.
     fn embed_ids(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3>;
+    /// The `[vocab, H]` table [`LayerwiseLm::embed_ids`] looks rows up in (`embed_ids(ids)`
+    /// is `embedding(table, ids)`, nothing more), so a trainer can add the rows of
+    /// `dL/d embed_ids` into the table's gradient itself instead of running the autodiff
+    /// embedding backward, which builds a whole zero table per call.
+    fn embedding_table(&self) -> &Param<Tensor<B, 2>>;
     /// Positions, rope tables and attention pattern of `input`, shared by all layers.
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B>;
     /// Residual stream after layer `i` given its input `x [B, T, H]`.
@@ -109,6 +115,9 @@ impl<B: Backend> LayerwiseLm<B> for DecoderForCausalLM<B> {
     }
     fn embed_ids(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.embed(ids)
+    }
+    fn embedding_table(&self) -> &Param<Tensor<B, 2>> {
+        &self.model.embed_tokens.weight
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         let dtype = self.model.embed_tokens.weight.val().dtype();
@@ -172,6 +181,9 @@ impl<B: Backend> LayerwiseLm<B> for DeepseekV3ForCausalLM<B> {
     fn embed_ids(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.model.embed_tokens.forward(ids)
     }
+    fn embedding_table(&self) -> &Param<Tensor<B, 2>> {
+        &self.model.embed_tokens.weight
+    }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         let plan = plan_for(input, attn);
         let positions = crate::plan::position_rows(input);
@@ -205,6 +217,9 @@ impl<B: Backend> LayerwiseLm<B> for Model<B> {
     }
     fn embed_ids(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         dispatch!(each Model, self, m => m.embed_ids(ids))
+    }
+    fn embedding_table(&self) -> &Param<Tensor<B, 2>> {
+        dispatch!(each Model, self, m => m.embedding_table())
     }
     fn layer_ctx(&self, input: &ForwardInput<B>, attn: AttentionImpl) -> LayerCtx<B> {
         dispatch!(each Model, self, m => m.layer_ctx(input, attn))

@@ -11,7 +11,12 @@
 //! 3. for layers L-1..0: rebuild the layer's graph from its saved input (a leaf), backward the
 //!    surrogate `Σ out ⊙ g` (its gradient w.r.t. everything in the layer is exactly the true
 //!    one), collect the parameter gradients and take `g ← dL/dinput` for the layer below;
-//! 4. the embedding with the last `g`.
+//! 4. the embedding with the last `g`: handed to the [`GradSink`] as rows
+//!    ([`EmbeddingRows`]) when it takes them, so the `[vocab, H]` gradient is built by adding
+//!    rows into a table that already exists (the running sum, or with tied embeddings the
+//!    fused loss's projection gradient) instead of Burn's embedding backward, which fills a
+//!    fresh zero table and (on Flex) copies it once more in `select_add`; otherwise through
+//!    autodiff.
 //!
 //! With [`AttentionImpl::Blockwise`] each recomputed layer is further split at its attention:
 //! graph A = input → norm → q, k, v (+rope); the attention forward and backward run block by
@@ -24,9 +29,11 @@
 //! of non-leaf weights (LoRA's `W + s·B·A`, bf16 casts): rebuilding the view per graph lets
 //! every graph reach the adapters.
 
-use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Tensor;
+use std::collections::HashMap;
+
+use burn::module::{AutodiffModule, ParamId};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use models::flash_attention::{flash_backward, flash_forward};
 use models::{AttentionImpl, AttentionLayout, ForwardInput, LayerCtx, LayerwiseLm};
 
@@ -43,6 +50,78 @@ impl Default for CheckpointOptions {
     /// Every layer, blockwise attention with 256×256 blocks.
     fn default() -> Self {
         Self { every: 1, attention: AttentionImpl::Blockwise { block_q: 256, block_k: 256 } }
+    }
+}
+
+/// Where the gradients of [`checkpointed_backward_into`] go.
+pub trait GradSink<AB: AutodiffBackend> {
+    /// The parameter gradients of one partial backward (one piece of the model each time).
+    fn grads(&mut self, grads: AB::Gradients);
+    /// The embedding table's gradient as rows: `None` when the sink took them, or the rows
+    /// given back to have the backward run Burn's autodiff embedding backward instead (the
+    /// default). A sink may only take them when the view's table is the trained parameter
+    /// itself or a dtype cast of it (not under LoRA, whose views are `W + s·B·A`).
+    fn embedding_rows(&mut self, rows: EmbeddingRows<AB::InnerBackend>) -> Option<EmbeddingRows<AB::InnerBackend>> {
+        Some(rows)
+    }
+}
+
+/// A closure as a [`GradSink`] that takes only autodiff gradients.
+struct AutodiffOnly<C>(C);
+
+impl<AB: AutodiffBackend, C: FnMut(AB::Gradients)> GradSink<AB> for AutodiffOnly<C> {
+    fn grads(&mut self, grads: AB::Gradients) {
+        (self.0)(grads)
+    }
+}
+
+/// The gradient of an embedding table `W [vocab, H]` as what reaches it:
+/// `dL/dW[v] = Σ_{i: ids[i] = v} g[i]`.
+pub struct EmbeddingRows<B: Backend> {
+    /// The table's parameter.
+    pub id: ParamId,
+    /// `[vocab, H]`.
+    pub table_dims: [usize; 2],
+    /// Token ids `[B, T]` the table was looked up with.
+    pub ids: Tensor<B, 2, Int>,
+    /// `dL/d embed_ids` `[B, T, H]`, in the compute dtype.
+    pub grad: Tensor<B, 3>,
+}
+
+impl<B: Backend> EmbeddingRows<B> {
+    /// The distinct ids and `[distinct, H]` f32 sums of their rows, summed as Burn's
+    /// embedding backward sums them (from zero, each row in order, in the rows' dtype), so
+    /// `table[ids[k]] += sums[k]` gives the same bits as adding Burn's whole table.
+    pub fn summed(self) -> (Vec<usize>, Tensor<B, 2>) {
+        let [b, t, h] = self.grad.dims();
+        let device = self.grad.device();
+        let mut slot: HashMap<usize, usize> = HashMap::new();
+        let mut distinct = Vec::new();
+        let inverse: Vec<i64> = self
+            .ids
+            .into_data()
+            .iter::<i64>()
+            .map(|v| {
+                let v = usize::try_from(v).unwrap_or(usize::MAX);
+                *slot.entry(v).or_insert_with(|| {
+                    distinct.push(v);
+                    distinct.len() - 1
+                }) as i64
+            })
+            .collect();
+        let rows = self.grad.reshape([b * t, h]);
+        let inverse = Tensor::<B, 1, Int>::from_data(TensorData::new(inverse, [b * t]), &device);
+        let sums = Tensor::<B, 2>::zeros([distinct.len(), h], (&device, rows.dtype())).select_assign(0, inverse, rows, IndexingUpdateOp::Add);
+        (distinct, sums.cast(FloatDType::F32))
+    }
+
+    /// Burn's embedding backward of these rows (the whole `[vocab, H]` table, f32): the
+    /// reference [`EmbeddingRows::summed`] is tested against.
+    pub fn table(self) -> Tensor<B, 2> {
+        let [b, t, h] = self.grad.dims();
+        let ids = self.ids.reshape([b * t]);
+        let rows = self.grad.reshape([b * t, h]);
+        Tensor::<B, 2>::zeros(self.table_dims, (&rows.device(), rows.dtype())).select_assign(0, ids, rows, IndexingUpdateOp::Add).cast(FloatDType::F32)
     }
 }
 
@@ -66,7 +145,7 @@ pub fn inner_input<AB: AutodiffBackend>(input: &ForwardInput<AB>) -> ForwardInpu
 ///
 /// `view` builds the model to differentiate (called once per graph); `head` maps final-norm
 /// hidden states `[B, T, H]` to the scalar loss (SFT, KD, fused CE surrogate, ...).
-pub fn checkpointed_backward<AB, M, V, H, C>(view: V, input: &ForwardInput<AB>, opts: &CheckpointOptions, head: H, mut collect: C)
+pub fn checkpointed_backward<AB, M, V, H, C>(view: V, input: &ForwardInput<AB>, opts: &CheckpointOptions, head: H, collect: C)
 where
     AB: AutodiffBackend,
     M: LayerwiseLm<AB> + AutodiffModule<AB>,
@@ -75,6 +154,21 @@ where
     H: FnOnce(Tensor<AB, 3>) -> Tensor<AB, 1>,
     C: FnMut(AB::Gradients),
 {
+    checkpointed_backward_into(view, input, opts, head, &mut AutodiffOnly(collect))
+}
+
+/// [`checkpointed_backward`] handing its gradients to `sink`, which may take the
+/// embedding's gradient as rows ([`GradSink::embedding_rows`]).
+pub fn checkpointed_backward_into<AB, M, V, H, S>(view: V, input: &ForwardInput<AB>, opts: &CheckpointOptions, head: H, sink: &mut S)
+where
+    AB: AutodiffBackend,
+    M: LayerwiseLm<AB> + AutodiffModule<AB>,
+    M::InnerModule: LayerwiseLm<AB::InnerBackend>,
+    V: Fn() -> M,
+    H: FnOnce(Tensor<AB, 3>) -> Tensor<AB, 1>,
+    S: GradSink<AB>,
+{
+    let mut collect = |g: AB::Gradients| sink.grads(g);
     let every = opts.every.max(1);
     let inner_in = inner_input(input);
     let (inner, ctx_ab) = {
@@ -123,8 +217,12 @@ where
 
     // 4. embedding.
     let v = view();
-    let e = v.embed_ids(input.input_ids.clone());
-    collect((e * Tensor::from_inner(g)).sum().backward());
+    let table = v.embedding_table();
+    let rows = EmbeddingRows { id: table.id, table_dims: table.val().dims(), ids: inner_in.input_ids, grad: g };
+    if let Some(rows) = sink.embedding_rows(rows) {
+        let e = v.embed_ids(input.input_ids.clone());
+        sink.grads((e * Tensor::from_inner(rows.grad)).sum().backward());
+    }
 }
 
 /// A graph input that receives a gradient.

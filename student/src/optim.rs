@@ -14,13 +14,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, ElementConversion, FloatDType, Tensor};
 
 use models::backend_ext::{adamw_in_place, adamw_tensor_ops, AdamWScalars};
 
+use crate::checkpointed::EmbeddingRows;
 use crate::config::{OptimKind, StateDtype};
 use crate::error::{Result, StudentError};
 use crate::optim_lean::{rounding_seed, stochastic_round_bf16, MomentStore, StateMode, MIN_8BIT_SIZE};
@@ -391,6 +392,27 @@ impl GradAccumulator {
         self.grads.register::<B, D>(id, g);
     }
 
+    /// Adds an embedding gradient given as rows ([`EmbeddingRows`], from the checkpointed
+    /// backward) by adding each distinct id's summed rows into a table in place, never
+    /// building a second `[vocab, H]` table: into the running sum of `rows.id` when there is
+    /// one; else into `pending` when it holds a not-yet-added gradient of the same parameter
+    /// (the fused loss's projection gradient of a tied table), which becomes the running
+    /// sum; else into a zero table. The same bits as adding Burn's embedding backward (and
+    /// then `pending`) with [`GradAccumulator::add`] and [`GradAccumulator::add_tensor`].
+    pub fn add_embedding_rows<B: Backend>(&mut self, rows: EmbeddingRows<B>, pending: &mut Option<(ParamId, Tensor<B, 2>)>) {
+        let (id, dims, device) = (rows.id, rows.table_dims, rows.grad.device());
+        let (distinct, sums) = rows.summed();
+        let mut table = match self.grads.remove::<B, 2>(id) {
+            Some(t) => t,
+            None => match pending.take_if(|(p, _)| *p == id) {
+                Some((_, p)) => p.cast(FloatDType::F32),
+                None => Tensor::zeros(dims, (&device, DType::F32)),
+            },
+        };
+        models::backend_ext::select_add_rows_in_place(&mut table, &distinct, sums);
+        self.grads.register::<B, 2>(id, table);
+    }
+
     /// Takes the sum, leaving the accumulator empty.
     pub fn take(&mut self) -> GradientsParams {
         std::mem::take(&mut self.grads)
@@ -405,7 +427,9 @@ struct SquareSum<'a, AB: AutodiffBackend> {
 impl<AB: AutodiffBackend> ModuleVisitor<AB> for SquareSum<'_, AB> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
-            let s = g.square().sum();
+            // No gradient-sized temporary; on Flex a fixed reduction tree (thread-count
+            // independent bits).
+            let s = models::backend_ext::sum_squares(&g);
             self.acc = Some(match self.acc.take() {
                 Some(a) => a + s,
                 None => s,

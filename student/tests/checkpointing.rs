@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use burn::backend::{Autodiff, Flex};
@@ -14,7 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use models::{AttentionImpl, AttentionLayout, CausalLm, DType, ForwardInput, Model};
-use student::checkpointed::{checkpointed_backward, CheckpointOptions};
+use student::checkpointed::{checkpointed_backward, checkpointed_backward_into, CheckpointOptions, EmbeddingRows, GradSink};
 use student::config::{KdKind, LoraSection};
 use student::fused_ce::{fused_ce, projection_weight};
 use student::loss::{ce_sum_chunk, kd_sum_chunk, KdSpec, ShiftedTargets};
@@ -225,6 +226,58 @@ fn check_in(dtype: DType, tol: f32, name: &str, loss: Loss, packed: bool, lora: 
     );
     let got = finish(ck, extra);
     compare(&format!("{name} {dtype:?} {loss:?} packed={packed} lora={lora} {opts:?}"), &got, &want, tol);
+
+    // The trainer's path: the embedding's gradient as rows added into an existing table
+    // gives the same bits as Burn's embedding backward (the fixtures are untied; tied
+    // tables are covered by tests/embedding_rows.rs).
+    let pending = RefCell::new(None);
+    let mut sink = RowsSink { acc: GradAccumulator::new(), model: &model, lora: adapters.as_ref(), pending: &pending, took: false };
+    checkpointed_backward_into(
+        view,
+        &input,
+        &opts,
+        |h| {
+            let v = view();
+            let (l, e) = head(&v, h, &targets, loss, &teacher);
+            *pending.borrow_mut() = e;
+            l
+        },
+        &mut sink,
+    );
+    assert_eq!(sink.took, adapters.is_none(), "rows are taken with full fine-tuning only");
+    let rows = finish(sink.acc, pending.into_inner());
+    assert_eq!(rows.len(), got.len());
+    for (k, g) in &got {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&rows[k]) == bits(g), "{name} {dtype:?} {loss:?} packed={packed}: {k} differs with the embedding as rows");
+    }
+}
+
+/// The trainer's sink: autodiff gradients into the accumulator, the embedding's rows into
+/// an existing table (unless LoRA).
+struct RowsSink<'a> {
+    acc: GradAccumulator,
+    model: &'a Model<AB>,
+    lora: Option<&'a Lora<AB>>,
+    pending: &'a RefCell<Option<(ParamId, Tensor<IB, 2>)>>,
+    took: bool,
+}
+
+impl GradSink<AB> for RowsSink<'_> {
+    fn grads(&mut self, g: <AB as AutodiffBackend>::Gradients) {
+        match self.lora {
+            Some(l) => self.acc.add(&l.adapters, g),
+            None => self.acc.add(self.model, g),
+        }
+    }
+    fn embedding_rows(&mut self, rows: EmbeddingRows<IB>) -> Option<EmbeddingRows<IB>> {
+        if self.lora.is_some() {
+            return Some(rows);
+        }
+        self.took = true;
+        self.acc.add_embedding_rows(rows, &mut self.pending.borrow_mut());
+        None
+    }
 }
 
 const BLOCKWISE: CheckpointOptions = CheckpointOptions { every: 1, attention: AttentionImpl::Blockwise { block_q: 4, block_k: 3 } };

@@ -12,6 +12,7 @@ use burn::tensor::{bf16, f16, DType, TensorPrimitive};
 
 use super::adamw::{step_in_place, step_into, AdamWScalars};
 use super::gemv::{gemv_rows, MAX_ROWS, MIN_ROWS};
+use super::sumsq::sum_squares_f32;
 
 /// The Flex primitive behind `t`; `None` on any other backend (GPU, autodiff) or for
 /// quantized tensors.
@@ -130,12 +131,64 @@ pub(super) fn try_adamw<B: Backend>(
     }
 }
 
+/// `table[indices[k]] += values[k]` for k in order, written into `table`'s buffer; false
+/// (table untouched) when `B` is not Flex, a tensor is not f32, the shapes disagree, an
+/// index is out of range or `table` is shared, strided or offset.
+pub(super) fn try_select_add_rows<B: Backend>(
+    table: &mut Tensor<B, 2>,
+    indices: &[usize],
+    values: &Tensor<B, 2>,
+) -> bool {
+    let [rows, cols] = table.dims();
+    if TypeId::of::<B>() != TypeId::of::<Flex>()
+        || table.dtype() != DType::F32
+        || values.dtype() != DType::F32
+        || values.dims() != [indices.len(), cols]
+        || indices.iter().any(|&i| i >= rows)
+    {
+        return false;
+    }
+    let Some(v) = to_flex(values.clone()).map(|v| v.to_contiguous()) else {
+        return false;
+    };
+    let Some(vs) = v.as_slice::<f32>() else {
+        return false;
+    };
+    let Some(mut t) = take_flex(table) else {
+        return false;
+    };
+    let done = writable(&t, rows * cols)
+        && match t.try_storage_mut::<f32>() {
+            Some(ts) => {
+                for (&i, src) in indices.iter().zip(vs.chunks_exact(cols.max(1))) {
+                    for (d, s) in ts[i * cols..(i + 1) * cols].iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                }
+                true
+            }
+            None => false,
+        };
+    *table = from_flex(t);
+    done
+}
+
+/// `Σ t²` through [`sum_squares_f32`] when `B` is Flex and `t` is a contiguous f32 tensor;
+/// `None` otherwise.
+pub(super) fn try_sum_squares<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<f64> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    let f = to_flex(t.clone())?;
+    Some(sum_squares_f32(f.as_slice::<f32>()?))
+}
+
 /// Moves `t`'s Flex primitive out (as uniquely owned as `t` was), leaving an empty tensor;
 /// `None` (and `t` as it was) when it has none.
-fn take_flex<B: Backend>(t: &mut Tensor<B, 1>) -> Option<FlexTensor> {
+fn take_flex<B: Backend, const D: usize>(t: &mut Tensor<B, D>) -> Option<FlexTensor> {
     let device = t.device();
-    let taken = std::mem::replace(t, Tensor::empty([0], &device));
-    match to_flex::<B, 1>(taken.clone()) {
+    let taken = std::mem::replace(t, Tensor::empty([0; D], &device));
+    match to_flex::<B, D>(taken.clone()) {
         Some(f) => {
             drop(taken);
             Some(f)

@@ -1,16 +1,19 @@
 //! Backend-specific fast paths behind one seam.
 //!
 //! Generic layers call the functions here ([`linear`], [`assign_in_place`],
-//! [`adamw_in_place`]) and never name a backend; each function tries the fast path of the
+//! [`adamw_in_place`], [`select_add_rows_in_place`], [`sum_squares`]) and never name a
+//! backend; each function tries the fast path of the
 //! backend it runs on and otherwise does the portable Burn op, with the same result (up to
 //! float summation order). Today the only fast paths are for `Flex`, the CPU backend
 //! ([`flex`]): a weight-streaming GEMV for decode-sized products ([`gemv`]), in-place KV-cache
-//! writes and a one-pass in-place AdamW step. A GPU kernel would be one more module here, with
+//! writes, a one-pass in-place AdamW step, row additions into a gradient table in place and
+//! an allocation-free, thread-count-independent sum of squares. A GPU kernel would be one more module here, with
 //! no change to the layers.
 
 mod adamw;
 mod flex;
 pub mod gemv;
+pub mod sumsq;
 
 pub use adamw::{adamw_tensor_ops, AdamWScalars};
 
@@ -18,6 +21,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
 
 static GEMV: AtomicBool = AtomicBool::new(true);
 
@@ -78,6 +82,50 @@ pub fn adamw_in_place<B: Backend>(
     flex::try_adamw(param, grad, exp_avg, exp_avg_sq, s)
 }
 
+/// `table.select_add(0, indices, values)` (`table[indices[k]] += values[k]` for k in order,
+/// the same bits) written into `table`'s own buffer where the backend allows.
+///
+/// Why: Burn's `select_add` on Flex copies the whole table before adding (`to_vec`), and
+/// the embedding backward adds a few thousand rows into a `[vocab, hidden]` gradient (545 MB
+/// for Qwen2.5's 151,936 × 896 in f32): the copy was the CPU peak of a checkpointed training
+/// step. On Flex, when `table` is uniquely owned, contiguous and f32, the rows are added in
+/// place; anything else falls back to `select_add`. Panics if an index is out of range.
+pub fn select_add_rows_in_place<B: Backend>(
+    table: &mut Tensor<B, 2>,
+    indices: &[usize],
+    values: Tensor<B, 2>,
+) {
+    if flex::try_select_add_rows(table, indices, &values) {
+        return;
+    }
+    let rows = table.dims()[0];
+    if let Some(bad) = indices.iter().find(|&&i| i >= rows) {
+        panic!("select_add_rows_in_place: row {bad} out of range for a table of {rows} rows");
+    }
+    let device = table.device();
+    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [indices.len()]), &device);
+    table.inplace(|t| t.select_assign(0, idx, values, IndexingUpdateOp::Add));
+}
+
+/// `Σ t²` as a one-element f32 tensor, like `t.square().sum()` up to float summation order.
+///
+/// Why: `square()` allocates a temporary the size of `t` (545 MB for an embedding gradient
+/// of Qwen2.5's vocabulary, the CPU peak of the global-norm pass), and Flex's parallel
+/// `sum` rounds differently on different thread counts. On Flex, for a contiguous f32 `t`,
+/// [`sumsq::sum_squares_f32`] reads `t` once with a fixed reduction tree (the same bits on
+/// any number of threads; within 1e-6 relative of an f64 reference in its tests); anything
+/// else (GPU, other dtypes, strided) runs `square().sum()`.
+pub fn sum_squares<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, 1> {
+    match flex::try_sum_squares(t) {
+        Some(s) => Tensor::from_data(
+            TensorData::new(vec![s as f32], [1]),
+            (&t.device(), t.dtype()),
+        ),
+        None => t.clone().square().sum(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +181,93 @@ mod tests {
         );
         assert_eq!(view.sum().into_scalar(), 0.0);
         assert_eq!(cache.sum().into_scalar(), 2.0);
+    }
+
+    fn ptr2(t: &Tensor<Flex, 2>) -> *const u8 {
+        flex::to_flex::<Flex, 2>(t.clone())
+            .unwrap()
+            .bytes()
+            .as_ptr()
+    }
+
+    /// Rows (repeated indices included) are added in index order into the table's own
+    /// buffer: the bits of `select_assign(.., Add)`; a shared table takes the portable path
+    /// and leaves the other handle intact.
+    #[test]
+    fn select_add_rows_in_place_reuses_buffer_and_matches_select_add() {
+        let dev = Default::default();
+        let vals = |n: usize, s: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 37 + s * 11) % 23) as f32 / 7.0 - 1.3)
+                .collect()
+        };
+        let mut table = Tensor::<Flex, 2>::from_data(TensorData::new(vals(9 * 5, 1), [9, 5]), &dev);
+        let want0 = table.clone().into_data();
+        let idx = [4usize, 0, 4, 8, 4];
+        let rows = Tensor::<Flex, 2>::from_data(TensorData::new(vals(5 * 5, 2), [5, 5]), &dev);
+        let ids = Tensor::<Flex, 1, Int>::from_data(
+            TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [5]),
+            &dev,
+        );
+        let want = Tensor::<Flex, 2>::from_data(want0.clone(), &dev).select_assign(
+            0,
+            ids,
+            rows.clone(),
+            IndexingUpdateOp::Add,
+        );
+        let before = ptr2(&table);
+        select_add_rows_in_place(&mut table, &idx, rows.clone());
+        assert_eq!(ptr2(&table), before, "table buffer was reallocated");
+        table
+            .clone()
+            .into_data()
+            .assert_eq(&want.clone().into_data(), true);
+        let bits = |t: Tensor<Flex, 2>| {
+            t.into_data()
+                .iter::<f32>()
+                .map(f32::to_bits)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(table.clone()), bits(want.clone()));
+        // Shared: the other handle keeps its values.
+        let mut shared = Tensor::<Flex, 2>::from_data(want0.clone(), &dev);
+        let keep = shared.clone();
+        select_add_rows_in_place(&mut shared, &idx, rows);
+        keep.into_data().assert_eq(&want0, true);
+        assert_eq!(bits(shared), bits(want));
+    }
+
+    /// The fused sum of squares is `square().sum()` within 1e-6 relative and the same bits
+    /// on 1 and 4 threads (on a tensor above Flex's parallel-sum threshold).
+    #[test]
+    fn sum_squares_matches_square_sum_on_any_thread_count() {
+        let dev = Default::default();
+        let n = 5 * (1 << 20) + 77;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 1e-3)
+            .collect();
+        let t = Tensor::<Flex, 1>::from_data(TensorData::new(v, [n]), &dev);
+        let want = t.clone().square().sum().into_scalar() as f64;
+        let on = |k: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(k)
+                .build()
+                .unwrap()
+                .install(|| sum_squares(&t).into_scalar())
+        };
+        let one = on(1);
+        assert!(
+            ((one as f64) - want).abs() <= 1e-6 * want,
+            "{one} vs {want}"
+        );
+        assert_eq!(one.to_bits(), on(4).to_bits());
+        type Ad = burn::backend::Autodiff<Flex>;
+        let a = Tensor::<Ad, 1>::from_data(TensorData::new(vec![3.0f32, 4.0], [2]), &dev);
+        assert_eq!(
+            sum_squares(&a).into_scalar(),
+            25.0,
+            "other backends: square().sum()"
+        );
     }
 
     /// `linear` agrees with `matmul` on a shape the GEMV takes.

@@ -3,14 +3,16 @@
 //! states, let the objective turn them into a loss, backward, accumulate; then global-norm,
 //! divergence check, clip and AdamW.
 
+use std::cell::RefCell;
 use std::time::Instant;
 
+use burn::module::ParamId;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::DType;
+use burn::tensor::{DType, Tensor};
 use models::{CausalLm, Model};
 
-use crate::checkpointed::{checkpointed_backward, CheckpointOptions};
+use crate::checkpointed::{checkpointed_backward_into, CheckpointOptions, EmbeddingRows, GradSink};
 use crate::error::{Result, StudentError};
 use crate::lora::{cast_view, Lora};
 use crate::objective::{LossSums, Objective};
@@ -113,22 +115,21 @@ impl<AB: AutodiffBackend> Policy<AB> {
         acc: &mut GradAccumulator,
         device: &AB::Device,
     ) -> LossSums {
-        let (mut sums, mut projection_grad) = (LossSums::default(), None);
+        let mut sums = LossSums::default();
+        let projection = RefCell::new(None);
         let head = |hidden| {
             let view = self.view();
             let out = objective
                 .loss_from_hidden(&view, hidden, batch, step_tokens)
                 .expect("a non-empty micro-batch has a loss");
             sums = out.sums;
-            projection_grad = out.projection_grad;
+            *projection.borrow_mut() = out.projection_grad;
             out.loss
         };
         let input = objective.input(batch, device);
-        checkpointed_backward(|| self.view(), &input, ck, head, |g| match &self.lora {
-            Some(l) => acc.add(&l.adapters, g),
-            None => acc.add(&self.model, g),
-        });
-        if let Some((id, g)) = projection_grad {
+        let mut sink = MicroSink { policy: self, acc: &mut *acc, projection: &projection };
+        checkpointed_backward_into(|| self.view(), &input, ck, head, &mut sink);
+        if let Some((id, g)) = projection.into_inner() {
             acc.add_tensor::<AB::InnerBackend, 2>(id, g);
         }
         sums
@@ -173,5 +174,36 @@ impl<AB: AutodiffBackend> Policy<AB> {
             checkpointing,
         };
         Ok((policy, grad_norm))
+    }
+}
+
+/// Where a checkpointed micro-batch's gradients go: the accumulator, and with full
+/// fine-tuning the embedding's rows straight into a table that already exists (the running
+/// sum, or the fused loss's projection gradient of a tied table, which the head left in
+/// `projection`), so no second `[vocab, H]` table is built.
+struct MicroSink<'a, AB: AutodiffBackend> {
+    policy: &'a Policy<AB>,
+    acc: &'a mut GradAccumulator,
+    projection: &'a Pending<AB::InnerBackend>,
+}
+
+/// A projection gradient the fused loss left, not yet added to the accumulator.
+type Pending<B> = RefCell<Option<(ParamId, Tensor<B, 2>)>>;
+
+impl<AB: AutodiffBackend> GradSink<AB> for MicroSink<'_, AB> {
+    fn grads(&mut self, grads: AB::Gradients) {
+        match &self.policy.lora {
+            Some(l) => self.acc.add(&l.adapters, grads),
+            None => self.acc.add(&self.policy.model, grads),
+        }
+    }
+
+    fn embedding_rows(&mut self, rows: EmbeddingRows<AB::InnerBackend>) -> Option<EmbeddingRows<AB::InnerBackend>> {
+        // Under LoRA the table is frozen (views are W + s·B·A elsewhere): autodiff decides.
+        if self.policy.lora.is_some() {
+            return Some(rows);
+        }
+        self.acc.add_embedding_rows(rows, &mut self.projection.borrow_mut());
+        None
     }
 }
