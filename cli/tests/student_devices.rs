@@ -264,6 +264,12 @@ fn grpo_on_two_cpu_peers_matches_one_device() {
         assert_eq!(ta.len(), tb.len());
         for ((na, a), (nb, b)) in ta.iter().zip(&tb) {
             assert_eq!(na, nb);
+            // The key bias's gradient is zero in exact arithmetic (softmax is invariant to the
+            // per-query constant q·b it adds), so what it gets is rounding noise, which AdamW
+            // scales up to updates of lr × O(0.1): its value says nothing about equivalence.
+            if na.ends_with("k_proj.bias") {
+                continue;
+            }
             let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
             assert!(worst <= 1e-5, "{name} {na}: differs by {worst}");
         }
