@@ -110,7 +110,8 @@ pub fn step_in_place(
 }
 
 /// The step reading the old parameter from `param` and writing the new one to `out` (for a
-/// parameter whose buffer is shared). Panics if the lengths differ.
+/// parameter whose buffer is shared): a copy, then [`step_in_place`] on it, so both give the
+/// same bits. Panics if the lengths differ.
 pub fn step_into(
     param: &[f32],
     out: &mut [f32],
@@ -119,31 +120,9 @@ pub fn step_into(
     exp_avg_sq: &mut [f32],
     s: &AdamWScalars,
 ) {
-    let n = param.len();
-    assert!(
-        out.len() == n && grad.len() == n && exp_avg.len() == n && exp_avg_sq.len() == n,
-        "adamw: slice lengths differ"
-    );
-    let c = Consts::from(s);
-    out.par_chunks_mut(CHUNK)
-        .zip(param.par_chunks(CHUNK))
-        .zip(grad.par_chunks(CHUNK))
-        .zip(
-            exp_avg
-                .par_chunks_mut(CHUNK)
-                .zip(exp_avg_sq.par_chunks_mut(CHUNK)),
-        )
-        .for_each(|(((o, p), g), (m, v))| {
-            for ((((o, p), g), m), v) in o
-                .iter_mut()
-                .zip(p)
-                .zip(g)
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-            {
-                *o = update(*p, *g, m, v, &c);
-            }
-        });
+    assert_eq!(out.len(), param.len(), "adamw: slice lengths differ");
+    out.copy_from_slice(param);
+    step_in_place(out, grad, exp_avg, exp_avg_sq, s);
 }
 
 /// The step as Burn tensor ops on any backend: `(param, exp_avg, exp_avg_sq)` after it. All

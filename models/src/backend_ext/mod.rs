@@ -131,8 +131,9 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
 
-    fn ptr(t: &Tensor<Flex, 4>) -> *const u8 {
-        flex::to_flex::<Flex, 4>(t.clone())
+    /// Address of a tensor's buffer (to tell an in-place write from a reallocation).
+    fn ptr<const D: usize>(t: &Tensor<Flex, D>) -> *const u8 {
+        flex::to_flex::<Flex, D>(t.clone())
             .unwrap()
             .bytes()
             .as_ptr()
@@ -183,13 +184,6 @@ mod tests {
         assert_eq!(cache.sum().into_scalar(), 2.0);
     }
 
-    fn ptr2(t: &Tensor<Flex, 2>) -> *const u8 {
-        flex::to_flex::<Flex, 2>(t.clone())
-            .unwrap()
-            .bytes()
-            .as_ptr()
-    }
-
     /// Rows (repeated indices included) are added in index order into the table's own
     /// buffer: the bits of `select_assign(.., Add)`; a shared table takes the portable path
     /// and leaves the other handle intact.
@@ -215,9 +209,9 @@ mod tests {
             rows.clone(),
             IndexingUpdateOp::Add,
         );
-        let before = ptr2(&table);
+        let before = ptr(&table);
         select_add_rows_in_place(&mut table, &idx, rows.clone());
-        assert_eq!(ptr2(&table), before, "table buffer was reallocated");
+        assert_eq!(ptr(&table), before, "table buffer was reallocated");
         table
             .clone()
             .into_data()
