@@ -107,6 +107,13 @@ fn warn_non_finite<B: Backend>(model: &Model<B>, dir: &Path) {
     }
 }
 
+/// Burn draws random tensors from one generator per backend (process-wide on Flex), so two
+/// threads building random models at once — data-parallel peers in one process — would
+/// interleave their draws: each peer would start from other weights, and those would change
+/// from run to run. Seeding and drawing under this lock makes a random init a function of its
+/// seed alone.
+static RANDOM_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A freshly initialised model for `config` (norms 1, biases 0, other weights
 /// `N(0, std²)`), seeded through the backend RNG: benchmarks and training from scratch.
 pub fn random_model<B: Backend>(
@@ -117,6 +124,7 @@ pub fn random_model<B: Backend>(
     seed: u64,
 ) -> Result<Model<B>, ModelError> {
     config.check_fits_in_memory(dtype.size(), std::path::Path::new("config"))?;
+    let _draws = RANDOM_INIT.lock().unwrap_or_else(|e| e.into_inner());
     B::seed(device, seed);
     let mut w = RandomWeights::<B>::new(device, dtype, std, config.tie_word_embeddings);
     Model::<B>::load(config, &mut w)

@@ -1,6 +1,6 @@
 //! Reproducibility on the CPU backend: the same config and seed give bit-identical losses,
-//! gradient norms and weights — run twice in one process, and again in a child process with
-//! a different rayon thread count (flex parallelises matmuls over the rayon pool; this model's
+//! gradient norms and weights — run twice in one process (on one device, and on two
+//! data-parallel CPU peers), and again in a child process with a different rayon thread count (flex parallelises matmuls over the rayon pool; this model's
 //! matmuls are large enough to take the parallel path).
 
 mod common;
@@ -66,9 +66,23 @@ dir = "{out}"
 
 /// (loss, grad_norm) bit patterns per step and a checksum of two tracked tensors.
 fn train_once(dir: &Path, out: &Path) -> (Vec<(u64, u64)>, Vec<u64>) {
-    let cfg = config(dir, out);
+    train_on_peers(dir, out, 1)
+}
+
+/// [`train_once`] on `peers` data-parallel CPU peers, each with its share of the 4-row batch
+/// (the quickstart trains on two).
+fn train_on_peers(dir: &Path, out: &Path, peers: usize) -> (Vec<(u64, u64)>, Vec<u64>) {
+    type AB = burn::backend::Autodiff<burn::backend::Flex>;
+    let mut cfg = config(dir, out);
     let opts = student::RunOptions { progress: false, ..Default::default() };
-    let s = student::train::<burn::backend::Autodiff<burn::backend::Flex>>(&cfg, &Default::default(), &opts).unwrap();
+    let s = if peers == 1 {
+        student::train::<AB>(&cfg, &Default::default(), &opts).unwrap()
+    } else {
+        cfg.train.batch_size /= peers;
+        cfg.train.devices = vec!["cpu".into(); peers];
+        let devices = vec![Default::default(); peers];
+        student::train_data_parallel::<AB>(&cfg, &devices, &opts, &Default::default()).unwrap()
+    };
     let m = student::read_metrics(out).unwrap();
     let curve = m.iter().map(|m| (m.loss.to_bits(), m.grad_norm.to_bits())).collect();
     let weights = ["model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight"]
@@ -84,6 +98,16 @@ fn same_seed_gives_bit_identical_training() {
     let tmp = tempfile::tempdir().unwrap();
     let a = train_once(tmp.path(), &tmp.path().join("a"));
     let b = train_once(tmp.path(), &tmp.path().join("b"));
+    assert_eq!(a.0.len(), 3);
+    assert_eq!(a.0, b.0, "losses and gradient norms, bit for bit");
+    assert!(a.1 == b.1, "final weights, bit for bit");
+}
+
+#[test]
+fn two_cpu_peers_give_bit_identical_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = train_on_peers(tmp.path(), &tmp.path().join("a"), 2);
+    let b = train_on_peers(tmp.path(), &tmp.path().join("b"), 2);
     assert_eq!(a.0.len(), 3);
     assert_eq!(a.0, b.0, "losses and gradient norms, bit for bit");
     assert!(a.1 == b.1, "final weights, bit for bit");
