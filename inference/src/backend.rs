@@ -170,6 +170,21 @@ pub trait Backend: Send + Sync {
     /// means nothing should be recorded (retry later).
     fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, BackendError>>;
 
+    /// Whether [`Backend::complete_together`] hands its requests to one batching engine as one
+    /// unit (the in-process engine): [`crate::drive`] then submits fixed chunks of a run, one
+    /// after another, so the engine forms the same batches — and samples the same tokens — on
+    /// every run. Default false: requests go out one by one with bounded concurrency (a remote
+    /// server batches as its own load dictates).
+    fn submits_together(&self) -> bool {
+        false
+    }
+
+    /// Starts every request at once, in order, and returns one future per request in the same
+    /// order. Default: [`Backend::complete`] for each.
+    fn complete_together(&self, requests: Vec<ChatRequest>) -> Vec<BoxFuture<'_, Result<Completion, BackendError>>> {
+        requests.into_iter().map(|r| self.complete(r)).collect()
+    }
+
     /// Checks, before the first request, that the serving side can answer a run of `bounds`
     /// (reachable, serving this model, with room for the prompts and `max_tokens`), so a run that
     /// cannot succeed stops at once with one error instead of recording failed samples. Default:

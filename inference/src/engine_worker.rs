@@ -59,6 +59,8 @@ enum Command {
         request: GenerationRequest,
         events: mpsc::UnboundedSender<EngineEvent>,
     },
+    /// Several requests queued together (see [`EngineHandle::submit_all`]).
+    SubmitAll(Vec<(u64, GenerationRequest, mpsc::UnboundedSender<EngineEvent>)>),
     /// Load new weights (see [`EngineHandle::reload`]).
     Reload {
         path: PathBuf,
@@ -230,6 +232,29 @@ impl EngineHandle {
             .map_err(|_| EngineFailure::Stopped)?;
         Ok(rx)
     }
+
+    /// Queues `requests` in one command, each as its own group, in order. The engine thread
+    /// receives them together, so on an idle engine which sequences share each forward pass —
+    /// and with it every logit's bits — does not depend on timing: the same requests give the
+    /// same tokens on every run (one by one, each [`EngineHandle::submit`] may or may not join
+    /// a step already under way). [`crate::drive`] submits the native backend's requests this
+    /// way. Receivers are in request order.
+    pub fn submit_all(
+        &self,
+        requests: Vec<GenerationRequest>,
+    ) -> Result<Vec<mpsc::UnboundedReceiver<EngineEvent>>, EngineFailure> {
+        let mut items = Vec::with_capacity(requests.len());
+        let mut receivers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (events, rx) = mpsc::unbounded_channel();
+            items.push((self.new_group(), request, events));
+            receivers.push(rx);
+        }
+        self.tx
+            .send(Command::SubmitAll(items))
+            .map_err(|_| EngineFailure::Stopped)?;
+        Ok(receivers)
+    }
 }
 
 /// A generation waiting in the fair queue.
@@ -324,6 +349,11 @@ impl<B: Backend, M: CausalLm<B>> Worker<B, M> {
                 request,
                 events,
             } => self.queue.push(group, Pending { request, events }),
+            Command::SubmitAll(items) => {
+                for (group, request, events) in items {
+                    self.queue.push(group, Pending { request, events });
+                }
+            }
             Command::Reload { path, reply } => {
                 if let Some((_, earlier)) = self.pending.replace((path, reply)) {
                     let _ = earlier.send(Err(ModelError::InvalidInput("superseded by a later reload".into())));

@@ -39,6 +39,7 @@ pub mod http_serve;
 pub mod instant_server;
 pub mod logprobs;
 pub mod native;
+mod native_backend;
 pub mod openai;
 mod openai_stream;
 pub mod sample;

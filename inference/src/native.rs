@@ -1,5 +1,5 @@
 //! The native backend: a checkpoint run in-process by the `models` engine, behind the same
-//! [`Backend`] trait as the HTTP client, and the model `distill serve` serves.
+//! [`crate::backend::Backend`] trait as the HTTP client, and the model `distill serve` serves.
 //!
 //! [`NativeModel`] is the text generator over the engine thread: prompts become ids through
 //! [`crate::text::prompt_ids`], the engine's token stream becomes text through
@@ -8,25 +8,22 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::prelude::Backend as BurnBackend;
 use burn::tensor::DType;
 use datasets::{DatasetError, TextTokenizer};
-use futures::future::BoxFuture;
 use models::generate::GenerationRequest;
 use models::sampling::SamplingParams;
 use models::{EngineConfig, GenerationConfig, ModelConfig};
 use tokio::sync::mpsc;
 
-use crate::backend::{
-    split_reasoning, Backend, BackendError, ChatRequest, Completion, FinishReason, Prompt,
-};
+use crate::backend::{ChatRequest, FinishReason, Prompt};
 use crate::engine_worker::{EngineEvent, EngineFailure, EngineHandle};
 use crate::logprobs::TokenLogprob;
 use crate::serve_params::SamplingDefaults;
 use crate::text::{self, TextStream};
 use crate::InferenceError;
+pub use crate::native_backend::NativeBackend;
 
 /// Sampling settings of one native generation.
 #[derive(Clone, Debug, PartialEq)]
@@ -300,7 +297,28 @@ impl NativeModel {
         prompt_ids: Vec<u32>,
         params: &GenParams,
     ) -> mpsc::UnboundedReceiver<TextEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (request, text) = self.engine_request(prompt_ids, params);
+        text.spawn(self.engine.submit_in(group, request))
+    }
+
+    /// Starts every generation of `items` in one engine command (see
+    /// [`EngineHandle::submit_all`]): on an idle engine the same items give the same tokens on
+    /// every run. Channels as [`NativeModel::generate_stream`]'s, in item order. Must be
+    /// called inside a Tokio runtime.
+    pub fn generate_streams_together(
+        &self,
+        items: Vec<(Vec<u32>, GenParams)>,
+    ) -> Vec<mpsc::UnboundedReceiver<TextEvent>> {
+        let (requests, texts): (Vec<_>, Vec<_>) =
+            items.into_iter().map(|(ids, params)| self.engine_request(ids, &params)).unzip();
+        match self.engine.submit_all(requests) {
+            Ok(receivers) => texts.into_iter().zip(receivers).map(|(t, rx)| t.spawn(Ok(rx))).collect(),
+            Err(e) => texts.into_iter().map(|t| t.spawn(Err(e.clone()))).collect(),
+        }
+    }
+
+    /// The engine request of one generation, and what turns its events into text.
+    fn engine_request(&self, prompt_ids: Vec<u32>, params: &GenParams) -> (GenerationRequest, TextForwarder) {
         let prompt_tokens = prompt_ids.len() as u32;
         let mut stop_ids = if params.ignore_eos { Vec::new() } else { self.eos.clone() };
         stop_ids.extend(params.stop_token_ids.iter().filter(|id| !self.eos.contains(id)));
@@ -315,29 +333,20 @@ impl NativeModel {
             min_new_tokens: params.min_tokens,
             top_logprobs: params.logprobs.unwrap_or(0),
         };
-        let mut engine_rx = match self
-            .engine
-            .submit_in(group, GenerationRequest::new(prompt_ids, sampling))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(TextEvent::Error(e.into()));
-                return rx;
-            }
-        };
-        let tokenizer = self.tokenizer.clone();
-        let stream = TextStream::new(self.eos.clone(), &params.stop).with_min_tokens(params.min_tokens);
-        let user_stop_ids: Vec<u32> = params
+        let user_stop_ids = params
             .stop_token_ids
             .iter()
             .copied()
             .filter(|id| params.ignore_eos || !self.eos.contains(id))
             .collect();
-        let want_logprobs = params.logprobs.is_some();
-        tokio::spawn(async move {
-            forward_events(&mut engine_rx, tx, stream, tokenizer, user_stop_ids, want_logprobs, prompt_tokens).await;
-        });
-        rx
+        let text = TextForwarder {
+            tokenizer: self.tokenizer.clone(),
+            stream: TextStream::new(self.eos.clone(), &params.stop).with_min_tokens(params.min_tokens),
+            user_stop_ids,
+            want_logprobs: params.logprobs.is_some(),
+            prompt_tokens,
+        };
+        (GenerationRequest::new(prompt_ids, sampling), text)
     }
 
     /// Generates to the end and returns the whole text.
@@ -347,6 +356,37 @@ impl NativeModel {
         params: &GenParams,
     ) -> Result<TextOutput, GenerateError> {
         collect_text(self.generate_stream(prompt_ids, params)).await
+    }
+}
+
+/// Turns one generation's engine events into text events on a task of its own.
+struct TextForwarder {
+    tokenizer: Arc<TextTokenizer>,
+    stream: TextStream,
+    user_stop_ids: Vec<u32>,
+    want_logprobs: bool,
+    prompt_tokens: u32,
+}
+
+impl TextForwarder {
+    /// The text channel of a submitted generation (or of a submission that failed).
+    fn spawn(
+        self,
+        submitted: Result<mpsc::UnboundedReceiver<EngineEvent>, EngineFailure>,
+    ) -> mpsc::UnboundedReceiver<TextEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut engine_rx = match submitted {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(TextEvent::Error(e.into()));
+                return rx;
+            }
+        };
+        let TextForwarder { tokenizer, stream, user_stop_ids, want_logprobs, prompt_tokens } = self;
+        tokio::spawn(async move {
+            forward_events(&mut engine_rx, tx, stream, tokenizer, user_stop_ids, want_logprobs, prompt_tokens).await;
+        });
+        rx
     }
 }
 
@@ -472,60 +512,4 @@ pub async fn collect_text(
         }
     }
     Err(GenerateError::NoResult)
-}
-
-/// [`Backend`] over a [`NativeModel`].
-pub struct NativeBackend {
-    model: NativeModel,
-}
-
-impl NativeBackend {
-    /// Wraps a loaded model.
-    pub fn new(model: NativeModel) -> Self {
-        NativeBackend { model }
-    }
-
-    async fn complete_inner(&self, req: ChatRequest) -> Result<Completion, BackendError> {
-        let started = Instant::now();
-        let ids = match self.model.prompt_ids(&req.prompt) {
-            Ok(ids) => ids,
-            Err(e) => {
-                let message = format!("prompt: {}", crate::error_chain(&e));
-                return Ok(Completion::failed(message, 0));
-            }
-        };
-        let params = GenParams::from_chat(&req);
-        match self.model.generate(ids, &params).await {
-            Ok(out) => {
-                let (reasoning, content) = split_reasoning(&out.text);
-                Ok(Completion {
-                    reasoning,
-                    content,
-                    completion: out.text,
-                    finish_reason: out.finish_reason,
-                    prompt_tokens: out.prompt_tokens,
-                    completion_tokens: out.completion_tokens,
-                    latency_ms: started.elapsed().as_millis() as u64,
-                    error: None,
-                    thinking: None,
-                })
-            }
-            Err(GenerateError::Engine(EngineFailure::Stopped)) => Err(BackendError::Shutdown),
-            // Rejected inputs (prompt too long, bad ids) are properties of the request.
-            Err(e) => Ok(Completion::failed(
-                crate::error_chain(&e),
-                started.elapsed().as_millis() as u64,
-            )),
-        }
-    }
-}
-
-impl Backend for NativeBackend {
-    fn model_name(&self) -> &str {
-        self.model.name()
-    }
-
-    fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, BackendError>> {
-        Box::pin(self.complete_inner(request))
-    }
 }
