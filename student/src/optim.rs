@@ -85,6 +85,7 @@ pub struct AdamW<B: Backend> {
     /// (`models::backend_ext::adamw_in_place`); off only in tests comparing the two paths.
     fused: bool,
     /// Parameter updates that took the in-place step (tests check the path was taken).
+    #[cfg(test)]
     fused_updates: u64,
 }
 
@@ -97,6 +98,7 @@ impl<B: Backend> AdamW<B> {
             moments: HashMap::new(),
             owned: None,
             fused: true,
+            #[cfg(test)]
             fused_updates: 0,
         }
     }
@@ -113,7 +115,10 @@ impl<B: Backend> AdamW<B> {
         fuse: bool,
     ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
         if fuse && adamw_in_place(&mut p, &g, &mut m, &mut v, s) {
-            self.fused_updates += 1;
+            #[cfg(test)]
+            {
+                self.fused_updates += 1;
+            }
             return (p, m, v);
         }
         adamw_tensor_ops(p, g, m, v, s)
