@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use burn::backend::{flex::FlexDevice, Autodiff};
 use toml::{Table, Value};
 
+use student::distributed::DeviceSpec;
+
 use crate::backend::Cpu;
 
 /// The default config, also compiled in so the command works from any directory.
@@ -172,10 +174,12 @@ impl Quickstart {
             // Placeholder token ids: the real ones come from the tokenizer stage 1 trains.
             let t = self.train_table(role, Path::new("train.jsonl"), 256, None, &[1]);
             let text = toml::to_string(&Value::Table(t))?;
-            student::TrainConfig::from_toml_str(&text, &[], &format!("[{role}]"), None)?;
+            let cfg = student::TrainConfig::from_toml_str(&text, &[], &format!("[{role}]"), None)?;
+            cpu_peers(&format!("{role}.train.devices"), &cfg.train.devices)?;
         }
         let text = toml::to_string(&Value::Table(self.grpo_table()))?;
-        student::GrpoConfig::from_toml_str(&text, &[], "[grpo]", None)?;
+        let cfg = student::GrpoConfig::from_toml_str(&text, &[], "[grpo]", None)?;
+        cpu_peers("grpo.train.devices", &cfg.train.devices)?;
         let filter: datasets::filter::FilterConfig =
             Value::Table(self.section("filter")).try_into().context("[filter]")?;
         filter.validate().context("[filter]")?;
@@ -218,7 +222,10 @@ impl Quickstart {
         }
         let cfg = student::TrainConfig::load(&path, &[])?;
         let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false, ..Default::default() };
-        let summary = student::train::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?;
+        let summary = match cpu_peers(&format!("{role}.train.devices"), &cfg.train.devices)? {
+            1 => student::train::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?,
+            n => crate::student_cmd::train_peers(&cfg, &vec![DeviceSpec::Cpu; n], &opts, &Default::default())?,
+        };
         eprintln!(
             "   {role}: {} steps, last loss {:.4} -> {}",
             summary.steps,
@@ -254,7 +261,10 @@ impl Quickstart {
         }
         let cfg = student::GrpoConfig::load(&path, &[])?;
         let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false, ..Default::default() };
-        let summary = student::train_grpo::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?;
+        let summary = match cpu_peers("grpo.train.devices", &cfg.train.devices)? {
+            1 => student::train_grpo::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?,
+            n => crate::student_cmd::grpo_peers(&cfg, &vec![DeviceSpec::Cpu; n], &opts)?,
+        };
         eprintln!(
             "   GRPO: {} steps, last reward {:.3}, held-out pass@1 {} -> {}",
             summary.steps,
@@ -400,6 +410,16 @@ impl Quickstart {
 /// Fails on a key of `t` not in `known`, naming it with its `prefix`.
 /// Range checks of the quickstart's own `[sample]`/`[eval]` values (the stages' configs check
 /// their own): run before stage 1, so a bad value fails in a second, not after training.
+/// The number of CPU peers a quickstart stage trains with: `train.devices` lists "cpu" once
+/// per peer (the quickstart runs on the CPU backend only); an empty list is one.
+fn cpu_peers(key: &str, devices: &[String]) -> anyhow::Result<usize> {
+    let specs = student::distributed::parse_devices(devices).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    if specs.iter().any(|d| *d != DeviceSpec::Cpu) {
+        bail!("{key}: the quickstart runs on the CPU backend; list \"cpu\" once per peer");
+    }
+    Ok(specs.len().max(1))
+}
+
 fn check_sampling_values(section: &str, t: &Table) -> anyhow::Result<()> {
     for (k, v) in t {
         let number = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));

@@ -349,7 +349,7 @@ pub(crate) fn train_peers(
 }
 
 /// Data-parallel GRPO with one peer per entry of `train.devices`.
-fn grpo_peers(cfg: &student::GrpoConfig, specs: &[DeviceSpec], opts: &student::RunOptions) -> anyhow::Result<student::GrpoSummary> {
+pub(crate) fn grpo_peers(cfg: &student::GrpoConfig, specs: &[DeviceSpec], opts: &student::RunOptions) -> anyhow::Result<student::GrpoSummary> {
     let dist = student::DistributedOptions::default();
     let summary = match specs[0] {
         DeviceSpec::Cpu => {

@@ -136,6 +136,9 @@ fn quickstart_rejects_unknown_and_contradictory_keys_before_any_stage() {
         ("sample.nosuch=1", "sample.nosuch"),
         ("teacher.train.nosuch=1", "nosuch"),
         ("filter.length.min=10", "length.min"),
+        // The quickstart trains on CPU peers only.
+        (r#"student.train.devices=["cuda:0"]"#, "student.train.devices"),
+        (r#"grpo.train.devices=["cuda:1"]"#, "grpo.train.devices: the quickstart runs on the CPU"),
     ] {
         let mut c = distill();
         c.args(["quickstart", "--out"])
