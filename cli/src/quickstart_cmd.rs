@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use burn::backend::{flex::FlexDevice, Autodiff};
+use burn::backend::flex::FlexDevice;
 use toml::{Table, Value};
 
 use student::distributed::DeviceSpec;
@@ -222,10 +222,8 @@ impl Quickstart {
         }
         let cfg = student::TrainConfig::load(&path, &[])?;
         let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false, ..Default::default() };
-        let summary = match cpu_peers(&format!("{role}.train.devices"), &cfg.train.devices)? {
-            1 => student::train::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?,
-            n => crate::student_cmd::train_peers(&cfg, &vec![DeviceSpec::Cpu; n], &opts, &Default::default())?,
-        };
+        let peers = vec![DeviceSpec::Cpu; cpu_peers(&format!("{role}.train.devices"), &cfg.train.devices)?];
+        let summary = crate::student_cmd::train_peers(&cfg, &peers, &opts, &Default::default())?;
         eprintln!(
             "   {role}: {} steps, last loss {:.4} -> {}",
             summary.steps,
@@ -261,10 +259,8 @@ impl Quickstart {
         }
         let cfg = student::GrpoConfig::load(&path, &[])?;
         let opts = student::RunOptions { resume: true, progress: true, bf16_supported: false, ..Default::default() };
-        let summary = match cpu_peers("grpo.train.devices", &cfg.train.devices)? {
-            1 => student::train_grpo::<Autodiff<Cpu>>(&cfg, &FlexDevice, &opts)?,
-            n => crate::student_cmd::grpo_peers(&cfg, &vec![DeviceSpec::Cpu; n], &opts)?,
-        };
+        let peers = vec![DeviceSpec::Cpu; cpu_peers("grpo.train.devices", &cfg.train.devices)?];
+        let summary = crate::student_cmd::grpo_peers(&cfg, &peers, &opts)?;
         eprintln!(
             "   GRPO: {} steps, last reward {:.3}, held-out pass@1 {} -> {}",
             summary.steps,

@@ -225,12 +225,7 @@ impl NativeBudgetBackend {
         let started = Instant::now();
         let ids = match self.model.prompt_ids(&req.prompt) {
             Ok(ids) => ids,
-            Err(e) => {
-                return Ok(Completion::failed(
-                    format!("prompt: {}", crate::error_chain(&e)),
-                    0,
-                ))
-            }
+            Err(e) => return Ok(crate::native_backend::prompt_failure(&e)),
         };
         let prompt_tokens = ids.len() as u32;
         let params = GenParams::from_chat(&req);

@@ -58,7 +58,7 @@ fn completion(out: Result<TextOutput, GenerateError>, started: Instant) -> Resul
 }
 
 /// The recorded failure of a prompt the tokenizer or template cannot render.
-fn prompt_failure(e: &DatasetError) -> Completion {
+pub(crate) fn prompt_failure(e: &DatasetError) -> Completion {
     Completion::failed(format!("prompt: {}", crate::error_chain(e)), 0)
 }
 
