@@ -140,6 +140,16 @@ impl FlashPlan {
         FlashPlan { rows, seq, block_q: bq, block_k: bk }
     }
 
+    /// The query blocks of batch row `r`: `(q0, q1, [(k0, k1, partial mask)])`, the mask
+    /// row-major `[q1 − q0, k1 − k0]` (`true` = visible) where only part of the pair is.
+    pub(crate) fn row_blocks(&self, r: usize) -> Vec<(usize, usize, Vec<(usize, usize, Option<&[bool]>)>)> {
+        self.rows[r]
+            .blocks
+            .iter()
+            .map(|(q0, q1, pairs)| (*q0, *q1, pairs.iter().map(|p| (p.k0, p.k1, p.mask.as_deref())).collect()))
+            .collect()
+    }
+
     /// Key blocks computed, over all rows and query blocks (for tests and reports).
     pub fn computed_blocks(&self) -> usize {
         self.rows.iter().flat_map(|r| &r.blocks).map(|b| b.2.len()).sum()
@@ -233,7 +243,20 @@ fn check_shapes<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>
 /// Forward: `softmax(scale · q kᵀ + mask) v` for `q [B, Hq, T, dk]`, `k [B, Hkv, T, dk]`,
 /// `v [B, Hkv, T, dv]` (`Hq` a multiple of `Hkv`; query head `h` uses kv head `h / (Hq/Hkv)`,
 /// transformers' `repeat_kv`). Scores are computed in f32 (f64 for f64 inputs).
+///
+/// Runs the backend's own kernel where [`crate::backend_ext`] has one (Flex, f32), else
+/// [`flash_forward_ops`]; the two agree to float rounding.
 pub fn flash_forward<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> FlashOutput<B> {
+    check_shapes(&q, &k, &v, plan);
+    match crate::backend_ext::flash_forward_fast(&q, &k, &v, scale, plan) {
+        Some((out, lse)) => FlashOutput { out, lse },
+        None => flash_forward_ops(q, k, v, scale, plan),
+    }
+}
+
+/// [`flash_forward`] as Burn tensor ops, block pair by block pair: what backends without a
+/// kernel of their own run (and the reference the kernels are tested against).
+pub fn flash_forward_ops<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> FlashOutput<B> {
     check_shapes(&q, &k, &v, plan);
     let dtype = q.dtype();
     let ct = compute_dtype(dtype);
@@ -287,8 +310,26 @@ fn add_opt<B: Backend>(slot: &mut Option<Tensor<B, 4>>, x: Tensor<B, 4>) {
 }
 
 /// Backward of [`flash_forward`] given `d_out = dL/dout` (FlashAttention-2: probabilities are
-/// recomputed block by block from the saved log-sum-exp).
+/// recomputed block by block from the saved log-sum-exp). The backend's own kernel where
+/// [`crate::backend_ext`] has one, else [`flash_backward_ops`].
 pub fn flash_backward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    fwd: &FlashOutput<B>,
+    d_out: Tensor<B, 4>,
+    scale: f64,
+    plan: &FlashPlan,
+) -> FlashGrads<B> {
+    check_shapes(&q, &k, &v, plan);
+    match crate::backend_ext::flash_backward_fast(&q, &k, &v, &fwd.out, &fwd.lse, &d_out, scale, plan) {
+        Some((dq, dk, dv)) => FlashGrads { dq, dk, dv },
+        None => flash_backward_ops(q, k, v, fwd, d_out, scale, plan),
+    }
+}
+
+/// [`flash_backward`] as Burn tensor ops (see [`flash_forward_ops`]).
+pub fn flash_backward_ops<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,

@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, IndexingUpdateOp, Tensor, TensorData};
 
 use crate::loss::{loss_chunks, ShiftedTargets};
-use models::CausalLm;
+use models::{backend_ext, CausalLm};
 
 /// The output projection of a model: its parameter id and HF name.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,33 +95,32 @@ pub fn fused_ce<B: Backend>(
     let mut nll_sum = 0.0;
     let mut grad_hidden = Tensor::<B, 3>::zeros([b, t, h], (&dev, dtype));
     let mut grad_weight: Option<Tensor<B, 2>> = None;
+    // The last chunk's `[bn, V]` buffer, reused for the next chunk's logits where it can be.
+    let mut scratch: Option<Tensor<B, 2>> = None;
     for (a, e) in loss_chunks(targets, chunk) {
         let n = e - a;
         let hc = hidden.clone().narrow(1, a, n).reshape([b * n, h]);
-        let logits = hc.clone().matmul(w.clone().transpose()).cast(DType::F32); // [bn, V]
-        let (ids, keep) = chunk_targets::<B>(targets, a, e, v, &dev);
-        let m = logits.clone().max_dim(1); // [bn, 1]
-        let shifted = logits - m.clone();
-        let exp = shifted.clone().exp();
-        let sum = exp.clone().sum_dim(1); // [bn, 1]
-        let lse = sum.clone().log(); // of shifted
-        let picked = shifted.gather(1, ids.clone()); // [bn, 1]
-        let nll = (lse - picked) * keep.clone();
-        nll_sum += nll.sum().into_scalar().elem_f64();
-        // dL/dlogits = (softmax − onehot) · keep / N
-        let coef = keep.clone().mul_scalar(inv_n); // [bn, 1]
-        let d = (exp / sum) * coef.clone();
-        let d = d.scatter(1, ids, coef.neg(), IndexingUpdateOp::Add); // [bn, V]
+        let logits = backend_ext::matmul_nt_into(scratch.take(), &hc, &w).cast(DType::F32); // [bn, V]
+        let (ids, keep) = host_targets(targets, a, e, v);
+        let (d, chunk_nll) = match backend_ext::xent_grad_in_place(logits, &ids, &keep, inv_n as f32) {
+            Ok(done) => done,
+            Err(logits) => xent_grad_tensor_ops(logits, &ids, &keep, inv_n),
+        };
+        nll_sum += chunk_nll;
         let dc = d.cast(w.dtype());
         let gh = dc.clone().matmul(w.clone()).reshape([b, n, h]).cast(dtype);
-        grad_hidden = grad_hidden.slice_assign([0..b, a..e, 0..h], gh);
+        backend_ext::assign_in_place(&mut grad_hidden, [0..b, a..e, 0..h], gh);
         if want_weight_grad {
-            let gw = dc.transpose().matmul(hc).cast(DType::F32); // [V, H]
-            grad_weight = Some(match grad_weight {
-                Some(g) => g + gw,
-                None => gw,
-            });
+            match grad_weight.as_mut() {
+                Some(gw) if gw.dtype() == DType::F32 && dc.dtype() == DType::F32 => backend_ext::add_matmul_tn(gw, &dc, &hc),
+                Some(gw) => {
+                    let add = dc.clone().transpose().matmul(hc).cast(DType::F32);
+                    gw.inplace(|g| g + add);
+                }
+                None => grad_weight = Some(dc.clone().transpose().matmul(hc).cast(DType::F32)), // [V, H]
+            }
         }
+        scratch = Some(dc);
     }
     FusedCe {
         nll_sum,
@@ -130,18 +129,47 @@ pub fn fused_ce<B: Backend>(
     }
 }
 
-pub(crate) fn chunk_targets<B: Backend>(targets: &ShiftedTargets, t0: usize, t1: usize, vocab: usize, dev: &B::Device) -> (Tensor<B, 2, burn::tensor::Int>, Tensor<B, 2>) {
+/// Targets of positions `[t0, t1)` of every row, host side: the (clamped) target id of every
+/// position and whether it counts (ignored positions get id 0 and keep 0).
+fn host_targets(targets: &ShiftedTargets, t0: usize, t1: usize, vocab: usize) -> (Vec<usize>, Vec<f32>) {
     let n = t1 - t0;
     let mut ids = Vec::with_capacity(targets.batch * n);
     let mut keep = Vec::with_capacity(targets.batch * n);
     for b in 0..targets.batch {
         for &t in &targets.targets[b * targets.seq + t0..b * targets.seq + t1] {
             let ok = t != crate::loss::IGNORE_INDEX;
-            ids.push(if ok { t.clamp(0, vocab as i64 - 1) } else { 0 });
+            ids.push(if ok { t.clamp(0, vocab as i64 - 1) as usize } else { 0 });
             keep.push(if ok { 1.0f32 } else { 0.0 });
         }
     }
-    let rows = targets.batch * n;
+    (ids, keep)
+}
+
+/// [`backend_ext::xent_grad_in_place`] as tensor ops (backends without the fast path):
+/// `(dL/dlogits, Σ nll)` for f32 `logits [rows, V]`.
+fn xent_grad_tensor_ops<B: Backend>(logits: Tensor<B, 2>, ids: &[usize], keep: &[f32], inv_n: f64) -> (Tensor<B, 2>, f64) {
+    let dev = logits.device();
+    let rows = ids.len();
+    let ids = Tensor::<B, 2, burn::tensor::Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [rows, 1]), &dev);
+    let keep = Tensor::<B, 2>::from_data(TensorData::new(keep.to_vec(), [rows, 1]), (&dev, DType::F32));
+    let m = logits.clone().max_dim(1); // [bn, 1]
+    let shifted = logits - m;
+    let exp = shifted.clone().exp();
+    let sum = exp.clone().sum_dim(1); // [bn, 1]
+    let lse = sum.clone().log(); // of shifted
+    let picked = shifted.gather(1, ids.clone()); // [bn, 1]
+    let nll = (lse - picked) * keep.clone();
+    let nll_sum = nll.sum().into_scalar().elem_f64();
+    // dL/dlogits = (softmax − onehot) · keep / N
+    let coef = keep.mul_scalar(inv_n); // [bn, 1]
+    let d = (exp / sum) * coef.clone();
+    (d.scatter(1, ids, coef.neg(), IndexingUpdateOp::Add), nll_sum)
+}
+
+pub(crate) fn chunk_targets<B: Backend>(targets: &ShiftedTargets, t0: usize, t1: usize, vocab: usize, dev: &B::Device) -> (Tensor<B, 2, burn::tensor::Int>, Tensor<B, 2>) {
+    let (ids, keep) = host_targets(targets, t0, t1, vocab);
+    let rows = ids.len();
+    let ids: Vec<i64> = ids.into_iter().map(|i| i as i64).collect();
     (
         Tensor::from_data(TensorData::new(ids, [rows, 1]), dev),
         Tensor::from_data(TensorData::new(keep, [rows, 1]), (dev, DType::F32)),

@@ -105,10 +105,10 @@ impl<B: Backend> AdamW<B> {
 
     /// `(param, exp_avg, exp_avg_sq)` after one step of f32 `param`: in place when `fuse`
     /// and the backend allows, else as tensor ops (the same bits).
-    fn update(
+    fn update<const D: usize>(
         &mut self,
         mut p: Tensor<B, 1>,
-        g: Tensor<B, 1>,
+        g: Tensor<B, D>,
         mut m: Tensor<B, 1>,
         mut v: Tensor<B, 1>,
         s: &AdamWScalars,
@@ -121,7 +121,8 @@ impl<B: Backend> AdamW<B> {
             }
             return (p, m, v);
         }
-        adamw_tensor_ops(p, g, m, v, s)
+        let n = p.dims()[0];
+        adamw_tensor_ops(p, g.reshape([n]).cast(FloatDType::F32), m, v, s)
     }
 
     /// Restricts updates and moments to the trainable parameters whose visit index is marked
@@ -310,9 +311,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
         let param_dtype = p.dtype();
         let dims = p.dims();
         let n: usize = dims.iter().product();
+        // Kept in its own shape and layout: the fused step reads a transposed weight gradient
+        // where it lies instead of copying it flat.
         let g = match self.grads.remove::<AB::InnerBackend, D>(id) {
-            Some(g) => g.reshape([n]).cast(FloatDType::F32),
-            None => Tensor::zeros([n], (&p.device(), DType::F32)),
+            Some(g) => g.cast(FloatDType::F32),
+            None => Tensor::zeros(dims.clone(), (&p.device(), DType::F32)),
         };
         let (exp_avg, exp_avg_sq) = match self.opt.moments.remove(&name) {
             Some(m) => (into_f32(m.exp_avg), into_f32(m.exp_avg_sq)),

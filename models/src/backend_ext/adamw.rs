@@ -1,8 +1,9 @@
 //! One AdamW step, two ways with the same bits: the portable Burn tensor ops
 //! ([`adamw_tensor_ops`], ~8 ops, each allocating a parameter-sized result unless it can
-//! reuse a unique buffer) and a one-pass kernel over f32 slices ([`step_in_place`],
-//! [`step_into`]) that the `Flex` fast path runs on the tensors' own buffers, so an update
-//! allocates nothing the size of the parameter.
+//! reuse a unique buffer) and a one-pass kernel over f32 slices ([`step_in_place`], and
+//! [`step_in_place_transposed`] for a gradient that arrives transposed) that the `Flex` fast
+//! path runs on the tensors' own buffers, so an update allocates nothing the size of the
+//! parameter.
 //!
 //! The update is `torch.optim.AdamW(foreach=False)`'s, in its op order:
 //! `g ← g·scale`, `m ← m + (g − m)·(1 − β1)`, `v ← v·β2 + g²·(1 − β2)`, `p ← p·(1 − lr·wd)`,
@@ -109,20 +110,58 @@ pub fn step_in_place(
         });
 }
 
-/// The step reading the old parameter from `param` and writing the new one to `out` (for a
-/// parameter whose buffer is shared): a copy, then [`step_in_place`] on it, so both give the
-/// same bits. Panics if the lengths differ.
-pub fn step_into(
-    param: &[f32],
-    out: &mut [f32],
-    grad: &[f32],
+/// Columns per tile of [`step_in_place_transposed`]: one tile row of the gradient is read as
+/// `TILE_ROWS` contiguous floats per column, a few cache lines.
+const TILE_COLS: usize = 64;
+/// Parameter rows per parallel task of [`step_in_place_transposed`].
+const TILE_ROWS: usize = 32;
+
+/// [`step_in_place`] for a `[rows, cols]` parameter whose gradient arrives transposed:
+/// `grad_t` is the row-major `[cols, rows]` buffer (what autodiff hands the weight `W` of
+/// `x · Wᵀ`: a transposed view of a contiguous product). Same bits as [`step_in_place`] on
+/// the transposed copy, without making it (a parameter-sized allocation and a strided copy
+/// on one thread). Panics if the lengths differ.
+pub fn step_in_place_transposed(
+    param: &mut [f32],
+    grad_t: &[f32],
+    rows: usize,
+    cols: usize,
     exp_avg: &mut [f32],
     exp_avg_sq: &mut [f32],
     s: &AdamWScalars,
 ) {
-    assert_eq!(out.len(), param.len(), "adamw: slice lengths differ");
-    out.copy_from_slice(param);
-    step_in_place(out, grad, exp_avg, exp_avg_sq, s);
+    let n = rows * cols;
+    assert!(
+        param.len() == n && grad_t.len() == n && exp_avg.len() == n && exp_avg_sq.len() == n && cols > 0,
+        "adamw: slice lengths differ"
+    );
+    let c = Consts::from(s);
+    let block = TILE_ROWS * cols;
+    param
+        .par_chunks_mut(block)
+        .zip(exp_avg.par_chunks_mut(block))
+        .zip(exp_avg_sq.par_chunks_mut(block))
+        .enumerate()
+        .for_each(|(bi, ((p, m), v))| {
+            let (r0, nr) = (bi * TILE_ROWS, p.len() / cols);
+            let mut tile = [0f32; TILE_ROWS * TILE_COLS];
+            for j0 in (0..cols).step_by(TILE_COLS) {
+                let nc = TILE_COLS.min(cols - j0);
+                for j in 0..nc {
+                    let src = &grad_t[(j0 + j) * rows + r0..(j0 + j) * rows + r0 + nr];
+                    for (i, &g) in src.iter().enumerate() {
+                        tile[i * TILE_COLS + j] = g;
+                    }
+                }
+                for i in 0..nr {
+                    let k0 = i * cols + j0;
+                    let row = p[k0..k0 + nc].iter_mut().zip(&tile[i * TILE_COLS..i * TILE_COLS + nc]);
+                    for ((p, g), (m, v)) in row.zip(m[k0..k0 + nc].iter_mut().zip(v[k0..k0 + nc].iter_mut())) {
+                        *p = update(*p, *g, m, v, &c);
+                    }
+                }
+            }
+        });
 }
 
 /// The step as Burn tensor ops on any backend: `(param, exp_avg, exp_avg_sq)` after it. All
@@ -234,6 +273,31 @@ mod tests {
                 assert_eq!(bits(&m), bits(&rm), "exp_avg, step {step}");
                 assert_eq!(bits(&v), bits(&rv), "exp_avg_sq, step {step}");
             }
+        }
+    }
+
+    /// A `[rows, cols]` weight whose gradient is a transposed view (as autodiff hands the
+    /// weight of `x · Wᵀ`), with ragged tiles on both sides: the fast path takes it without a
+    /// copy and gives exactly the bits of the tensor ops on the flat (copied) gradient.
+    #[test]
+    fn transposed_gradient_equals_tensor_ops_bit_for_bit() {
+        let dev = Default::default();
+        let (rows, cols) = (2 * TILE_ROWS + 5, 3 * TILE_COLS + 7);
+        let n = rows * cols;
+        let p0 = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 1.0), &dev);
+        let (mut p, mut m, mut v) = (p0.clone() * 1.0, Tensor::zeros([n], &dev), Tensor::zeros([n], &dev));
+        let (mut rp, mut rm, mut rv) = (p0, Tensor::<Flex, 1>::zeros([n], &dev), Tensor::<Flex, 1>::zeros([n], &dev));
+        for step in 1..=3 {
+            let s = scalars(step, 1e-2, 0.1, 0.7);
+            let g_t = Tensor::<Flex, 2>::random([cols, rows], Distribution::Normal(0.0, 2.0), &dev);
+            let g = g_t.transpose(); // [rows, cols], strided
+            let before = [ptr(&p), ptr(&m), ptr(&v)];
+            assert!(adamw_in_place(&mut p, &g, &mut m, &mut v, &s), "fast path declined");
+            assert_eq!(before, [ptr(&p), ptr(&m), ptr(&v)], "a buffer was reallocated");
+            (rp, rm, rv) = adamw_tensor_ops(rp, g.reshape([n]), rm, rv, &s);
+            assert_eq!(bits(&p), bits(&rp), "param, step {step}");
+            assert_eq!(bits(&m), bits(&rm), "exp_avg, step {step}");
+            assert_eq!(bits(&v), bits(&rv), "exp_avg_sq, step {step}");
         }
     }
 

@@ -1,19 +1,24 @@
 //! Backend-specific fast paths behind one seam.
 //!
 //! Generic layers call the functions here ([`linear`], [`assign_in_place`],
-//! [`adamw_in_place`], [`select_add_rows_in_place`], [`sum_squares`]) and never name a
+//! [`adamw_in_place`], [`select_add_rows_in_place`], [`sum_squares`], [`xent_grad_in_place`],
+//! [`add_matmul_tn`], [`matmul_nt_into`]) and never name a
 //! backend; each function tries the fast path of the
 //! backend it runs on and otherwise does the portable Burn op, with the same result (up to
 //! float summation order). Today the only fast paths are for `Flex`, the CPU backend
 //! ([`flex`]): a weight-streaming GEMV for decode-sized products ([`gemv`]), in-place KV-cache
-//! writes, a one-pass in-place AdamW step, row additions into a gradient table in place and
-//! an allocation-free, thread-count-independent sum of squares. A GPU kernel would be one more module here, with
-//! no change to the layers.
+//! writes, a one-pass in-place AdamW step, row additions into a gradient table in place,
+//! an allocation-free, thread-count-independent sum of squares, and for chunked losses a
+//! cross-entropy gradient computed in the logits' own buffer ([`xent`]) and GEMMs that write
+//! into (or add to) buffers the caller already owns. A GPU kernel would be one more module
+//! here, with no change to the layers.
 
 mod adamw;
+pub mod flash_cpu;
 mod flex;
 pub mod gemv;
 pub mod sumsq;
+pub mod xent;
 
 pub use adamw::{adamw_tensor_ops, AdamWScalars};
 
@@ -22,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
+
+use crate::flash_attention::FlashPlan;
 
 static GEMV: AtomicBool = AtomicBool::new(true);
 
@@ -67,14 +74,17 @@ pub fn assign_in_place<B: Backend, const D: usize>(
 /// (then into one fresh buffer). Returns false, with nothing touched, where the backend has
 /// no such path (GPU, autodiff), a tensor is not f32, the lengths differ or a moment is
 /// shared or strided; the caller then runs [`adamw_tensor_ops`], which gives the same bits.
+/// `grad` is the parameter's gradient in any shape of the same length, read where it lies:
+/// contiguous, or a 2-D transposed view (how autodiff hands a linear weight's gradient), so
+/// it is never copied.
 ///
 /// Why: the tensor-op step allocates a result per op, and on the largest parameter (a tied
 /// 151,936 × 896 embedding is 545 MB in f32) two such temporaries are alive at once next to
 /// every gradient, which set the peak of a whole CPU training run. The fast path allocates
 /// nothing of the parameter's size.
-pub fn adamw_in_place<B: Backend>(
+pub fn adamw_in_place<B: Backend, const D: usize>(
     param: &mut Tensor<B, 1>,
-    grad: &Tensor<B, 1>,
+    grad: &Tensor<B, D>,
     exp_avg: &mut Tensor<B, 1>,
     exp_avg_sq: &mut Tensor<B, 1>,
     s: &AdamWScalars,
@@ -106,6 +116,68 @@ pub fn select_add_rows_in_place<B: Backend>(
     let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
     let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [indices.len()]), &device);
     table.inplace(|t| t.select_assign(0, idx, values, IndexingUpdateOp::Add));
+}
+
+/// Softmax cross-entropy of `logits [rows, vocab]` (f32) against `targets`, turned in place
+/// into `dL/dlogits = (softmax − onehot(target)) · keep · scale`; returns it with
+/// `Σ_r (logsumexp − logit[target]) · keep_r`. `Err(logits)`, untouched, where the backend has
+/// no such path (GPU, autodiff, shared or strided buffers): the caller runs tensor ops.
+///
+/// Why: as tensor ops this is eight passes over a `[rows, vocab]` chunk, each allocating a
+/// fresh chunk-sized buffer on one thread; it was a fifth of a CPU training step
+/// ([`xent`] has the kernel).
+pub fn xent_grad_in_place<B: Backend>(logits: Tensor<B, 2>, targets: &[usize], keep: &[f32], scale: f32) -> Result<(Tensor<B, 2>, f64), Tensor<B, 2>> {
+    flex::try_xent_grad(logits, targets, keep, scale)
+}
+
+/// `acc [m, n] += aᵀ · b` for `a [k, m]`, `b [k, n]`, added into `acc`'s own buffer where the
+/// backend allows (Flex, f32, `acc` uniquely owned), else `acc + aᵀ·b` as tensor ops.
+///
+/// Why: a chunked loss adds one `[vocab, hidden]` product per chunk into the projection's
+/// gradient; as `acc + product` each chunk allocated and faulted in two tables of 545 MB
+/// (Qwen's vocabulary in f32) and read three.
+pub fn add_matmul_tn<B: Backend>(acc: &mut Tensor<B, 2>, a: &Tensor<B, 2>, b: &Tensor<B, 2>) {
+    if !flex::try_add_matmul_tn(acc, a, b) {
+        let product = a.clone().transpose().matmul(b.clone()).cast(acc.dtype());
+        acc.inplace(|t| t + product);
+    }
+}
+
+/// `x [rows, k] · wᵀ` for `w [out, k]`, written into `buf`'s buffer when it is a uniquely
+/// owned `[rows, out]` f32 Flex tensor (the same bits as `matmul`), else a fresh `matmul`.
+///
+/// Why: a chunked loss computes one `[rows, vocab]` logits chunk after another; reusing the
+/// last chunk's buffer saves faulting in a fresh one (78 MB at Qwen's vocabulary) per chunk.
+pub fn matmul_nt_into<B: Backend>(buf: Option<Tensor<B, 2>>, x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    if let Some(buf) = buf {
+        if let Ok(y) = flex::try_matmul_nt_into(buf, x, w) {
+            return y;
+        }
+    }
+    x.clone().matmul(w.clone().transpose())
+}
+
+/// [`crate::flash_attention::flash_forward`] on the backend's own kernel: `(out, lse)`, or
+/// `None` where there is none (then the caller runs the tensor-op version). On Flex with f32
+/// inputs: [`flash_cpu`], one rayon task per (row, query head).
+pub fn flash_forward_fast<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> Option<(Tensor<B, 4>, Tensor<B, 4>)> {
+    flex::try_flash_forward(q, k, v, scale, plan)
+}
+
+/// [`crate::flash_attention::flash_backward`] on the backend's own kernel: `(dq, dk, dv)`, or
+/// `None` where there is none.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_backward_fast<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    out: &Tensor<B, 4>,
+    lse: &Tensor<B, 4>,
+    d_out: &Tensor<B, 4>,
+    scale: f64,
+    plan: &FlashPlan,
+) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    flex::try_flash_backward(q, k, v, out, lse, d_out, scale, plan)
 }
 
 /// `Σ t²` as a one-element f32 tensor, like `t.square().sum()` up to float summation order.
@@ -262,6 +334,49 @@ mod tests {
             25.0,
             "other backends: square().sum()"
         );
+    }
+
+    /// A transposed view (a linear weight's gradient) is summed over its buffer without a
+    /// copy: the same bits as the contiguous buffer; a narrowed view (not the whole buffer)
+    /// takes the portable path and still agrees.
+    #[test]
+    fn sum_squares_reads_a_transposed_view_in_place() {
+        let dev = Default::default();
+        let buf = Tensor::<Flex, 2>::random([300, 77], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+        let t = buf.clone().transpose();
+        assert_eq!(flex::try_sum_squares(&t).map(f64::to_bits), flex::try_sum_squares(&buf).map(f64::to_bits));
+        let narrowed = t.clone().narrow(1, 5, 100);
+        assert!(flex::try_sum_squares(&narrowed).is_none());
+        let want = narrowed.clone().square().sum().into_scalar();
+        let got = sum_squares(&narrowed).into_scalar();
+        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    }
+
+    /// The chunked-loss GEMMs: `matmul_nt_into` writes into the given buffer with the bits of
+    /// `matmul`, and `add_matmul_tn` adds `aᵀ·b` into the accumulator's own buffer (and falls
+    /// back to a fresh sum when it is shared).
+    #[test]
+    fn chunked_loss_gemms_reuse_buffers() {
+        let dev = Default::default();
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<Flex, 2>::random([33, 40], normal, &dev);
+        let w = Tensor::<Flex, 2>::random([501, 40], normal, &dev);
+        let buf = Tensor::<Flex, 2>::zeros([33, 501], &dev);
+        let before = ptr(&buf);
+        let y = matmul_nt_into(Some(buf), &x, &w);
+        assert_eq!(ptr(&y), before, "logits buffer was not reused");
+        y.clone().into_data().assert_eq(&x.clone().matmul(w.clone().transpose()).into_data(), true);
+
+        let mut acc = Tensor::<Flex, 2>::random([501, 40], normal, &dev);
+        let want = acc.clone() + y.clone().transpose().matmul(x.clone());
+        let before = ptr(&acc);
+        add_matmul_tn(&mut acc, &y, &x);
+        assert_eq!(ptr(&acc), before, "accumulator was reallocated");
+        acc.clone().into_data().assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::rel_abs(1e-5, 1e-4));
+
+        let shared = acc.clone();
+        add_matmul_tn(&mut acc, &y, &x);
+        assert_ne!(ptr(&acc), ptr(&shared), "a shared accumulator must not be written");
     }
 
     /// `linear` agrees with `matmul` on a shape the GEMV takes.
