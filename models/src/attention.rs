@@ -12,7 +12,7 @@ use crate::backend_ext::assign_in_place;
 use crate::kv_cache::LayerKv;
 use crate::layers::HfLinear;
 use crate::plan::CachePlan;
-use crate::rope::apply_rope;
+use crate::rope::apply_rope_bthd;
 use crate::weights::WeightSource;
 
 /// Which keys a full-sequence forward may attend to, resolved to what the attention kernel
@@ -80,10 +80,11 @@ impl<B: Backend> Attention<B> {
     pub(crate) fn qkv(&self, x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
         let (hq, hk, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, hq, d]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, t, hk, d]).swap_dims(1, 2);
+        // Rope on the projections' own [B, T, H, d] layout, then heads to dim 1 (strided views).
+        let q = apply_rope_bthd(self.q_proj.forward(x.clone()).reshape([b, t, hq, d]), cos, sin).swap_dims(1, 2);
+        let k = apply_rope_bthd(self.k_proj.forward(x.clone()).reshape([b, t, hk, d]), cos, sin).swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, t, hk, d]).swap_dims(1, 2);
-        (apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+        (q, k, v)
     }
 
     pub(crate) fn output(&self, ctx: Tensor<B, 4>) -> Tensor<B, 3> {

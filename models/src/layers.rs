@@ -7,7 +7,6 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::FloatDType;
 
 use crate::error::ModelError;
@@ -113,7 +112,7 @@ impl<B: Backend> Mlp<B> {
 
     /// Applies the MLP to `[..., hidden]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let g = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(g * self.up_proj.forward(x))
+        let act = crate::backend_ext::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(act)
     }
 }

@@ -61,6 +61,18 @@ pub struct AttentionInputs<B: Backend> {
     pub scale: f64,
 }
 
+/// A layer's second half up to its gated MLP's activation (see
+/// [`LayerwiseLm::layer_mlp_inputs`]).
+#[derive(Clone, Debug)]
+pub struct MlpInputs<B: Backend> {
+    /// Residual stream after the attention, `x + o_proj(attn)`, `[B, T, H]`.
+    pub h: Tensor<B, 3>,
+    /// `gate_proj(norm(h))`, `[B, T, I]`.
+    pub gate: Tensor<B, 3>,
+    /// `up_proj(norm(h))`, `[B, T, I]`.
+    pub up: Tensor<B, 3>,
+}
+
 /// The host-side key layout of a full-sequence input (one host read of the mask/segments).
 pub fn key_layout<B: Backend>(layout: &AttentionLayout<B>) -> KeyLayout {
     match layout {
@@ -105,6 +117,21 @@ pub trait LayerwiseLm<B: Backend> {
     /// Second half of layer `i`: `h = x + o_proj(attn)`, then `h + mlp(norm(h))`;
     /// `attn [B, Hq, T, dv]` is the attention output per head.
     fn layer_after_attention(&self, i: usize, x: Tensor<B, 3>, attn: Tensor<B, 4>) -> Tensor<B, 3>;
+    /// [`LayerwiseLm::layer_after_attention`] up to its MLP's activation, where layer `i` has a
+    /// SwiGLU MLP: then `layer_after_attention(i, x, attn)` is
+    /// `layer_mlp_output(i, m.h, swiglu(m.gate, m.up))` for `m = layer_mlp_inputs(i, x, attn)`,
+    /// so a trainer can run the activation outside autodiff
+    /// ([`crate::backend_ext::swiglu_backward`]). `None` (the default) where the layer has no
+    /// such split (mixture-of-experts layers).
+    fn layer_mlp_inputs(&self, _i: usize, _x: Tensor<B, 3>, _attn: Tensor<B, 4>) -> Option<MlpInputs<B>> {
+        None
+    }
+    /// The rest of layer `i` after [`LayerwiseLm::layer_mlp_inputs`]: `h + down_proj(act)`.
+    /// Only called where `layer_mlp_inputs` returned `Some`.
+    fn layer_mlp_output(&self, i: usize, h: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        let _ = (h, act);
+        panic!("layer {i} has no split MLP (layer_mlp_inputs returned None)")
+    }
     /// The final norm (the lm_head input).
     fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3>;
 }
@@ -151,6 +178,15 @@ impl<B: Backend> LayerwiseLm<B> for DecoderForCausalLM<B> {
         let layer = &self.model.layers[i];
         let h = x + layer.self_attn.output(attn);
         h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h))
+    }
+    fn layer_mlp_inputs(&self, i: usize, x: Tensor<B, 3>, attn: Tensor<B, 4>) -> Option<MlpInputs<B>> {
+        let layer = &self.model.layers[i];
+        let h = x + layer.self_attn.output(attn);
+        let n = layer.post_attention_layernorm.forward(h.clone());
+        Some(MlpInputs { gate: layer.mlp.gate_proj.forward(n.clone()), up: layer.mlp.up_proj.forward(n), h })
+    }
+    fn layer_mlp_output(&self, i: usize, h: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        h + self.model.layers[i].mlp.down_proj.forward(act)
     }
     fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.model.norm.forward(x)
@@ -232,6 +268,12 @@ impl<B: Backend> LayerwiseLm<B> for Model<B> {
     }
     fn layer_after_attention(&self, i: usize, x: Tensor<B, 3>, attn: Tensor<B, 4>) -> Tensor<B, 3> {
         dispatch!(each Model, self, m => m.layer_after_attention(i, x, attn))
+    }
+    fn layer_mlp_inputs(&self, i: usize, x: Tensor<B, 3>, attn: Tensor<B, 4>) -> Option<MlpInputs<B>> {
+        dispatch!(each Model, self, m => m.layer_mlp_inputs(i, x, attn))
+    }
+    fn layer_mlp_output(&self, i: usize, h: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        dispatch!(each Model, self, m => m.layer_mlp_output(i, h, act))
     }
     fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         dispatch!(each Model, self, m => m.final_norm(x))

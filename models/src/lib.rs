@@ -52,7 +52,7 @@ pub use config::{Architecture, GenerationConfig, ModelConfig, RopeScaling};
 pub use engine::{Engine, EngineConfig, RequestId, StepEvent};
 pub use error::ModelError;
 pub use generate::{generate, generate_requests, FinishReason, GenerationOutput, GenerationRequest, StopCheck};
-pub use layerwise::{AttentionImpl, AttentionInputs, LayerCtx, LayerwiseLm};
+pub use layerwise::{AttentionImpl, AttentionInputs, LayerCtx, LayerwiseLm, MlpInputs};
 pub use lm::{AttentionLayout, CachedInput, CausalLm, ForwardInput, HiddenStates, KvCache, OutputProjection, SlotLengths};
 pub use loader::{load_model, load_model_with, random_model, LoadedModel};
 pub use model::{Model, ModelCache};

@@ -90,3 +90,52 @@ pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<
     let x2 = x.narrow(3, half, half);
     Tensor::cat(vec![x1.clone() * c.clone() - x2.clone() * s.clone(), x2 * c + x1 * s], 3)
 }
+
+/// [`apply_rope`] on the projection's own `[B, T, H, D]` layout (before the heads are swapped
+/// to dim 1), bit for bit: `x ⊙ [c, c] + (x · R) ⊙ [s, s]`, where `R` is the `[D, D]`
+/// rotate-half matrix (one ±1 per column, so `x · R = rotate_half(x)` exactly) and the tables
+/// broadcast over rows and heads.
+///
+/// Why: [`apply_rope`] on the swapped (strided) view runs half a dozen element-wise ops over
+/// strided halves plus a `cat`, each walking its input index by index on one thread; here
+/// every op reads contiguous memory and the rotation is one small GEMM (also under autodiff,
+/// where both forms are differentiated as they are written).
+pub fn apply_rope_bthd<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, t, h, d] = x.dims();
+    let half = d / 2;
+    let full = |tab: &Tensor<B, 4>| {
+        let tab = tab.clone().swap_dims(1, 2); // [B|1, T, 1, D/2]
+        Tensor::cat(vec![tab.clone(), tab], 3).expand([b, t, h, d])
+    };
+    let mut r = vec![0f32; d * d];
+    for j in 0..half {
+        r[(j + half) * d + j] = -1.0; // out[j] = −x[j + D/2]
+        r[j * d + j + half] = 1.0; // out[j + D/2] = x[j]
+    }
+    let r = Tensor::<B, 2>::from_data(TensorData::new(r, [d, d]), (&x.device(), DType::F32)).cast(x.dtype());
+    let rotated = x.clone().reshape([b * t * h, d]).matmul(r).reshape([b, t, h, d]);
+    x * full(cos) + rotated * full(sin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    /// The `[B, T, H, D]` form gives exactly the bits of transformers' form on the swapped
+    /// view, for one table shared by the rows and for one table per row.
+    #[test]
+    fn bthd_form_is_bit_identical() {
+        let dev = Default::default();
+        let (b, t, h, d) = (2, 7, 3, 8);
+        let x = Tensor::<Flex, 4>::random([b, t, h, d], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+        let freqs = RopeFreqs { inv_freq: (0..d / 2).map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / d as f32)).collect(), attention_scaling: 1.0 };
+        for rows in [1, b] {
+            let pos: Vec<i64> = (0..rows * t).map(|i| (i * 3 % 11) as i64).collect();
+            let (cos, sin) = freqs.cos_sin(Tensor::<Flex, 2, Int>::from_data(TensorData::new(pos, [rows, t]), &dev), DType::F32);
+            let want = apply_rope(x.clone().swap_dims(1, 2), &cos, &sin);
+            let got = apply_rope_bthd(x.clone(), &cos, &sin).swap_dims(1, 2);
+            assert_eq!(got.into_data().to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap(), "{rows} table row(s)");
+        }
+    }
+}

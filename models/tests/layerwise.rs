@@ -63,6 +63,32 @@ fn layers_compose_to_forward_hidden_with_both_attentions() {
     }
 }
 
+/// Where a layer splits at its MLP activation, the split composes to the whole second half
+/// bit for bit (Qwen2/Llama); mixture-of-experts models decline the split.
+#[test]
+fn mlp_split_composes_to_layer_after_attention() {
+    for name in FIXTURES {
+        let m = load_model::<B>(&fixture(name), &device(), DType::F32).unwrap().model;
+        let (_, input) = inputs::<B>(13, m.config().vocab_size, &device()).remove(0);
+        let ctx = m.layer_ctx(&input, AttentionImpl::Blockwise { block_q: 4, block_k: 3 });
+        let plan = ctx.plan.clone().unwrap();
+        let mut x = m.embed_ids(input.input_ids.clone());
+        for i in 0..m.num_layers() {
+            let a = m.layer_attention_inputs(i, x.clone(), &ctx);
+            let o = flash_forward(a.q, a.k, a.v, a.scale, &plan).out;
+            let whole = m.layer_after_attention(i, x.clone(), o.clone());
+            match m.layer_mlp_inputs(i, x.clone(), o) {
+                Some(mi) => {
+                    let split = m.layer_mlp_output(i, mi.h, models::backend_ext::swiglu(mi.gate, mi.up));
+                    assert_eq!(values(split), values(whole.clone()), "{name} layer {i}");
+                }
+                None => assert!(name.contains("deepseek"), "{name} layer {i} declined the split"),
+            }
+            x = whole;
+        }
+    }
+}
+
 /// Materialising reference on the autodiff backend: returns (out, dq, dk, dv).
 fn reference(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, d_out: &Tensor<B, 4>, layout: &KeyLayout, scale: f64) -> [Vec<f32>; 4] {
     let [b, hq, t, _] = q.dims();

@@ -24,6 +24,8 @@
 //! attention output (a leaf) → o_proj → residual → norm → MLP. Backward: graph B's surrogate →
 //! gradients + `dL/dattn`; flash backward → `dq, dk, dv`; graph A's surrogate
 //! `Σ q⊙dq + k⊙dk + v⊙dv` → gradients + `dL/dinput`. No `[S, S]` scores or masks ever exist.
+//! Graph B is further split at a SwiGLU MLP's activation, which (with its backward) runs on
+//! the inner backend too (`after_attention_backward`).
 //!
 //! Each graph is built from a fresh `view()` of the model, because backward consumes the graph
 //! of non-leaf weights (LoRA's `W + s·B·A`, bf16 casts): rebuilding the view per graph lets
@@ -35,7 +37,7 @@ use burn::module::{AutodiffModule, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use models::flash_attention::{flash_backward, flash_forward};
-use models::{AttentionImpl, AttentionLayout, ForwardInput, LayerCtx, LayerwiseLm};
+use models::{backend_ext, AttentionImpl, AttentionLayout, ForwardInput, LayerCtx, LayerwiseLm};
 
 /// How [`checkpointed_backward`] trades memory for recompute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,22 +273,63 @@ where
     let a = va.layer_attention_inputs(i, xa.clone(), ctx_ab);
     let (q, k, v) = (a.q.clone().inner(), a.k.clone().inner(), a.v.clone().inner());
     let fwd = flash_forward(q.clone(), k.clone(), v.clone(), a.scale, plan);
-    // Graph B: attention output → layer output.
-    let (g_attn, g_xb) = {
-        let vb = view();
-        let xb = leaf::<AB, 3>(x.clone());
-        let ob = leaf::<AB, 4>(fwd.out.clone());
-        let out = vb.layer_after_attention(i, xb.clone(), ob.clone());
-        let mut grads = (out * Tensor::from_inner(g)).sum().backward();
-        let go = ob.grad_remove(&mut grads).unwrap_or_else(|| fwd.out.zeros_like());
-        let gx = xb.grad_remove(&mut grads).unwrap_or_else(|| x.zeros_like());
-        collect(grads);
-        (go, gx)
-    };
+    // Graph B: attention output → layer output (split at the MLP activation where it can be).
+    let (g_attn, g_xb) = after_attention_backward(view, i, &x, &fwd.out, g, collect);
     let fg = flash_backward(q, k, v, &fwd, g_attn, a.scale, plan);
     let s = (a.q * Tensor::from_inner(fg.dq)).sum() + (a.k * Tensor::from_inner(fg.dk)).sum() + (a.v * Tensor::from_inner(fg.dv)).sum();
     let mut grads = s.backward();
     let g_xa = xa.grad_remove(&mut grads).unwrap_or_else(|| x.zeros_like());
     collect(grads);
     g_xa + g_xb
+}
+
+/// Backward of layer `i`'s second half given `g = dL/d out`: `(dL/d attn, dL/d x)`, the
+/// parameter gradients handed to `collect`.
+///
+/// Where the layer's MLP is SwiGLU ([`LayerwiseLm::layer_mlp_inputs`]) the half is split at
+/// the activation: graph B1 = (x, attn) → h, gate, up; the activation and its backward run on
+/// the inner backend ([`models::backend_ext::swiglu`], one parallel pass each on the CPU
+/// instead of a chain of autodiff ops); graph B2 = (h, act) → h + down(act). Otherwise one
+/// graph, as [`LayerwiseLm::layer_after_attention`].
+fn after_attention_backward<AB, M, V, C>(
+    view: &V,
+    i: usize,
+    x: &Tensor<AB::InnerBackend, 3>,
+    attn: &Tensor<AB::InnerBackend, 4>,
+    g: Tensor<AB::InnerBackend, 3>,
+    collect: &mut C,
+) -> (Tensor<AB::InnerBackend, 4>, Tensor<AB::InnerBackend, 3>)
+where
+    AB: AutodiffBackend,
+    M: LayerwiseLm<AB>,
+    V: Fn() -> M,
+    C: FnMut(AB::Gradients),
+{
+    let vb = view();
+    let xb = leaf::<AB, 3>(x.clone());
+    let ob = leaf::<AB, 4>(attn.clone());
+    let surrogate = match vb.layer_mlp_inputs(i, xb.clone(), ob.clone()) {
+        None => (vb.layer_after_attention(i, xb.clone(), ob.clone()) * Tensor::from_inner(g)).sum(),
+        Some(m) => {
+            let (gate, up) = (m.gate.clone().inner(), m.up.clone().inner());
+            let act = backend_ext::swiglu(gate.clone(), up.clone());
+            // Graph B2: (h, act) → layer output.
+            let (d_h, d_act) = {
+                let vc = view();
+                let (hl, al) = (leaf::<AB, 3>(m.h.clone().inner()), leaf::<AB, 3>(act));
+                let mut grads = (vc.layer_mlp_output(i, hl.clone(), al.clone()) * Tensor::from_inner(g.clone())).sum().backward();
+                let d_h = hl.grad_remove(&mut grads).unwrap_or_else(|| g.zeros_like());
+                let d_act = al.grad_remove(&mut grads).unwrap_or_else(|| gate.zeros_like());
+                collect(grads);
+                (d_h, d_act)
+            };
+            let (d_gate, d_up) = backend_ext::swiglu_backward(gate, up, d_act);
+            (m.h * Tensor::from_inner(d_h)).sum() + (m.gate * Tensor::from_inner(d_gate)).sum() + (m.up * Tensor::from_inner(d_up)).sum()
+        }
+    };
+    let mut grads = surrogate.backward();
+    let go = ob.grad_remove(&mut grads).unwrap_or_else(|| attn.zeros_like());
+    let gx = xb.grad_remove(&mut grads).unwrap_or_else(|| x.zeros_like());
+    collect(grads);
+    (go, gx)
 }

@@ -104,7 +104,10 @@ pub fn fused_ce<B: Backend>(
         let (ids, keep) = host_targets(targets, a, e, v);
         let (d, chunk_nll) = match backend_ext::xent_grad_in_place(logits, &ids, &keep, inv_n as f32) {
             Ok(done) => done,
-            Err(logits) => xent_grad_tensor_ops(logits, &ids, &keep, inv_n),
+            Err(logits) => {
+                tracing::trace!(rows = ids.len(), "fused_ce: chunk cross-entropy as tensor ops (no in-place kernel here)");
+                xent_grad_tensor_ops(logits, &ids, &keep, inv_n)
+            }
         };
         nll_sum += chunk_nll;
         let dc = d.cast(w.dtype());

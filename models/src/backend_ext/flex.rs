@@ -14,6 +14,7 @@ use super::adamw::{step_in_place, step_in_place_transposed, AdamWScalars};
 use super::gemv::{gemv_rows, MAX_ROWS, MIN_ROWS};
 use super::sumsq::sum_squares_f32;
 use super::flash_cpu::{self, View4};
+use super::swiglu;
 use super::xent::xent_grad_rows;
 use crate::flash_attention::FlashPlan;
 
@@ -403,6 +404,54 @@ pub(super) fn try_flash_backward<B: Backend>(
     let (mut dq, mut dkk, mut dvv) = (vec![0f32; b * hq * t * dk], vec![0f32; b * hkv * t * dk], vec![0f32; b * hkv * t * dv]);
     flash_cpu::backward(&qv, &kv, &vv, &ov, lse_s, &dov, scale as f32, plan, &mut dq, &mut dkk, &mut dvv);
     Some((dense(dq, [b, hq, t, dk]), dense(dkk, [b, hkv, t, dk]), dense(dvv, [b, hkv, t, dv])))
+}
+
+/// [`swiglu::swiglu_in_place`] on Flex f32 tensors of one shape, written into `up`'s buffer
+/// when it is uniquely owned (else a fresh one); `Err(up)` (untouched) when not Flex f32 or
+/// either is strided.
+pub(super) fn try_swiglu<B: Backend, const D: usize>(gate: &Tensor<B, D>, up: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let n = up.shape().num_elements();
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || gate.dtype() != DType::F32 || up.dtype() != DType::F32 || gate.dims() != up.dims() {
+        return Err(up);
+    }
+    let Some(gf) = to_flex(gate.clone()) else {
+        return Err(up);
+    };
+    let Some(gs) = gf.as_slice::<f32>() else {
+        return Err(up);
+    };
+    let dims = up.dims();
+    let mut up = up;
+    let Some(mut uf) = take_flex(&mut up) else {
+        return Err(up);
+    };
+    if writable(&uf, n) {
+        if let Some(us) = uf.try_storage_mut::<f32>() {
+            swiglu::swiglu_in_place(gs, &mut us[..n]);
+            return Ok(from_flex(uf));
+        }
+    }
+    match uf.as_slice::<f32>() {
+        Some(us) => {
+            let mut out = us.to_vec();
+            swiglu::swiglu_in_place(gs, &mut out);
+            Ok(dense(out, dims))
+        }
+        None => Err(from_flex(uf)),
+    }
+}
+
+/// [`swiglu::swiglu_backward`] on Flex f32 tensors of one shape: `(d_gate, d_up)`; `None`
+/// when not Flex f32 or one is strided.
+pub(super) fn try_swiglu_backward<B: Backend, const D: usize>(gate: &Tensor<B, D>, up: &Tensor<B, D>, d_act: &Tensor<B, D>) -> Option<(Tensor<B, D>, Tensor<B, D>)> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || [gate, up, d_act].iter().any(|t| t.dtype() != DType::F32 || t.dims() != gate.dims()) {
+        return None;
+    }
+    let (gf, uf, df) = (to_flex(gate.clone())?, to_flex(up.clone())?, to_flex(d_act.clone())?);
+    let (gs, us, ds) = (gf.as_slice::<f32>()?, uf.as_slice::<f32>()?, df.as_slice::<f32>()?);
+    let (mut dg, mut du) = (vec![0f32; gs.len()], vec![0f32; gs.len()]);
+    swiglu::swiglu_backward(gs, us, ds, &mut dg, &mut du);
+    Some((dense(dg, gate.dims()), dense(du, gate.dims())))
 }
 
 /// Moves `t`'s Flex primitive out (as uniquely owned as `t` was), leaving an empty tensor;

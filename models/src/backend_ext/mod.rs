@@ -2,7 +2,8 @@
 //!
 //! Generic layers call the functions here ([`linear`], [`assign_in_place`],
 //! [`adamw_in_place`], [`select_add_rows_in_place`], [`sum_squares`], [`xent_grad_in_place`],
-//! [`add_matmul_tn`], [`matmul_nt_into`]) and never name a
+//! [`add_matmul_tn`], [`matmul_nt_into`], [`flash_forward_fast`], [`flash_backward_fast`],
+//! [`swiglu`], [`swiglu_backward`]) and never name a
 //! backend; each function tries the fast path of the
 //! backend it runs on and otherwise does the portable Burn op, with the same result (up to
 //! float summation order). Today the only fast paths are for `Flex`, the CPU backend
@@ -10,14 +11,16 @@
 //! writes, a one-pass in-place AdamW step, row additions into a gradient table in place,
 //! an allocation-free, thread-count-independent sum of squares, and for chunked losses a
 //! cross-entropy gradient computed in the logits' own buffer ([`xent`]) and GEMMs that write
-//! into (or add to) buffers the caller already owns. A GPU kernel would be one more module
-//! here, with no change to the layers.
+//! into (or add to) buffers the caller already owns; for training, a FlashAttention-2
+//! kernel ([`flash_cpu`]) and SwiGLU's activation and its backward ([`swiglu`]). A GPU
+//! kernel would be one more module here, with no change to the layers.
 
 mod adamw;
 pub mod flash_cpu;
 mod flex;
 pub mod gemv;
 pub mod sumsq;
+pub mod swiglu;
 pub mod xent;
 
 pub use adamw::{adamw_tensor_ops, AdamWScalars};
@@ -138,6 +141,7 @@ pub fn xent_grad_in_place<B: Backend>(logits: Tensor<B, 2>, targets: &[usize], k
 /// (Qwen's vocabulary in f32) and read three.
 pub fn add_matmul_tn<B: Backend>(acc: &mut Tensor<B, 2>, a: &Tensor<B, 2>, b: &Tensor<B, 2>) {
     if !flex::try_add_matmul_tn(acc, a, b) {
+        tracing::trace!(dims = ?acc.dims(), "add_matmul_tn: accumulating through a fresh sum");
         let product = a.clone().transpose().matmul(b.clone()).cast(acc.dtype());
         acc.inplace(|t| t + product);
     }
@@ -150,8 +154,9 @@ pub fn add_matmul_tn<B: Backend>(acc: &mut Tensor<B, 2>, a: &Tensor<B, 2>, b: &T
 /// last chunk's buffer saves faulting in a fresh one (78 MB at Qwen's vocabulary) per chunk.
 pub fn matmul_nt_into<B: Backend>(buf: Option<Tensor<B, 2>>, x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
     if let Some(buf) = buf {
-        if let Ok(y) = flex::try_matmul_nt_into(buf, x, w) {
-            return y;
+        match flex::try_matmul_nt_into(buf, x, w) {
+            Ok(y) => return y,
+            Err(buf) => tracing::trace!(dims = ?buf.dims(), "matmul_nt_into: buffer not reusable"),
         }
     }
     x.clone().matmul(w.clone().transpose())
@@ -178,6 +183,29 @@ pub fn flash_backward_fast<B: Backend>(
     plan: &FlashPlan,
 ) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
     flex::try_flash_backward(q, k, v, out, lse, d_out, scale, plan)
+}
+
+/// SwiGLU's activation `silu(gate) · up`. On Flex f32 one parallel pass
+/// ([`swiglu::swiglu_in_place`], into `up`'s buffer when it is uniquely owned); elsewhere
+/// (GPU, autodiff graphs, bf16) Burn's `silu(gate) * up`, which autodiff differentiates.
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    match flex::try_swiglu(&gate, up) {
+        Ok(act) => act,
+        Err(up) => burn::tensor::activation::silu(gate) * up,
+    }
+}
+
+/// `(dL/dgate, dL/dup)` of [`swiglu`] given `d_act = dL/d(silu(gate)·up)`, for trainers that
+/// run the activation outside autodiff. On Flex f32 one parallel pass
+/// ([`swiglu::swiglu_backward`]); elsewhere the same formula as tensor ops.
+pub fn swiglu_backward<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>, d_act: Tensor<B, D>) -> (Tensor<B, D>, Tensor<B, D>) {
+    if let Some(grads) = flex::try_swiglu_backward(&gate, &up, &d_act) {
+        return grads;
+    }
+    let s = burn::tensor::activation::sigmoid(gate.clone());
+    let d_up = d_act.clone() * (gate.clone() * s.clone());
+    let d_gate = (d_act * up) * (s.clone() * (gate * s.neg().add_scalar(1.0)).add_scalar(1.0));
+    (d_gate, d_up)
 }
 
 /// `Σ t²` as a one-element f32 tensor, like `t.square().sum()` up to float summation order.
@@ -374,9 +402,43 @@ mod tests {
         assert_eq!(ptr(&acc), before, "accumulator was reallocated");
         acc.clone().into_data().assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::rel_abs(1e-5, 1e-4));
 
+        // An accumulator that is itself a product of a transposed view (the first chunk's
+        // `dᵀ · h`, as the fused loss starts it) is written in place too.
+        let mut first = y.clone().transpose().matmul(x.clone());
+        let before = ptr(&first);
+        add_matmul_tn(&mut first, &y, &x);
+        assert_eq!(ptr(&first), before, "a product accumulator was reallocated");
+
         let shared = acc.clone();
         add_matmul_tn(&mut acc, &y, &x);
         assert_ne!(ptr(&acc), ptr(&shared), "a shared accumulator must not be written");
+    }
+
+    /// SwiGLU on Flex (the kernel) against the portable path (what autodiff backends run):
+    /// the activation matches Burn's `silu(g) * u` and both backward formulas agree.
+    #[test]
+    fn swiglu_kernel_matches_portable_path() {
+        type Ad = burn::backend::Autodiff<Flex>;
+        let dev = Default::default();
+        let normal = burn::tensor::Distribution::Normal(0.0, 3.0);
+        let g = Tensor::<Flex, 3>::random([2, 5, 301], normal, &dev);
+        let u = Tensor::<Flex, 3>::random([2, 5, 301], normal, &dev);
+        let d = Tensor::<Flex, 3>::random([2, 5, 301], normal, &dev);
+        let tol = burn::tensor::Tolerance::<f32>::rel_abs(2e-6, 1e-6);
+        let want = burn::tensor::activation::silu(g.clone()) * u.clone();
+        swiglu(g.clone(), u.clone() * 1.0).into_data().assert_approx_eq::<f32>(&want.into_data(), tol);
+        let ad = |t: &Tensor<Flex, 3>| Tensor::<Ad, 3>::from_data(t.to_data(), &dev);
+        let (dg, du) = swiglu_backward(g.clone(), u.clone(), d.clone());
+        let (rg, ru) = swiglu_backward(ad(&g), ad(&u), ad(&d));
+        dg.into_data().assert_approx_eq::<f32>(&rg.into_data(), tol);
+        du.into_data().assert_approx_eq::<f32>(&ru.into_data(), tol);
+        // The portable backward is the autodiff gradient of silu(g)·u.
+        let (gl, ul) = (ad(&g).require_grad(), ad(&u).require_grad());
+        let grads = (burn::tensor::activation::silu(gl.clone()) * ul.clone() * ad(&d)).sum().backward();
+        let (ag, au) = (gl.grad(&grads).unwrap(), ul.grad(&grads).unwrap());
+        let (pg, pu) = swiglu_backward(ad(&g), ad(&u), ad(&d));
+        pg.into_data().assert_approx_eq::<f32>(&ag.into_data(), tol);
+        pu.into_data().assert_approx_eq::<f32>(&au.into_data(), tol);
     }
 
     /// `linear` agrees with `matmul` on a shape the GEMV takes.
