@@ -424,7 +424,8 @@ mod tests {
         let g = Tensor::<Flex, 3>::random([2, 5, 301], normal, &dev);
         let u = Tensor::<Flex, 3>::random([2, 5, 301], normal, &dev);
         let d = Tensor::<Flex, 3>::random([2, 5, 301], normal, &dev);
-        let tol = burn::tensor::Tolerance::<f32>::rel_abs(2e-6, 1e-6);
+        // f32 rounding of σ, and of d_gate's factor 1 + g·(1 − σ), which changes sign near g ≈ −1.28
+        let tol = burn::tensor::Tolerance::<f32>::rel_abs(2e-5, 1e-5);
         let want = burn::tensor::activation::silu(g.clone()) * u.clone();
         swiglu(g.clone(), u.clone() * 1.0).into_data().assert_approx_eq::<f32>(&want.into_data(), tol);
         let ad = |t: &Tensor<Flex, 3>| Tensor::<Ad, 3>::from_data(t.to_data(), &dev);
