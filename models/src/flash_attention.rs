@@ -33,6 +33,10 @@ pub enum KeyLayout {
 /// at least itself).
 const HIDDEN: f32 = -1.0e30;
 
+/// The key blocks of one query block as [`FlashPlan::row_blocks`] hands them out:
+/// `(k0, k1, partial mask)`.
+pub(crate) type BlockPairs<'a> = Vec<(usize, usize, Option<&'a [bool]>)>;
+
 /// One (query block, key block) pair to compute.
 #[derive(Clone, Debug)]
 struct Pair {
@@ -142,7 +146,7 @@ impl FlashPlan {
 
     /// The query blocks of batch row `r`: `(q0, q1, [(k0, k1, partial mask)])`, the mask
     /// row-major `[q1 − q0, k1 − k0]` (`true` = visible) where only part of the pair is.
-    pub(crate) fn row_blocks(&self, r: usize) -> Vec<(usize, usize, Vec<(usize, usize, Option<&[bool]>)>)> {
+    pub(crate) fn row_blocks(&self, r: usize) -> Vec<(usize, usize, BlockPairs<'_>)> {
         self.rows[r]
             .blocks
             .iter()

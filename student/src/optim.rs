@@ -315,7 +315,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AdamWMapper<'_, AB> {
         // where it lies instead of copying it flat.
         let g = match self.grads.remove::<AB::InnerBackend, D>(id) {
             Some(g) => g.cast(FloatDType::F32),
-            None => Tensor::zeros(dims.clone(), (&p.device(), DType::F32)),
+            None => Tensor::zeros(dims, (&p.device(), DType::F32)),
         };
         let (exp_avg, exp_avg_sq) = match self.opt.moments.remove(&name) {
             Some(m) => (into_f32(m.exp_avg), into_f32(m.exp_avg_sq)),

@@ -319,8 +319,11 @@ fn plan_once(p: &PlanInput, target: Target, budget: u64) -> Plan {
         push(&mut parts, "workspace", layer_backward_workspace(p, false), "one layer's backward (attention-score gradients)".into());
     }
     let chunk = p.loss_chunk.min(tokens);
+    // The CPU computes a chunk's gradient in its logits' own buffer
+    // (`models::backend_ext::xent_grad_in_place`); elsewhere logits and gradient are two.
+    let chunk_buffers = if target.is_gpu() { 2 } else { 1 };
     let loss = if p.fused_ce {
-        2 * chunk * s.vocab * 4 + if full { s.vocab * s.hidden * 4 } else { 0 }
+        chunk_buffers * chunk * s.vocab * 4 + if full { s.vocab * s.hidden * 4 } else { 0 }
     } else {
         3 * tokens * s.vocab * act
     };
@@ -328,7 +331,7 @@ fn plan_once(p: &PlanInput, target: Target, budget: u64) -> Plan {
         "loss_chunk",
         loss,
         if p.fused_ce {
-            format!("{chunk} positions × vocab, f32 logits + gradient, projection gradient")
+            format!("{chunk} positions × vocab, f32 logits{}, projection gradient", if target.is_gpu() { " + gradient" } else { " turned into their gradient in place" })
         } else {
             "autodiff cross-entropy keeps every chunk's logits".into()
         },

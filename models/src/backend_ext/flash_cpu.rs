@@ -80,6 +80,7 @@ impl Mat {
 /// SAFETY (callers): `lhs`/`rhs` address only elements of live buffers for the given shapes
 /// (their views passed [`View4::in_bounds`] or are dense scratch of the right size), and
 /// `dst` does not alias them.
+#[allow(clippy::too_many_arguments)] // a GEMM call: shape, operands, accumulate and scale
 fn mm(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, beta: f32) {
     assert!(dst.len() >= m * n);
     // SAFETY: see the function's contract; `dst` holds at least m·n elements.
