@@ -253,7 +253,7 @@ fn check_shapes<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>
 pub fn flash_forward<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> FlashOutput<B> {
     check_shapes(&q, &k, &v, plan);
     match crate::backend_ext::flash_forward_fast(&q, &k, &v, scale, plan) {
-        Some((out, lse)) => FlashOutput { out, lse },
+        Some(fwd) => fwd,
         None => flash_forward_ops(q, k, v, scale, plan),
     }
 }
@@ -326,8 +326,8 @@ pub fn flash_backward<B: Backend>(
     plan: &FlashPlan,
 ) -> FlashGrads<B> {
     check_shapes(&q, &k, &v, plan);
-    match crate::backend_ext::flash_backward_fast(&q, &k, &v, &fwd.out, &fwd.lse, &d_out, scale, plan) {
-        Some((dq, dk, dv)) => FlashGrads { dq, dk, dv },
+    match crate::backend_ext::flash_backward_fast(&q, &k, &v, fwd, &d_out, scale, plan) {
+        Some(grads) => grads,
         None => flash_backward_ops(q, k, v, fwd, d_out, scale, plan),
     }
 }

@@ -384,19 +384,10 @@ pub(super) fn try_flash_forward<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, 
     Some((dense(out, [b, hq, t, dv]), dense(lse, [b, hq, t, 1])))
 }
 
-/// [`flash_cpu::backward`] on Flex f32 tensors: `(dq, dk, dv)`; `None` when not Flex f32.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn try_flash_backward<B: Backend>(
-    q: &Tensor<B, 4>,
-    k: &Tensor<B, 4>,
-    v: &Tensor<B, 4>,
-    out: &Tensor<B, 4>,
-    lse: &Tensor<B, 4>,
-    d_out: &Tensor<B, 4>,
-    scale: f64,
-    plan: &FlashPlan,
-) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
-    let [qf, kf, vf, of, lf, df] = flex_f32([q, k, v, out, lse, d_out])?;
+/// [`flash_cpu::backward`] on Flex f32 tensors `[q, k, v, out, lse, d_out]`: `(dq, dk, dv)`;
+/// `None` when not Flex f32.
+pub(super) fn try_flash_backward<B: Backend>(tensors: [&Tensor<B, 4>; 6], scale: f64, plan: &FlashPlan) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    let [qf, kf, vf, of, lf, df] = flex_f32(tensors)?;
     let (qv, kv, vv, ov, dov) = (view4(&qf)?, view4(&kf)?, view4(&vf)?, view4(&of)?, view4(&df)?);
     let lf = lf.to_contiguous();
     let lse_s = lf.as_slice::<f32>()?;

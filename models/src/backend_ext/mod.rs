@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 
-use crate::flash_attention::FlashPlan;
+use crate::flash_attention::{FlashGrads, FlashOutput, FlashPlan};
 
 static GEMV: AtomicBool = AtomicBool::new(true);
 
@@ -162,27 +162,17 @@ pub fn matmul_nt_into<B: Backend>(buf: Option<Tensor<B, 2>>, x: &Tensor<B, 2>, w
     x.clone().matmul(w.clone().transpose())
 }
 
-/// [`crate::flash_attention::flash_forward`] on the backend's own kernel: `(out, lse)`, or
-/// `None` where there is none (then the caller runs the tensor-op version). On Flex with f32
-/// inputs: [`flash_cpu`], one rayon task per (row, query head).
-pub fn flash_forward_fast<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> Option<(Tensor<B, 4>, Tensor<B, 4>)> {
-    flex::try_flash_forward(q, k, v, scale, plan)
+/// [`crate::flash_attention::flash_forward`] on the backend's own kernel, or `None` where
+/// there is none (then the caller runs the tensor-op version). On Flex with f32 inputs:
+/// [`flash_cpu`], one rayon task per (row, query head).
+pub fn flash_forward_fast<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> Option<FlashOutput<B>> {
+    flex::try_flash_forward(q, k, v, scale, plan).map(|(out, lse)| FlashOutput { out, lse })
 }
 
-/// [`crate::flash_attention::flash_backward`] on the backend's own kernel: `(dq, dk, dv)`, or
-/// `None` where there is none.
-#[allow(clippy::too_many_arguments)]
-pub fn flash_backward_fast<B: Backend>(
-    q: &Tensor<B, 4>,
-    k: &Tensor<B, 4>,
-    v: &Tensor<B, 4>,
-    out: &Tensor<B, 4>,
-    lse: &Tensor<B, 4>,
-    d_out: &Tensor<B, 4>,
-    scale: f64,
-    plan: &FlashPlan,
-) -> Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
-    flex::try_flash_backward(q, k, v, out, lse, d_out, scale, plan)
+/// [`crate::flash_attention::flash_backward`] on the backend's own kernel, or `None` where
+/// there is none.
+pub fn flash_backward_fast<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, fwd: &FlashOutput<B>, d_out: &Tensor<B, 4>, scale: f64, plan: &FlashPlan) -> Option<FlashGrads<B>> {
+    flex::try_flash_backward([q, k, v, &fwd.out, &fwd.lse, d_out], scale, plan).map(|(dq, dk, dv)| FlashGrads { dq, dk, dv })
 }
 
 /// SwiGLU's activation `silu(gate) · up`. On Flex f32 one parallel pass
