@@ -115,11 +115,8 @@ pub fn fused_ce<B: Backend>(
         backend_ext::assign_in_place(&mut grad_hidden, [0..b, a..e, 0..h], gh);
         if want_weight_grad {
             match grad_weight.as_mut() {
-                Some(gw) if gw.dtype() == DType::F32 && dc.dtype() == DType::F32 => backend_ext::add_matmul_tn(gw, &dc, &hc),
-                Some(gw) => {
-                    let add = dc.clone().transpose().matmul(hc).cast(DType::F32);
-                    gw.inplace(|g| g + add);
-                }
+                // in place where the backend allows, else `gw + dcᵀ·hc` (cast to gw's f32)
+                Some(gw) => backend_ext::add_matmul_tn(gw, &dc, &hc),
                 None => grad_weight = Some(dc.clone().transpose().matmul(hc).cast(DType::F32)), // [V, H]
             }
         }

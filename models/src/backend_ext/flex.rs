@@ -160,18 +160,13 @@ pub(super) fn try_select_add_rows<B: Backend>(
     let Some(mut t) = take_flex(table) else {
         return false;
     };
-    let done = writable(&t, rows * cols)
-        && match t.try_storage_mut::<f32>() {
-            Some(ts) => {
-                for (&i, src) in indices.iter().zip(vs.chunks_exact(cols.max(1))) {
-                    for (d, s) in ts[i * cols..(i + 1) * cols].iter_mut().zip(src) {
-                        *d += *s;
-                    }
-                }
-                true
+    let done = write_in_place(&mut t, rows * cols, |ts| {
+        for (&i, src) in indices.iter().zip(vs.chunks_exact(cols.max(1))) {
+            for (d, s) in ts[i * cols..(i + 1) * cols].iter_mut().zip(src) {
+                *d += *s;
             }
-            None => false,
-        };
+        }
+    });
     *table = from_flex(t);
     done
 }
@@ -215,6 +210,21 @@ fn take_flex<B: Backend, const D: usize>(t: &mut Tensor<B, D>) -> Option<FlexTen
             *t = taken;
             None
         }
+    }
+}
+
+/// Runs `f` on the first `n` f32 elements of `t`'s own buffer when [`writable`]; false (and
+/// `f` not run) otherwise.
+fn write_in_place(t: &mut FlexTensor, n: usize, f: impl FnOnce(&mut [f32])) -> bool {
+    if !writable(t, n) {
+        return false;
+    }
+    match t.try_storage_mut::<f32>() {
+        Some(s) => {
+            f(&mut s[..n]);
+            true
+        }
+        None => false,
     }
 }
 

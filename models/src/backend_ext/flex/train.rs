@@ -9,7 +9,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::{from_flex, take_flex, to_flex, writable};
+use super::{from_flex, take_flex, to_flex, write_in_place};
 use crate::backend_ext::flash_cpu::{self, View4};
 use crate::backend_ext::swiglu;
 use crate::backend_ext::xent::xent_grad_rows;
@@ -95,14 +95,7 @@ pub(in crate::backend_ext) fn try_add_matmul_tn<B: Backend>(acc: &mut Tensor<B, 
     let Some(mut dst) = take_flex(acc) else {
         return false;
     };
-    let done = writable(&dst, m * n)
-        && match dst.try_storage_mut::<f32>() {
-            Some(ds) => {
-                gemm_into(&mut ds[..m * n], m, n, k, &at, &bt, true);
-                true
-            }
-            None => false,
-        };
+    let done = write_in_place(&mut dst, m * n, |ds| gemm_into(ds, m, n, k, &at, &bt, true));
     *acc = from_flex(dst);
     done
 }
@@ -122,14 +115,7 @@ pub(in crate::backend_ext) fn try_matmul_nt_into<B: Backend>(buf: Tensor<B, 2>, 
     let Some(mut dst) = take_flex(&mut buf) else {
         return Err(buf);
     };
-    let done = writable(&dst, rows * out)
-        && match dst.try_storage_mut::<f32>() {
-            Some(ds) => {
-                gemm_into(&mut ds[..rows * out], rows, out, k, &xo, &wo, false);
-                true
-            }
-            None => false,
-        };
+    let done = write_in_place(&mut dst, rows * out, |ds| gemm_into(ds, rows, out, k, &xo, &wo, false));
     if done {
         Ok(from_flex(dst))
     } else {
@@ -148,11 +134,8 @@ pub(in crate::backend_ext) fn try_xent_grad<B: Backend>(logits: Tensor<B, 2>, ta
     let Some(mut t) = take_flex(&mut logits) else {
         return Err(logits);
     };
-    let nll = if writable(&t, rows * vocab) {
-        t.try_storage_mut::<f32>().map(|s| xent_grad_rows(&mut s[..rows * vocab], vocab, targets, keep, scale))
-    } else {
-        None
-    };
+    let mut nll = None;
+    write_in_place(&mut t, rows * vocab, |s| nll = Some(xent_grad_rows(s, vocab, targets, keep, scale)));
     match nll {
         Some(nll) => Ok((from_flex(t), nll)),
         None => Err(from_flex(t)),
@@ -229,11 +212,8 @@ pub(in crate::backend_ext) fn try_swiglu<B: Backend, const D: usize>(gate: &Tens
     let Some(mut uf) = take_flex(&mut up) else {
         return Err(up);
     };
-    if writable(&uf, n) {
-        if let Some(us) = uf.try_storage_mut::<f32>() {
-            swiglu::swiglu_in_place(gs, &mut us[..n]);
-            return Ok(from_flex(uf));
-        }
+    if write_in_place(&mut uf, n, |us| swiglu::swiglu_in_place(gs, us)) {
+        return Ok(from_flex(uf));
     }
     match uf.as_slice::<f32>() {
         Some(us) => {
